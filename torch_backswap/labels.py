@@ -1,0 +1,497 @@
+"""Patch labels: one S×S boolean grid per image (``True`` = the cell shows the object).
+
+File formats
+------------
+* **paper** – the ``masks.csv`` of the reference scripts: header ``info,mask``; ``info`` is the image id,
+  ``mask`` an ``S*S`` string of ``0``/``1`` in row-major order.
+* **backswap CSV** – header ``image,grid_size,mask``; ``image`` is the image path relative to the image
+  folder, ``grid_size`` is ``S`` and ``mask`` the same row-major bit string.
+* **backswap JSON** – ``{"format": "backswap-patch-labels", "version": 1, "grid_size": S,
+  "labels": [{"image": ..., "mask": "0101..."}, ...]}``.
+
+:meth:`PatchLabels.read` detects the format from the suffix (``.json``) or the CSV header. Malformed input
+raises :class:`LabelFormatError`, whose message names the file, the line and the offending value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LabelFormatError",
+    "MissingImageError",
+    "PatchLabels",
+    "dense_to_patch_grid",
+    "patch_grid_to_dense",
+]
+
+#: Suffixes tried, in this order, when a label id names an image without its extension.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+_JSON_FORMAT = "backswap-patch-labels"
+_PAPER_HEADER = ["info", "mask"]
+_OURS_HEADER = ["image", "grid_size", "mask"]
+
+
+class LabelFormatError(ValueError):
+    """A patch-label file (or value) is malformed.
+
+    The message reads ``"<file>:<line>: <problem> (value: <value>)"``; the parts are also available as the
+    attributes ``path``, ``line`` and ``value`` (``None`` where unknown).
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | os.PathLike | None = None,
+        line: int | str | None = None,
+        value: object = None,
+    ) -> None:
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.value = value
+        where = self.path if self.path is not None else "<labels>"
+        if line is not None:
+            where = f"{where}:{line}"
+        message = f"{where}: {problem}"
+        if value is not None:
+            shown = repr(value)
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            message += f" (value: {shown})"
+        super().__init__(message)
+
+
+class MissingImageError(LabelFormatError, FileNotFoundError):
+    """A labelled image id has no image file in the image folder."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Functional core
+
+
+def dense_to_patch_grid(masks: Tensor, grid_size: int, threshold: float = 0.25) -> Tensor:
+    """Turn dense object masks into patch grids by per-cell covered fraction.
+
+    Args:
+        masks: ``(B, H, W)`` or ``(B, 1, H, W)``; bool, uint8 (0/1 or 0/255) or float in ``[0, 1]``.
+        grid_size: ``S``, cells per side.
+        threshold: a cell is ``True`` when the fraction of its area covered by the mask is ``>= threshold``
+            (paper: 0.25 Waterbirds, 0.2 Spawrious, 0.4 Spurious Vehicles). Must be in ``(0, 1]``.
+
+    Returns:
+        BoolTensor ``(B, S, S)`` on the masks' device. Cells are area-averaged (adaptive average pooling),
+        so ``H`` and ``W`` need not be multiples of ``S``.
+    """
+    if not isinstance(grid_size, int) or isinstance(grid_size, bool) or grid_size < 1:
+        raise ValueError(f"grid_size must be a positive int, got {grid_size!r}")
+    if not (0.0 < float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    if not isinstance(masks, Tensor):
+        raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
+    if masks.ndim == 4:
+        if masks.shape[1] != 1:
+            raise ValueError(f"masks must be (B,H,W) or (B,1,H,W), got shape {tuple(masks.shape)}")
+        masks = masks[:, 0]
+    elif masks.ndim != 3:
+        raise ValueError(f"masks must be (B,H,W) or (B,1,H,W), got shape {tuple(masks.shape)}")
+    if masks.dtype == torch.bool:
+        dense = masks.float()
+    elif masks.dtype == torch.uint8:
+        dense = masks.float()
+        if dense.numel() and dense.max() > 1:
+            dense = dense / 255.0
+    elif masks.is_floating_point():
+        dense = masks.float()
+    else:
+        dense = masks.float().clamp(0, 1)
+    covered = F.adaptive_avg_pool2d(dense[:, None], (grid_size, grid_size))[:, 0]
+    # a tiny tolerance so that e.g. exactly a quarter of a cell counts at threshold 0.25
+    return covered >= (float(threshold) - 1e-6)
+
+
+def patch_grid_to_dense(grids: Tensor, size: tuple[int, int] | Sequence[int]) -> Tensor:
+    """Blow patch grids up to image resolution (nearest neighbour, for evaluation and display).
+
+    Args:
+        grids: BoolTensor ``(B, S, S)`` (any dtype; non-zero = object).
+        size: ``(H, W)`` of the output.
+
+    Returns:
+        FloatTensor ``(B, 1, H, W)`` with values in ``{0, 1}``.
+    """
+    if not isinstance(grids, Tensor) or grids.ndim != 3:
+        shape = tuple(grids.shape) if isinstance(grids, Tensor) else type(grids).__name__
+        raise ValueError(f"grids must be a (B,S,S) tensor, got {shape}")
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be two positive ints, got {tuple(size)!r}")
+    return F.interpolate((grids != 0).float()[:, None], size=(height, width), mode="nearest")
+
+
+def _bits_to_grid(bits: str, grid_size: int) -> Tensor:
+    flat = torch.tensor([c == "1" for c in bits], dtype=torch.bool)
+    return flat.view(grid_size, grid_size)
+
+
+def _grid_to_bits(grid: Tensor) -> str:
+    return "".join("1" if v else "0" for v in grid.reshape(-1).tolist())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The value type
+
+
+@dataclass(eq=False)
+class PatchLabels:
+    """Patch labels for a set of images.
+
+    Attributes:
+        ids: image ids, unique; for a folder of images, the image path relative to that folder (the
+            extension may be left out, see :meth:`image_path`).
+        grids: BoolTensor ``(N, S, S)``, ``grids[i]`` belongs to ``ids[i]``; ``True`` = object.
+        source: the file the labels were read from, if any (used in error messages).
+        lines: per id, the line (CSV) or entry (JSON) it came from, if read from a file.
+    """
+
+    ids: list[str]
+    grids: Tensor
+    source: str | None = field(default=None, compare=False, repr=False)
+    lines: list[int] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ids = [str(i) for i in self.ids]
+        if not isinstance(self.grids, Tensor):
+            raise TypeError(f"grids must be a torch.Tensor, got {type(self.grids).__name__}")
+        if self.grids.ndim != 3 or self.grids.shape[1] != self.grids.shape[2]:
+            raise ValueError(f"grids must be (N,S,S), got shape {tuple(self.grids.shape)}")
+        if self.grids.shape[0] != len(self.ids):
+            raise ValueError(f"got {len(self.ids)} ids but {self.grids.shape[0]} grids")
+        self.grids = (self.grids != 0).cpu() if self.grids.dtype != torch.bool else self.grids.cpu()
+        if self.lines is not None and len(self.lines) != len(self.ids):
+            raise ValueError(f"lines must have one entry per id, got {len(self.lines)} for {len(self.ids)} ids")
+        self._index: dict[str, int] = {}
+        for position, image_id in enumerate(self.ids):
+            if image_id in self._index:
+                line = None if self.lines is None else self.lines[position]
+                raise LabelFormatError("duplicate image id", path=self.source, line=line, value=image_id)
+            self._index[image_id] = position
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PatchLabels):
+            return NotImplemented
+        return self.ids == other.ids and self.grids.shape == other.grids.shape and bool(
+            torch.equal(self.grids, other.grids))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- container protocol ------------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> int:
+        """``S``, cells per side."""
+        return int(self.grids.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, image_id: object) -> bool:
+        return str(image_id) in self._index
+
+    def __getitem__(self, image_id: str) -> Tensor:
+        """The ``(S, S)`` BoolTensor of ``image_id``."""
+        try:
+            return self.grids[self._index[str(image_id)]]
+        except KeyError:
+            raise KeyError(f"no patch labels for image id {image_id!r}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def items(self) -> Iterator[tuple[str, Tensor]]:
+        """``(id, grid (S,S) bool)`` pairs in order."""
+        for image_id, grid in zip(self.ids, self.grids):
+            yield image_id, grid
+
+    def line_of(self, image_id: str) -> int | None:
+        """Line (or JSON entry) ``image_id`` was read from, or ``None``."""
+        if self.lines is None or image_id not in self._index:
+            return None
+        return self.lines[self._index[image_id]]
+
+    def subset(self, ids: Iterable[str]) -> "PatchLabels":
+        """A new :class:`PatchLabels` with only ``ids``, in that order (``KeyError`` on unknown ids)."""
+        ids = [str(i) for i in ids]
+        missing = [i for i in ids if i not in self._index]
+        if missing:
+            raise KeyError(f"subset: unknown image ids {missing[:5]!r}{' ...' if len(missing) > 5 else ''}")
+        positions = [self._index[i] for i in ids]
+        lines = None if self.lines is None else [self.lines[p] for p in positions]
+        return PatchLabels(ids, self.grids[positions].clone(), source=self.source, lines=lines)
+
+    def merge(self, other: "PatchLabels") -> "PatchLabels":
+        """A new :class:`PatchLabels` holding both; on shared ids ``other`` wins. Grid sizes must match."""
+        if not isinstance(other, PatchLabels):
+            raise TypeError(f"other must be PatchLabels, got {type(other).__name__}")
+        if len(self) and len(other) and other.grid_size != self.grid_size:
+            raise ValueError(f"cannot merge grid_size {other.grid_size} into grid_size {self.grid_size}")
+        ids = list(self.ids)
+        grids = [g for g in self.grids]
+        for image_id, grid in other.items():
+            if image_id in self._index:
+                grids[self._index[image_id]] = grid
+            else:
+                ids.append(image_id)
+                grids.append(grid)
+        size = self.grid_size if len(self) else other.grid_size
+        stacked = torch.stack(grids) if grids else torch.zeros(0, size, size, dtype=torch.bool)
+        return PatchLabels(ids, stacked)
+
+    def update(self, other: "PatchLabels") -> None:
+        """In-place :meth:`merge`."""
+        merged = self.merge(other)
+        self.ids, self.grids, self._index = merged.ids, merged.grids, merged._index
+        self.lines = None
+
+    # -- images ------------------------------------------------------------------------------------------
+    @staticmethod
+    def image_path(image_dir: str | os.PathLike, image_id: str) -> Path | None:
+        """The file for ``image_id`` inside ``image_dir``: the id as a relative path, else the id plus one
+        of :data:`IMAGE_EXTENSIONS`; ``None`` if there is none."""
+        root = Path(image_dir)
+        candidate = root / image_id
+        if candidate.is_file():
+            return candidate
+        for suffix in IMAGE_EXTENSIONS:
+            for variant in (suffix, suffix.upper()):
+                candidate = root / f"{image_id}{variant}"
+                if candidate.is_file():
+                    return candidate
+        return None
+
+    def image_paths(self, image_dir: str | os.PathLike) -> list[Path]:
+        """Paths of all labelled images, in order; raises like :meth:`validate_images`."""
+        self.validate_images(image_dir)
+        return [self.image_path(image_dir, i) for i in self.ids]  # type: ignore[misc]
+
+    def validate_images(self, image_dir: str | os.PathLike) -> None:
+        """Raise :class:`MissingImageError` naming the label file, line and id of every missing image."""
+        root = Path(image_dir)
+        if not root.is_dir():
+            raise MissingImageError("image folder does not exist", path=self.source, value=str(root))
+        missing = [(i, self.line_of(i)) for i in self.ids if self.image_path(root, i) is None]
+        if missing:
+            first_id, first_line = missing[0]
+            listed = ", ".join(f"{i!r}" + (f" (line {ln})" if ln is not None else "") for i, ln in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise MissingImageError(
+                f"{len(missing)} labelled image(s) not found in {str(root)!r}: {listed}{more}",
+                path=self.source,
+                line=first_line,
+                value=first_id,
+            )
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_dense_masks(
+        cls,
+        masks: Tensor,
+        ids: Sequence[str],
+        grid_size: int,
+        threshold: float = 0.25,
+        drop_empty: bool = True,
+    ) -> "PatchLabels":
+        """Labels from dense masks ``(N,H,W)``/``(N,1,H,W)`` via :func:`dense_to_patch_grid`.
+
+        ``drop_empty`` leaves out images whose grid comes out empty (as the paper did).
+        """
+        grids = dense_to_patch_grid(masks, grid_size, threshold).cpu()
+        ids = [str(i) for i in ids]
+        if len(ids) != grids.shape[0]:
+            raise ValueError(f"got {len(ids)} ids for {grids.shape[0]} masks")
+        if drop_empty:
+            keep = grids.flatten(1).any(1)
+            ids = [i for i, k in zip(ids, keep.tolist()) if k]
+            grids = grids[keep]
+        return cls(ids, grids)
+
+    # -- reading -----------------------------------------------------------------------------------------
+    @classmethod
+    def read(cls, path: str | os.PathLike, format: str = "auto") -> "PatchLabels":
+        """Read patch labels; ``format`` is ``"auto"``, ``"paper"``, ``"backswap"`` (CSV) or ``"json"``."""
+        path = Path(path)
+        if format not in ("auto", "paper", "backswap", "json"):
+            raise ValueError(f"format must be 'auto', 'paper', 'backswap' or 'json', got {format!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"patch-label file not found: {str(path)!r}")
+        text = path.read_text(encoding="utf-8-sig")
+        if format == "json" or (format == "auto" and path.suffix.lower() == ".json"):
+            return cls._parse_json(text, path)
+        return cls._parse_csv(text, path, format)
+
+    @classmethod
+    def _parse_csv(cls, text: str, path: Path, format: str) -> "PatchLabels":
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if header is None:
+            raise LabelFormatError("empty file, expected a CSV header", path=path, line=1)
+        header = [h.strip().lower() for h in header]
+        if header == _PAPER_HEADER and format in ("auto", "paper"):
+            kind = "paper"
+        elif header == _OURS_HEADER and format in ("auto", "backswap"):
+            kind = "backswap"
+        else:
+            expected = {"auto": "'info,mask' or 'image,grid_size,mask'", "paper": "'info,mask'",
+                        "backswap": "'image,grid_size,mask'"}[format]
+            raise LabelFormatError(f"unrecognised CSV header, expected {expected}", path=path, line=1,
+                                   value=",".join(header))
+        ids: list[str] = []
+        grids: list[Tensor] = []
+        lines: list[int] = []
+        grid_size: int | None = None
+        seen: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise LabelFormatError(f"expected {len(header)} columns, got {len(row)}", path=path, line=line,
+                                       value=",".join(row))
+            image_id = row[0].strip()
+            bits = row[-1].strip()
+            if not image_id:
+                raise LabelFormatError("empty image id", path=path, line=line, value=row[0])
+            if kind == "backswap":
+                try:
+                    declared = int(row[1].strip())
+                except ValueError:
+                    raise LabelFormatError("grid_size is not an integer", path=path, line=line,
+                                           value=row[1]) from None
+                if declared < 1:
+                    raise LabelFormatError("grid_size must be positive", path=path, line=line, value=row[1])
+                if len(bits) != declared * declared:
+                    raise LabelFormatError(
+                        f"mask has {len(bits)} characters, expected grid_size**2 = {declared * declared}",
+                        path=path, line=line, value=bits)
+                row_size = declared
+            else:
+                row_size = math.isqrt(len(bits))
+                if len(bits) == 0 or row_size * row_size != len(bits):
+                    raise LabelFormatError(
+                        f"mask length {len(bits)} is not a square number S*S", path=path, line=line, value=bits)
+            bad = sorted(set(bits) - {"0", "1"})
+            if bad:
+                raise LabelFormatError(f"mask may only contain '0' and '1', found {''.join(bad)!r}",
+                                       path=path, line=line, value=bits)
+            if grid_size is None:
+                grid_size = row_size
+            elif row_size != grid_size:
+                raise LabelFormatError(
+                    f"mask has {len(bits)} characters (S={row_size}) but earlier rows have "
+                    f"S={grid_size} ({grid_size * grid_size} characters)", path=path, line=line, value=bits)
+            if image_id in seen:
+                raise LabelFormatError(f"duplicate image id (first seen on line {seen[image_id]})",
+                                       path=path, line=line, value=image_id)
+            seen[image_id] = line
+            ids.append(image_id)
+            grids.append(_bits_to_grid(bits, row_size))
+            lines.append(line)
+        if grid_size is None:
+            raise LabelFormatError("no label rows after the header", path=path, line=2)
+        return cls(ids, torch.stack(grids), source=str(path), lines=lines)
+
+    @classmethod
+    def _parse_json(cls, text: str, path: Path) -> "PatchLabels":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LabelFormatError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
+        if not isinstance(data, dict) or not isinstance(data.get("labels"), list):
+            raise LabelFormatError("expected an object with a 'labels' list", path=path, line=1)
+        try:
+            grid_size = int(data["grid_size"])
+        except (KeyError, TypeError, ValueError):
+            raise LabelFormatError("missing or non-integer 'grid_size'", path=path,
+                                   value=data.get("grid_size")) from None
+        if grid_size < 1:
+            raise LabelFormatError("grid_size must be positive", path=path, value=grid_size)
+        # line numbers: we write one entry per line, so map entry k to the k-th line holding '"image"'
+        entry_lines = [n for n, ln in enumerate(text.splitlines(), start=1) if '"image"' in ln]
+        ids, grids, lines, seen = [], [], [], {}
+        for k, entry in enumerate(data["labels"]):
+            line = entry_lines[k] if k < len(entry_lines) else f"entry {k}"
+            if not isinstance(entry, dict) or "image" not in entry or "mask" not in entry:
+                raise LabelFormatError("each label needs 'image' and 'mask'", path=path, line=line, value=entry)
+            image_id, bits = str(entry["image"]).strip(), str(entry["mask"]).strip()
+            if not image_id:
+                raise LabelFormatError("empty image id", path=path, line=line, value=entry["image"])
+            if len(bits) != grid_size * grid_size:
+                raise LabelFormatError(
+                    f"mask has {len(bits)} characters, expected grid_size**2 = {grid_size * grid_size}",
+                    path=path, line=line, value=bits)
+            bad = sorted(set(bits) - {"0", "1"})
+            if bad:
+                raise LabelFormatError(f"mask may only contain '0' and '1', found {''.join(bad)!r}",
+                                       path=path, line=line, value=bits)
+            if image_id in seen:
+                raise LabelFormatError(f"duplicate image id (first seen at {seen[image_id]})", path=path,
+                                       line=line, value=image_id)
+            seen[image_id] = line
+            ids.append(image_id)
+            grids.append(_bits_to_grid(bits, grid_size))
+            lines.append(line if isinstance(line, int) else k)
+        stacked = torch.stack(grids) if grids else torch.zeros(0, grid_size, grid_size, dtype=torch.bool)
+        return cls(ids, stacked, source=str(path), lines=lines)
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def to_text(self, format: str = "backswap") -> str:
+        """The file content for ``format`` ``"backswap"`` (CSV), ``"paper"`` (CSV) or ``"json"``."""
+        if format == "json":
+            entries = ",\n".join(
+                "    " + json.dumps({"image": i, "mask": _grid_to_bits(g)}) for i, g in self.items())
+            return (
+                "{\n"
+                f'  "format": "{_JSON_FORMAT}",\n  "version": 1,\n  "grid_size": {self.grid_size},\n'
+                f'  "labels": [\n{entries}\n  ]\n}}\n'
+            )
+        if format not in ("backswap", "paper"):
+            raise ValueError(f"format must be 'backswap', 'paper' or 'json', got {format!r}")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(_PAPER_HEADER if format == "paper" else _OURS_HEADER)
+        for image_id, grid in self.items():
+            bits = _grid_to_bits(grid)
+            writer.writerow([image_id, bits] if format == "paper" else [image_id, self.grid_size, bits])
+        return buffer.getvalue()
+
+    def write(self, path: str | os.PathLike, format: str = "backswap") -> Path:
+        """Write atomically (temporary file + ``os.replace``). ``format="backswap"`` writes our CSV, or our
+        JSON when ``path`` ends in ``.json``; ``"paper"`` writes ``info,mask``; ``"json"`` forces JSON."""
+        path = Path(path)
+        if format == "backswap" and path.suffix.lower() == ".json":
+            format = "json"
+        text = self.to_text(format)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
