@@ -1,0 +1,154 @@
+"""resolve_pretrained: local dir -> Hub (a stand-in server on 127.0.0.1) -> bundled copy -> one clear error."""
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from torch_backswap import hub
+from torch_backswap.hub import DEFAULT_SEGMENTER, PretrainedNotFoundError, resolve_pretrained
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "acme/patchseg-test"
+
+
+class _FakeHub:
+    """Answers ``HEAD``/``GET /{org}/{name}/resolve/{revision}/{file}`` like the Hub does for small files."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _answer(self, with_body: bool):
+                fake.requests.append(f"{self.command} {self.path}")
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) >= 5 and parts[2] == "resolve" and "/".join(parts[:2]) == REPO:
+                    filename = "/".join(parts[4:])
+                    if filename in fake.files:
+                        body = fake.files[filename]
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
+                        self.send_header("X-Repo-Commit", COMMIT)
+                        self.end_headers()
+                        if with_body:
+                            self.wfile.write(body)
+                        return
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                else:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_HEAD(self):
+                self._answer(False)
+
+            def do_GET(self):
+                self._answer(True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _model_dir(root: Path, tag: str = "local") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps({"tag": tag}))
+    (root / "model.safetensors").write_bytes(b"weights-" + tag.encode())
+    return root
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Point the Hub at a closed local port so that nothing can leave the machine."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
+
+
+def test_local_directory_first(tmp_path, no_network):
+    directory = _model_dir(tmp_path / "m")
+    assert resolve_pretrained(directory) == directory
+    assert resolve_pretrained(str(directory)) == directory
+
+
+def test_stand_in_hub_download_then_cache_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    files = {"config.json": b'{"tag": "hub"}', "model.safetensors": b"hub-weights"}
+    cache = tmp_path / "cache"
+    with _FakeHub(files) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        path = resolve_pretrained(REPO, cache_dir=cache)
+        assert fake.requests, "the stand-in Hub was not asked"
+    assert path.name == COMMIT and cache in path.parents
+    assert (path / "config.json").read_bytes() == files["config.json"]
+    assert (path / "model.safetensors").read_bytes() == files["model.safetensors"]
+    # the server is gone: offline mode (env var read at call time) answers from the cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_pretrained(REPO, cache_dir=cache) == path
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert resolve_pretrained(REPO, cache_dir=cache, local_files_only=True) == path
+    # and a dead endpoint falls back to the cache quickly, too
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert resolve_pretrained(REPO, cache_dir=cache) == path
+
+
+def test_hub_missing_file_falls_through_to_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
+    with _FakeHub({"config.json": b"{}"}) as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        with pytest.raises(PretrainedNotFoundError) as info:
+            resolve_pretrained(REPO, cache_dir=tmp_path / "cache")
+    message = str(info.value)
+    assert "local directory" in message and "Hugging Face Hub" in message and "bundled" in message
+
+
+def test_bundled_fallback(tmp_path, monkeypatch, no_network):
+    bundled = tmp_path / "bundled"
+    target = _model_dir(bundled / "patchseg-tiny-s16", "bundled")
+    monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [bundled])
+    assert resolve_pretrained(DEFAULT_SEGMENTER, cache_dir=tmp_path / "cache") == target
+    assert resolve_pretrained("patchseg-tiny-s16", cache_dir=tmp_path / "cache") == target
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_pretrained(DEFAULT_SEGMENTER, cache_dir=tmp_path / "cache") == target
+
+
+def test_one_clear_error(tmp_path, no_network):
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    (incomplete / "config.json").write_text("{}")
+    with pytest.raises(PretrainedNotFoundError, match="lacks model.safetensors"):
+        resolve_pretrained(incomplete)
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_pretrained("nobody/nothing", cache_dir=tmp_path / "cache")
+    message = str(info.value)
+    assert "'nobody/nothing'" in message
+    assert message.count("\n  - ") == 3  # local, Hub, bundled
+    with pytest.raises(ValueError, match="name_or_path"):
+        resolve_pretrained("")
+
+
+def test_bundled_roots_include_checkout_weights():
+    roots = hub.bundled_weight_roots()
+    checkout = Path(hub.__file__).resolve().parents[1]
+    if (checkout / "weights").is_dir() and (checkout / "pyproject.toml").is_file():
+        assert checkout / "weights" in roots
