@@ -1,0 +1,394 @@
+"""PatchSegmenter: images → S×S foreground logits, and helpers that turn them into image-size masks.
+
+Functional core
+---------------
+* :func:`logits_to_probability` – ``(B,S,S)`` logits → ``(B,1,H,W)`` foreground probability, upsampled
+  **bilinearly on probabilities** (smooth, no blocky cells);
+* :func:`probability_to_mask` – threshold with an optional soft ramp (feathering);
+* :data:`TIGHT_THRESHOLD` (0.67, cut-out with little background) and :data:`LOOSE_THRESHOLD`
+  (0.1, covers the whole object; the hole to inpaint).
+
+The model
+---------
+:class:`PatchSegmenter` normalises and resizes internally: it takes ``(B,C,H,W)`` uint8 or float images in
+``[0, 1]`` of any size, with ``C`` = 3, 1 (grayscale, repeated) or 4 (RGBA, alpha dropped).
+
+Backbones:
+
+* ``"tiny"`` (default) – a small fully-convolutional CNN built here: three stride-2 stages down to
+  ``input_size/8`` (= S at the default 128 px, 16 cells), two dilated residual blocks and a global-context
+  gate for a receptive field that spans most of the image, then a 1×1 conv head – one logit per cell.
+  Fully convolutional means each cell's logit is computed the same way wherever the cell is, which suits
+  the whole-cell shift augmentation and trains quickly from scratch on a CPU.
+* ``"mobilenet_v3_small"``, ``"efficientnet_b0"``, ``"resnet18"`` – torchvision feature extractors
+  (ImageNet weights with ``pretrained_backbone=True``) with the paper's patch head: global average
+  pooling → Dropout → Linear(C, 2S²) → GELU → Linear(2S², S²). Their stride-32 feature maps are coarser than
+  the grid (4×4 at 128 px), so a conv head would need to invent resolution; the pooled MLP head lets every
+  cell see the whole image, as in the reference detector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import Tensor, nn
+
+from .hub import DEFAULT_SEGMENTER, resolve_pretrained
+
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_SEGMENTER",
+    "LOOSE_THRESHOLD",
+    "TIGHT_THRESHOLD",
+    "PatchSegmenter",
+    "logits_to_probability",
+    "prepare_images",
+    "probability_to_mask",
+]
+
+#: Foreground probability above which a pixel belongs to the *tight* (cut-out) mask.
+TIGHT_THRESHOLD = 0.67
+#: Foreground probability above which a pixel belongs to the *loose* (hole to fill) mask.
+LOOSE_THRESHOLD = 0.1
+#: Supported backbone names.
+BACKBONES = ("tiny", "mobilenet_v3_small", "efficientnet_b0", "resnet18")
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Functional helpers
+
+
+def prepare_images(images: Tensor) -> Tensor:
+    """Bring images to float ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    Accepts ``(B,C,H,W)`` or ``(C,H,W)``, uint8 (0–255) or float (``[0, 1]``), ``C`` in {1, 3, 4}: grayscale
+    is repeated to 3 channels, the alpha channel of RGBA is dropped. Float dtypes are kept.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B,C,H,W) or (C,H,W), got shape {tuple(images.shape)}")
+    channels = images.shape[1]
+    if channels == 1:
+        images = images.expand(-1, 3, -1, -1)
+    elif channels == 4:
+        images = images[:, :3]
+    elif channels != 3:
+        raise ValueError(f"images must have 1, 3 or 4 channels, got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if images.is_floating_point():
+        return images
+    raise TypeError(f"images must be uint8 or floating point, got dtype {images.dtype}")
+
+
+def logits_to_probability(logits: Tensor, size: tuple[int, int] | Sequence[int]) -> Tensor:
+    """Foreground probability at image resolution.
+
+    Args:
+        logits: ``(B, S, S)`` (or ``(B, 1, S, S)``) cell logits.
+        size: ``(H, W)`` of the output.
+
+    Returns:
+        FloatTensor ``(B, 1, H, W)`` in ``[0, 1]``: sigmoid per cell, then bilinear upsampling of the
+        probabilities (``align_corners=False``), so masks follow smooth contours rather than cell blocks.
+    """
+    if logits.ndim == 3:
+        logits = logits[:, None]
+    if logits.ndim != 4 or logits.shape[1] != 1:
+        raise ValueError(f"logits must be (B,S,S) or (B,1,S,S), got shape {tuple(logits.shape)}")
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be two positive ints, got {tuple(size)!r}")
+    prob = torch.sigmoid(logits.float())
+    if prob.shape[-2:] == (height, width):
+        return prob
+    return F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+
+
+def probability_to_mask(prob: Tensor, threshold: float, feather: float = 0.0) -> Tensor:
+    """Threshold a probability map into a (soft) mask.
+
+    Args:
+        prob: ``(B, 1, H, W)`` float in ``[0, 1]``.
+        threshold: object where ``prob > threshold`` (e.g. :data:`TIGHT_THRESHOLD`, :data:`LOOSE_THRESHOLD`).
+        feather: width, in probability units, of a linear ramp centred on ``threshold``
+            (``0`` at ``threshold - feather/2``, ``1`` at ``threshold + feather/2``); ``0`` gives a hard mask.
+
+    Returns:
+        Float tensor of ``prob``'s shape and dtype with values in ``[0, 1]``.
+    """
+    if not (0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    if float(feather) < 0:
+        raise ValueError(f"feather must be >= 0, got {feather!r}")
+    dtype = prob.dtype if prob.is_floating_point() else torch.float32
+    if feather == 0:
+        return (prob > threshold).to(dtype)
+    return ((prob.to(dtype) - threshold) / float(feather) + 0.5).clamp(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backbones
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _DilatedResidual(nn.Module):
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x + self.conv(x))
+
+
+class _GlobalContext(nn.Module):
+    """Squeeze-and-excitation style gate: every cell sees a summary of the whole image."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = max(channels // 4, 8)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None]
+
+
+class _TinyPatchNet(nn.Module):
+    """Stride-8 fully-convolutional CNN; ``width`` = channels of the middle stage."""
+
+    def __init__(self, grid_size: int, width: int, dropout: float) -> None:
+        super().__init__()
+        c1, c2, c3 = max(width // 2, 8), width, 2 * width
+        self.grid_size = grid_size
+        self.features = nn.Sequential(
+            _conv_bn_relu(3, c1, stride=2),
+            _conv_bn_relu(c1, c2, stride=2),
+            _conv_bn_relu(c2, c2),
+            _conv_bn_relu(c2, c3, stride=2),
+            _DilatedResidual(c3, 2),
+            _DilatedResidual(c3, 4),
+            _GlobalContext(c3),
+        )
+        self.head = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(c3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.features(x)
+        if features.shape[-2:] != (self.grid_size, self.grid_size):
+            features = F.adaptive_avg_pool2d(features, (self.grid_size, self.grid_size))
+        return self.head(features)[:, 0]
+
+
+class _PooledPatchHead(nn.Module):
+    """The paper's head: pool → Dropout → Linear(C, 2S²) → GELU → Linear(2S², S²) → (B, S, S)."""
+
+    def __init__(self, in_features: int, grid_size: int, dropout: float) -> None:
+        super().__init__()
+        cells = grid_size * grid_size
+        self.grid_size = grid_size
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(in_features, 2 * cells), nn.GELU(), nn.Linear(2 * cells, cells))
+
+    def forward(self, features: Tensor) -> Tensor:
+        pooled = features.mean((2, 3))
+        return self.mlp(pooled).view(-1, self.grid_size, self.grid_size)
+
+
+def _torchvision_features(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    from torchvision import models
+
+    if name == "mobilenet_v3_small":
+        weights = models.MobileNet_V3_Small_Weights.IMAGENET1K_V1 if pretrained else None
+        net = models.mobilenet_v3_small(weights=weights)
+        return net.features, 576
+    if name == "efficientnet_b0":
+        weights = models.EfficientNet_B0_Weights.IMAGENET1K_V1 if pretrained else None
+        net = models.efficientnet_b0(weights=weights)
+        return net.features, 1280
+    if name == "resnet18":
+        weights = models.ResNet18_Weights.IMAGENET1K_V1 if pretrained else None
+        net = models.resnet18(weights=weights)
+        body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+                             net.layer4)
+        return body, 512
+    raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+
+
+class PatchSegmenter(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="torch-backswap",
+    tags=["torch-backswap", "image-segmentation", "background-swap"],
+    license="apache-2.0",
+):
+    """Predicts, for each cell of an S×S grid over the (resized) image, whether it shows the object.
+
+    Args:
+        grid_size: ``S``, cells per side.
+        backbone: one of :data:`BACKBONES`.
+        input_size: images are resized to ``input_size × input_size`` inside :meth:`forward`.
+        pretrained_backbone: load torchvision ImageNet weights (needs internet or the torch hub cache;
+            ignored for ``"tiny"``).
+        width: channel width of the ``"tiny"`` backbone.
+        dropout: dropout before the head.
+
+    The configuration (these arguments) is saved as ``config.json`` by :meth:`save_pretrained`, the weights
+    as ``model.safetensors``; :meth:`from_pretrained` reads both back without unpickling anything.
+    """
+
+    def __init__(
+        self,
+        grid_size: int = 16,
+        backbone: str = "tiny",
+        input_size: int = 128,
+        pretrained_backbone: bool = False,
+        width: int = 32,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if not isinstance(grid_size, int) or isinstance(grid_size, bool) or grid_size < 1:
+            raise ValueError(f"grid_size must be a positive int, got {grid_size!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if not isinstance(input_size, int) or input_size < 32:
+            raise ValueError(f"input_size must be an int >= 32, got {input_size!r}")
+        if not isinstance(width, int) or width < 8:
+            raise ValueError(f"width must be an int >= 8, got {width!r}")
+        if not (0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.grid_size = grid_size
+        self.backbone_name = backbone
+        self.input_size = input_size
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if backbone == "tiny":
+            self.net: nn.Module = _TinyPatchNet(grid_size, width, float(dropout))
+        else:
+            features, channels = _torchvision_features(backbone, bool(pretrained_backbone))
+            self.net = nn.Sequential(features, _PooledPatchHead(channels, grid_size, float(dropout)))
+
+    @property
+    def config(self) -> dict:
+        """The constructor arguments (what ``config.json`` holds)."""
+        return dict(self._hub_mixin_config or {})
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """``(B,C,H,W)`` uint8/float images → resized, ImageNet-normalised ``(B,3,input_size,input_size)``
+        in the model's dtype and device."""
+        x = prepare_images(images)
+        dtype = self.mean.dtype
+        x = x.to(device=self.mean.device, dtype=dtype if dtype.is_floating_point else torch.float32)
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return (x - self.mean) / self.std
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``images`` ``(B,C,H,W)`` (or ``(C,H,W)``) uint8 or float in ``[0,1]`` → logits ``(B,S,S)`` float
+        (``(S,S)`` for an unbatched input)."""
+        unbatched = images.ndim == 3
+        logits = self.net(self.normalize(images))
+        return logits[0] if unbatched else logits
+
+    @torch.no_grad()
+    def predict_probability(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """Foreground probability ``(B,1,H,W)`` float32 in ``[0,1]``, at ``size`` (default: the images'
+        ``(H, W)``). Runs in eval mode (the previous mode is restored)."""
+        if images.ndim == 3:
+            images = images[None]
+        out_size = tuple(images.shape[-2:]) if size is None else size
+        was_training = self.training
+        self.eval()
+        try:
+            return logits_to_probability(self(images), out_size)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def predict_masks(
+        self,
+        images: Tensor,
+        size: tuple[int, int] | None = None,
+        tight: float = TIGHT_THRESHOLD,
+        loose: float = LOOSE_THRESHOLD,
+        feather: float = 0.0,
+    ) -> tuple[Tensor, Tensor]:
+        """``(tight, loose)`` masks ``(B,1,H,W)`` float in ``[0,1]`` (see :func:`probability_to_mask`)."""
+        prob = self.predict_probability(images, size)
+        return probability_to_mask(prob, tight, feather), probability_to_mask(prob, loose, feather)
+
+    # -- loading -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike = DEFAULT_SEGMENTER,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
+        map_location: str | torch.device = "cpu",
+        strict: bool = True,
+        **overrides,
+    ) -> "PatchSegmenter":
+        """Load a segmenter from a local directory, the Hub or the bundled weights (see
+        :func:`torch_backswap.hub.resolve_pretrained`). Reads ``config.json`` (JSON) and
+        ``model.safetensors`` only – never a pickle. ``overrides`` replace config entries (e.g.
+        ``dropout``); the model is returned in eval mode."""
+        from safetensors.torch import load_file
+
+        directory = resolve_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                       local_files_only=local_files_only)
+        with open(directory / "config.json", encoding="utf-8") as handle:
+            config = json.load(handle)
+        if not isinstance(config, dict):
+            raise ValueError(f"{directory / 'config.json'}: expected a JSON object, got {type(config).__name__}")
+        known = cls._hub_mixin_init_parameters
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            warnings.warn(f"{directory / 'config.json'}: ignoring unknown keys {unknown}", stacklevel=2)
+        kwargs = {k: v for k, v in config.items() if k in known}
+        kwargs.update(overrides)
+        kwargs["pretrained_backbone"] = False  # the weights come from the file
+        model = cls(**kwargs)
+        state = load_file(str(directory / "model.safetensors"), device=str(map_location))
+        model.load_state_dict(state, strict=strict)
+        model.to(map_location)
+        model.eval()
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> str | None:  # type: ignore[override]
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` (unless present) to
+        ``save_directory`` (see :meth:`huggingface_hub.ModelHubMixin.save_pretrained` for ``kwargs``)."""
+        return super().save_pretrained(Path(save_directory), **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"grid_size={self.grid_size}, backbone={self.backbone_name!r}, input_size={self.input_size}"
