@@ -500,7 +500,9 @@ class LabelServer(ThreadingHTTPServer):
 
     def start(self) -> threading.Thread:
         """Serve from a daemon thread (for tests and notebooks); returns the thread."""
-        self._thread = threading.Thread(target=self.serve_forever, name="labeler-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="labeler-http", daemon=True
+        )
         self._thread.start()
         return self._thread
 
