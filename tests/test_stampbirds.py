@@ -1,0 +1,199 @@
+"""Tests for the StampBirds dataset, its asset pack and the generic stamp compositing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torch_backswap.datasets import StampBirds, composite_stamps, default_root, load_stamp_rgba
+from torch_backswap.datasets.stamp_composite import blend_uint8
+
+SMALL = {"train": 200, "val": 40, "test": 80}
+
+
+def make(split="train", **kwargs):
+    kwargs.setdefault("n", SMALL[split])
+    return StampBirds(split=split, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads((default_root() / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_pack_contents(manifest):
+    root = default_root()
+    assert (root / "COPYING").is_file() and (root / "NOTICE").is_file()
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    assert total < 4_000_000
+    for name, entry in manifest["birds"].items():
+        with Image.open(root / entry["file"]) as im:
+            assert im.mode == "RGBA" and max(im.size) <= 192
+    kept = {k: v for k, v in manifest["photos"].items() if not v.get("dropped")}
+    for entry in manifest["photos"].values():
+        if entry.get("dropped"):
+            assert entry["reason"]
+    for place in ("water", "land"):
+        for split in ("train", "val", "test"):
+            assert any(v["place"] == place and v["split"] == split for v in kept.values()), (place, split)
+    for label in (0, 1):
+        splits = {v["split"] for v in manifest["birds"].values() if v["label"] == label}
+        assert splits == {"train", "test"}
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_shapes_and_dtypes(size):
+    ds = make("val", image_size=size)
+    n = len(ds)
+    assert n == SMALL["val"]
+    assert ds.images.shape == (n, 3, size, size) and ds.images.dtype == torch.uint8
+    assert ds.true_backgrounds.shape == (n, 3, size, size) and ds.true_backgrounds.dtype == torch.uint8
+    assert ds.alpha.shape == (n, 1, size, size) and ds.alpha.dtype == torch.float32
+    for t in (ds.labels, ds.places, ds.groups):
+        assert t.shape == (n,) and t.dtype == torch.int64
+    assert torch.equal(ds.groups, 2 * ds.labels + ds.places)
+    assert torch.equal(ds.backgrounds, ds.places)
+    assert ds.classes == ["landbird", "waterbird"]
+    image, label = ds[0]
+    assert isinstance(image, Image.Image) and image.size == (size, size) and image.mode == "RGB"
+    assert label == int(ds.labels[0])
+
+
+def test_deterministic_under_seed():
+    a, b, c = make("train", seed=3), make("train", seed=3), make("train", seed=4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and torch.equal(a.alpha, b.alpha)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_layout_independent_of_size():
+    a, b = make("test", image_size=64), make("test", image_size=128)
+    assert torch.equal(a.groups, b.groups) and torch.equal(a.photo_ids, b.photo_ids)
+    assert torch.equal(a.bird_ids, b.bird_ids)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_balanced_groups(split):
+    ds = make(split)
+    counts = torch.bincount(ds.groups, minlength=4)
+    assert counts.tolist() == [len(ds) // 4] * 4
+
+
+def test_train_correlation():
+    full = make("train", correlation=1.0, n=1000)
+    assert torch.equal(full.labels, full.places)
+    assert abs(int(full.labels.sum()) - 500) <= 1
+    partial = make("train", correlation=0.95, n=1000)
+    minority = (partial.labels != partial.places).float().mean().item()
+    assert minority == pytest.approx(0.05, abs=0.005)
+    # all four groups present
+    assert (torch.bincount(partial.groups, minlength=4) > 0).all()
+
+
+def test_places_match_photos(manifest):
+    ds = make("test")
+    place_of = torch.tensor([manifest["photos"][p]["label"] for p in ds.photo_names])
+    assert torch.equal(place_of[ds.photo_ids], ds.places)
+    label_of = torch.tensor([manifest["birds"][b]["label"] for b in ds.bird_names])
+    assert torch.equal(label_of[ds.bird_ids], ds.labels)
+
+
+def test_heldout_photos(manifest):
+    train = make("train", correlation=0.9)
+    train_photos = {train.photo_names[i] for i in train.photo_ids.tolist()}
+    assert all(manifest["photos"][p]["split"] == "train" for p in train_photos)
+    seen = {}
+    for split in ("val", "test"):
+        ds = make(split)
+        used = {ds.photo_names[i] for i in ds.photo_ids.tolist()}
+        assert used.isdisjoint(train_photos)
+        assert all(manifest["photos"][p]["split"] == split for p in used)
+        seen[split] = used
+    assert seen["val"].isdisjoint(seen["test"])
+    # "crop" setting: every split crops from the train photos, and train itself does not change
+    crop_test = make("test", background_holdout="crop")
+    assert {crop_test.photo_names[i] for i in crop_test.photo_ids.tolist()} <= set(
+        k for k, v in manifest["photos"].items() if v.get("split") == "train")
+    assert torch.equal(make("train", correlation=0.9, background_holdout="crop").images, train.images)
+
+
+def test_holdout_birds(manifest):
+    train = make("train", holdout_birds=True)
+    test = make("test", holdout_birds=True)
+    train_birds = {train.bird_names[i] for i in train.bird_ids.tolist()}
+    test_birds = {test.bird_names[i] for i in test.bird_ids.tolist()}
+    assert train_birds.isdisjoint(test_birds)
+    assert all(manifest["birds"][b]["split"] == "train" for b in train_birds)
+    assert all(manifest["birds"][b]["split"] == "test" for b in test_birds)
+
+
+def test_alpha_and_composite_identity():
+    ds = make("test", image_size=64)
+    assert ds.alpha.min() >= 0 and ds.alpha.max() <= 1
+    assert (ds.alpha.flatten(1).amax(1) == 1).all()  # every image has an opaque bird
+    expected = ds.alpha * ds.foregrounds.float() + (1 - ds.alpha) * ds.true_backgrounds.float()
+    assert (expected - ds.images.float()).abs().max() <= 0.5 + 1e-3
+    outside = ds.alpha.expand_as(ds.images) == 0
+    assert torch.equal(ds.images[outside], ds.true_backgrounds[outside])
+    assert torch.equal(blend_uint8(ds.foregrounds, ds.alpha, ds.true_backgrounds), ds.images)
+
+
+def test_transforms_and_as_tensor():
+    ds = make("val", transform=lambda im: np.asarray(im).mean(), target_transform=lambda y: y + 10)
+    x, y = ds[1]
+    assert isinstance(x, np.floating) and y == int(ds.labels[1]) + 10
+    ds = make("val", as_tensor=True)
+    x, y = ds[2]
+    assert torch.equal(x, ds.images[2])
+    loader = torch.utils.data.DataLoader(ds, batch_size=8)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (8, 3, 64, 64) and torch.equal(yb, ds.labels[:8])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"split": "dev"}, "split.*'dev'"),
+        ({"image_size": 0}, "image_size.*0"),
+        ({"image_size": 64.0}, "image_size.*64.0"),
+        ({"correlation": 1.5}, "correlation.*1.5"),
+        ({"n": -3}, "n must.*-3"),
+        ({"seed": "a"}, "seed.*'a'"),
+        ({"background_holdout": "pixel"}, "background_holdout.*'pixel'"),
+        ({"holdout_birds": "yes"}, "holdout_birds.*'yes'"),
+        ({"transform": 3}, "transform.*3"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        StampBirds(**kwargs)
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        StampBirds(root=tmp_path)
+
+
+def test_composite_stamps_generic(tmp_path):
+    rgba = np.zeros((30, 20, 4), dtype=np.uint8)
+    rgba[5:25, 4:16] = (200, 30, 30, 255)
+    rgba[5:25, 3] = (200, 30, 30, 128)
+    path = tmp_path / "stamp.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    stamp = load_stamp_rgba(path, max_side=16)
+    assert stamp.shape[2] == 4 and max(stamp.shape[:2]) <= 16 and stamp[..., 3].any()
+    photo = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
+    stamps = [stamp, torch.from_numpy(rgba).permute(2, 0, 1)]
+    photos = [photo, Image.new("RGB", (80, 60))]
+    images, alpha = composite_stamps(stamps, photos, n=10, image_size=32, seed=1)
+    assert images.shape == (10, 3, 32, 32) and images.dtype == torch.uint8
+    assert alpha.shape == (10, 1, 32, 32) and alpha.dtype == torch.float32
+    again, _ = composite_stamps(stamps, photos, n=10, image_size=32, seed=1)
+    assert torch.equal(images, again)
+    with pytest.raises(ValueError, match="n must.*0"):
+        composite_stamps([stamp], [photo], n=0)
+    with pytest.raises(ValueError, match="stamp_scale"):
+        composite_stamps([stamp], [photo], n=2, stamp_scale=(0.5, 1.5))
