@@ -1,0 +1,376 @@
+"""Fine-tune (or train from scratch) a :class:`~torch_backswap.segmenter.PatchSegmenter` on patch labels.
+
+The recipe follows the reference detector training:
+
+* per-cell BCE-with-logits against smoothed targets (``t·(1-ε) + ε/2``, ε = 0.1);
+* augmentation applied to image **and** grid together: identity / horizontal flip / rot90 / rot270, then a
+  random shift of up to ``S/4`` whole cells (zero fill); plus colour jitter (0.2, 0.2, 0.2, 0.02) and
+  random grayscale (p = 0.2) on the image;
+* 80/20 train/validation split; the kept model is the one with the best validation **balanced accuracy
+  over cells**; gradient-norm clipping at 1.0; ReduceLROnPlateau on that accuracy.
+
+Optimiser: AdamW (lr 3e-3, weight decay 1e-4) by default. From scratch on a CPU it reached a given cell
+balanced accuracy in clearly fewer epochs than the paper's SGD (momentum 0.9, lr 0.1–1.0) in our runs;
+``optimizer="sgd"`` gives the paper's setting (lr default 0.3, weight decay 1e-5).
+
+Determinism: everything random (split, shuffling, augmentation, dropout, the initialisation of a scratch
+model) draws from the global torch RNG inside ``torch.random.fork_rng`` seeded with ``seed``; the caller's
+RNG state is left untouched, and two runs with the same seed and device give the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .labels import PatchLabels
+from .metrics import cell_balanced_accuracy
+from .segmenter import PatchSegmenter, prepare_images
+
+__all__ = ["augment_batch", "finetune_segmenter", "load_image_folder", "shift_cells"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_image_folder(image_dir: str | os.PathLike, labels: PatchLabels, size: int,
+                      progress: bool = False) -> Tensor:
+    """Load the images named by ``labels.ids`` from ``image_dir`` as uint8 ``(N, 3, size, size)`` (RGB,
+    bilinear resize; the grid covers the whole resized image). Missing files raise
+    :class:`~torch_backswap.labels.MissingImageError` naming the label file and line."""
+    import numpy as np
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    paths = labels.image_paths(image_dir)
+    out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
+    for i, path in enumerate(tqdm(paths, desc="loading images", disable=not progress, leave=False)):
+        with Image.open(path) as img:
+            rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+            out[i] = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+    return out
+
+
+def _resize_uint8(images: Tensor, size: int) -> Tensor:
+    x = prepare_images(images)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Joint image/grid augmentation (pure functions on batches)
+
+
+def shift_cells(images: Tensor, grids: Tensor, shifts: Tensor) -> tuple[Tensor, Tensor]:
+    """Shift each image and its grid by whole cells, filling with zeros.
+
+    Args:
+        images: ``(B, C, H, W)``; ``H`` and ``W`` are split into ``S`` cells (pixel shifts are rounded).
+        grids: ``(B, S, S)``.
+        shifts: ``(B, 2)`` integer ``(dy, dx)`` in cells (positive = down / right).
+    """
+    size = grids.shape[-1]
+    height, width = images.shape[-2:]
+    out_img = torch.zeros_like(images)
+    out_grid = torch.zeros_like(grids)
+    for b, (dy, dx) in enumerate(shifts.tolist()):
+        py, px = round(dy * height / size), round(dx * width / size)
+        out_img[b, :, max(py, 0):height + min(py, 0), max(px, 0):width + min(px, 0)] = \
+            images[b, :, max(-py, 0):height - max(py, 0), max(-px, 0):width - max(px, 0)]
+        out_grid[b, max(dy, 0):size + min(dy, 0), max(dx, 0):size + min(dx, 0)] = \
+            grids[b, max(-dy, 0):size - max(dy, 0), max(-dx, 0):size - max(dx, 0)]
+    return out_img, out_grid
+
+
+def _colour_jitter(images: Tensor, strength: tuple[float, float, float, float], p_gray: float) -> Tensor:
+    from kornia.enhance import adjust_hue
+
+    b = images.shape[0]
+    bri, con, sat, hue = strength
+
+    def factor(amount: float) -> Tensor:
+        return (1 + (torch.rand(b, 1, 1, 1, device=images.device) * 2 - 1) * amount).to(images.dtype)
+
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    x = images * factor(bri)
+    gray = (x * weights).sum(1, keepdim=True)
+    x = (x - gray.mean((2, 3), keepdim=True)) * factor(con) + gray.mean((2, 3), keepdim=True)
+    gray = (x * weights).sum(1, keepdim=True)
+    x = (gray + (x - gray) * factor(sat)).clamp(0, 1)
+    if hue > 0:
+        angle = (torch.rand(b, device=images.device) * 2 - 1) * hue * 2 * math.pi
+        x = adjust_hue(x, angle.to(images.dtype)).clamp(0, 1)
+    to_gray = torch.rand(b, 1, 1, 1, device=images.device) < p_gray
+    gray = (x * weights).sum(1, keepdim=True).expand_as(x)
+    return torch.where(to_gray, gray, x)
+
+
+def augment_batch(
+    images: Tensor,
+    grids: Tensor,
+    *,
+    max_shift: int,
+    colour: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.02),
+    p_gray: float = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """The fine-tuning augmentation (uses the global torch RNG).
+
+    Args:
+        images: float ``(B, 3, H, W)`` in ``[0, 1]``, square.
+        grids: float ``(B, S, S)`` targets.
+        max_shift: largest whole-cell shift per axis.
+
+    Returns:
+        ``(images, grids)`` with per-sample identity / h-flip / rot90 / rot270, a cell shift in
+        ``[-max_shift, max_shift]²``, then colour jitter and random grayscale on the images.
+    """
+    b = images.shape[0]
+    choice = torch.randint(0, 4, (b,)).tolist()
+    images, grids = images.clone(), grids.clone()
+    for i, c in enumerate(choice):
+        if c == 1:
+            images[i], grids[i] = images[i].flip(-1), grids[i].flip(-1)
+        elif c == 2:
+            images[i], grids[i] = images[i].rot90(1, (-2, -1)), grids[i].rot90(1, (-2, -1))
+        elif c == 3:
+            images[i], grids[i] = images[i].rot90(-1, (-2, -1)), grids[i].rot90(-1, (-2, -1))
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (b, 2))
+        images, grids = shift_cells(images, grids, shifts)
+    images = _colour_jitter(images, colour, p_gray)
+    return images, grids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _smooth(targets: Tensor, smoothing: float) -> Tensor:
+    return targets * (1 - smoothing) + smoothing / 2
+
+
+@torch.no_grad()
+def _evaluate(model: PatchSegmenter, images: Tensor, grids: Tensor, batch_size: int, device: torch.device,
+              smoothing: float) -> dict[str, float]:
+    model.eval()
+    logits = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device)
+        logits.append(model(batch).float().cpu())
+    all_logits = torch.cat(logits)
+    target = grids.float()
+    loss = F.binary_cross_entropy_with_logits(all_logits, _smooth(target, smoothing)).item()
+    pred = all_logits > 0
+    truth = grids.bool()
+    union = (pred | truth).sum().item()
+    return {
+        "val_loss": loss,
+        "val_balanced_accuracy": cell_balanced_accuracy(pred, truth),
+        "val_cell_iou": (pred & truth).sum().item() / union if union else 1.0,
+    }
+
+
+def _save(model: PatchSegmenter, output_dir: Path | None, history: list[dict], info: dict) -> None:
+    if output_dir is None:
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tmp = output_dir / "history.json.tmp"
+    tmp.write_text(json.dumps({"history": history, **info}, indent=2))
+    os.replace(tmp, output_dir / "history.json")
+
+
+def finetune_segmenter(
+    segmenter: PatchSegmenter | str | os.PathLike | None,
+    images: Tensor | str | os.PathLike,
+    labels: PatchLabels | str | os.PathLike,
+    *,
+    epochs: int = 30,
+    lr: float | None = None,
+    batch_size: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    output_dir: str | os.PathLike | None = None,
+    optimizer: str = "adamw",
+    weight_decay: float | None = None,
+    smoothing: float = 0.1,
+    max_shift: int | None = None,
+    augment: bool = True,
+    lr_patience: int = 4,
+    scratch_kwargs: dict[str, Any] | None = None,
+) -> tuple[PatchSegmenter, list[dict]]:
+    """Fine-tune a patch segmenter on patch labels and return the best model by validation accuracy.
+
+    Args:
+        segmenter: a :class:`PatchSegmenter`, a name/path for :meth:`PatchSegmenter.from_pretrained`, or
+            ``None`` to train a new one from scratch (``PatchSegmenter(grid_size=labels.grid_size,
+            **scratch_kwargs)``). A passed module is not modified; a trained copy is returned.
+        images: uint8 ``(N, 3, H, W)`` (or float in ``[0, 1]``) in the order of ``labels.ids``, or an image
+            folder in which ``labels.ids`` are relative file paths (extension optional).
+        labels: :class:`PatchLabels` or a path to a label file.
+        epochs: passes over the training split.
+        lr: learning rate (default 3e-3 for AdamW, 0.3 for SGD).
+        batch_size: training batch size.
+        val_fraction: share of the labelled images held out for model selection (0 → keep the last epoch).
+        seed: seed of every random choice (see the module docstring).
+        device: where to train.
+        progress: show a tqdm progress bar.
+        output_dir: if given, the best model so far is saved there with ``save_pretrained`` (whenever it
+            improves, and at the end), together with ``history.json``.
+        optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+        weight_decay: default 1e-4 (AdamW) / 1e-5 (SGD).
+        smoothing: target smoothing ε.
+        max_shift: largest whole-cell shift (default ``S // 4``).
+        augment: apply the augmentation (turn off only for debugging).
+        lr_patience: epochs without improvement before ReduceLROnPlateau halves the lr.
+        scratch_kwargs: constructor arguments for a scratch model (e.g. ``{"backbone": "resnet18"}``).
+
+    Returns:
+        ``(best_model, history)``: the model in eval mode on ``device``; ``history`` holds one dict per
+        finished epoch (``epoch``, ``train_loss``, ``val_loss``, ``val_balanced_accuracy``,
+        ``val_cell_iou``, ``lr``, ``seconds``, ``best``).
+
+    A ``KeyboardInterrupt`` stops training early: the best model so far is returned (and saved to
+    ``output_dir``), with a warning; nothing is lost.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not (0.0 <= float(val_fraction) < 1.0):
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+    if not (0.0 <= float(smoothing) < 1.0):
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    if not isinstance(labels, PatchLabels):
+        labels = PatchLabels.read(labels)
+    if len(labels) < 1:
+        raise ValueError("labels is empty")
+    device = torch.device(device)
+    out_dir = None if output_dir is None else Path(output_dir)
+    from tqdm.auto import tqdm
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+
+        # -- model ---------------------------------------------------------------------------------------
+        if segmenter is None:
+            model = PatchSegmenter(**{"grid_size": labels.grid_size, **(scratch_kwargs or {})})
+            start = "scratch"
+        elif isinstance(segmenter, PatchSegmenter):
+            model = copy.deepcopy(segmenter)
+            start = "given model"
+        else:
+            model = PatchSegmenter.from_pretrained(segmenter)
+            start = str(segmenter)
+        if model.grid_size != labels.grid_size:
+            raise ValueError(
+                f"segmenter grid_size {model.grid_size} does not match the labels' grid_size {labels.grid_size}")
+        model.to(device)
+        size = model.input_size
+        grid_size = labels.grid_size
+        shift = grid_size // 4 if max_shift is None else int(max_shift)
+
+        # -- data ----------------------------------------------------------------------------------------
+        if isinstance(images, Tensor):
+            if images.ndim != 4 or images.shape[0] != len(labels):
+                raise ValueError(
+                    f"images must be (N,C,H,W) with N = len(labels) = {len(labels)}, got {tuple(images.shape)}")
+            data = _resize_uint8(images, size)
+        else:
+            data = load_image_folder(images, labels, size, progress=progress)
+        grids = labels.grids.clone()
+        n = len(labels)
+        order = torch.randperm(n)
+        n_val = 0 if val_fraction == 0 else min(max(1, round(n * val_fraction)), n - 1)
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        train_x, train_y = data[train_idx], grids[train_idx]
+        val_x, val_y = data[val_idx], grids[val_idx]
+
+        # -- optimisation --------------------------------------------------------------------------------
+        if optimizer == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(
+                model.parameters(), lr=3e-3 if lr is None else lr,
+                weight_decay=1e-4 if weight_decay is None else weight_decay)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=0.3 if lr is None else lr, momentum=0.9,
+                                  weight_decay=1e-5 if weight_decay is None else weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
+                                                               patience=lr_patience)
+        steps_per_epoch = math.ceil(len(train_x) / batch_size)
+        info = {"start": start, "seed": seed, "n_train": len(train_x), "n_val": n_val,
+                "val_ids": [labels.ids[i] for i in val_idx.tolist()], "optimizer": optimizer,
+                "epochs": epochs, "batch_size": batch_size, "interrupted": False}
+        history: list[dict] = []
+        best_score = -math.inf
+        best_state = copy.deepcopy(model.state_dict())
+        bar = tqdm(total=epochs * steps_per_epoch, desc="fine-tuning segmenter", disable=not progress,
+                   unit="step")
+        try:
+            for epoch in range(1, epochs + 1):
+                tic = time.perf_counter()
+                model.train()
+                perm = torch.randperm(len(train_x))
+                total, count = 0.0, 0
+                for start_i in range(0, len(train_x), batch_size):
+                    idx = perm[start_i:start_i + batch_size]
+                    x = train_x[idx].to(device).float() / 255.0
+                    y = train_y[idx].to(device).float()
+                    if augment:
+                        x, y = augment_batch(x, y, max_shift=shift)
+                    logits = model(x)
+                    loss = F.binary_cross_entropy_with_logits(logits, _smooth(y, smoothing))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    opt.step()
+                    total += loss.item() * len(idx)
+                    count += len(idx)
+                    bar.update(1)
+                record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(count, 1),
+                                          "lr": opt.param_groups[0]["lr"]}
+                if n_val:
+                    record.update(_evaluate(model, val_x, val_y, batch_size, device, smoothing))
+                    score = record["val_balanced_accuracy"]
+                else:
+                    record.update(val_loss=None, val_balanced_accuracy=None, val_cell_iou=None)
+                    score = float(epoch)  # no validation: keep the latest
+                record["seconds"] = time.perf_counter() - tic
+                record["best"] = score > best_score
+                history.append(record)
+                if record["best"]:
+                    best_score = score
+                    best_state = copy.deepcopy(model.state_dict())
+                    _save(model, out_dir, history, info)
+                if n_val:
+                    scheduler.step(score)
+                bar.set_postfix(loss=f"{record['train_loss']:.4f}",
+                                val_bacc="-" if not n_val else f"{score:.3f}",
+                                best="-" if not n_val else f"{best_score:.3f}")
+        except KeyboardInterrupt:
+            info["interrupted"] = True
+            warnings.warn(f"fine-tuning interrupted after {len(history)} finished epoch(s); returning the best "
+                          "model so far" + (f" (saved to {out_dir})" if out_dir else ""), stacklevel=2)
+        finally:
+            bar.close()
+
+        model.load_state_dict(best_state)
+        model.eval()
+        _save(model, out_dir, history, info)
+    return model, history
