@@ -1,0 +1,651 @@
+"""Pure batched compositing kernels: jitter a cut-out foreground and paste it onto backgrounds.
+
+Everything here is a function of tensors (no state, no I/O) and works batch-first on any device.
+
+Conventions
+-----------
+* ``images``: ``(B, C, H, W)``, ``uint8`` in ``[0, 255]`` or floating point in ``[0, 1]``.
+* ``alpha``: ``(B, 1, H, W)`` foreground opacity, float in ``[0, 1]`` (``bool`` and ``uint8`` 0/255 are
+  accepted too). Soft values give soft (feathered) edges.
+* ``backgrounds``: ``(B, C, H, W)`` of the same spatial size, ``uint8`` or float (converted to the
+  images' dtype convention).
+* Affine matrices are ``(B, 2, 3)`` and map **source pixel coordinates to destination pixel
+  coordinates** (pixel centres at integers, origin top-left), the convention of
+  :func:`kornia.geometry.transform.warp_affine` with ``align_corners=True``.
+* The foreground is composited with **premultiplied alpha**: colour and alpha are warped as
+  ``(rgb * alpha, alpha)`` so the source image's own background never bleeds into the pasted edges.
+  ``out = background * (1 - a) + warp(rgb * alpha)``.
+* dtype in = dtype out: ``uint8`` images give ``uint8`` (rounded), float images give the same float dtype.
+* A sample whose alpha is all zero (nothing detected) is returned **unchanged** — pasting nothing onto a
+  new background would produce an image without the object that still carries the object's label.
+
+Two implementations share these semantics:
+
+* :func:`composite_reference` — simple and slow: full-frame float ``kornia.geometry.transform.warp_affine``.
+* :func:`composite` — the fast path: only the foreground's bounding box is read (as ``uint8``) and only the
+  destination bounding box is resampled and blended; everything else is the background, copied once.
+  It matches the reference to within float rounding (at most 1 grey level for ``uint8``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "JitterParams",
+    "sample_jitter",
+    "mask_bboxes",
+    "jitter_affine",
+    "soft_alpha",
+    "warp",
+    "blend",
+    "composite",
+    "composite_reference",
+    "REFERENCE_SIZE",
+]
+
+#: Image side (pixels) at which the paper's translation range (±32 px) is defined.
+REFERENCE_SIZE = 224
+
+
+# --------------------------------------------------------------------------------------------------
+# jitter parameters
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JitterParams:
+    """One set of random foreground-jitter parameters per sample.
+
+    Attributes:
+        scale: ``(B,)`` isotropic scale factor about the object's bounding-box centre.
+        angle: ``(B,)`` rotation in degrees, positive = counter-clockwise on screen.
+        translate: ``(B, 2)`` shift ``(dx / W, dy / H)`` as a fraction of the image width / height, so
+            the same parameters mean the same thing at any resolution.
+    """
+
+    scale: Tensor
+    angle: Tensor
+    translate: Tensor
+
+    def __len__(self) -> int:
+        return int(self.scale.shape[0])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "JitterParams":
+        return JitterParams(*(getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)))
+
+    def __getitem__(self, index) -> "JitterParams":
+        return JitterParams(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    @classmethod
+    def identity(cls, batch_size: int, device: torch.device | str | None = None) -> "JitterParams":
+        return cls(
+            torch.ones(batch_size, device=device),
+            torch.zeros(batch_size, device=device),
+            torch.zeros(batch_size, 2, device=device),
+        )
+
+
+def _check_range(name: str, value, *, positive: bool = False) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        lo, hi = float(value), float(value)
+    else:
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}") from None
+    if lo > hi or (positive and lo <= 0):
+        raise ValueError(f"{name} must be a{' positive' if positive else ''} (min, max) pair with min <= max, got {value!r}")
+    return lo, hi
+
+
+def sample_jitter(
+    batch_size: int,
+    *,
+    scale: float | tuple[float, float] = (0.5, 1.5),
+    degrees: float | tuple[float, float] = 30.0,
+    translate_px: float = 32.0,
+    reference_size: int = REFERENCE_SIZE,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> JitterParams:
+    """Sample foreground jitter parameters (paper defaults).
+
+    Args:
+        batch_size: number of parameter sets ``B``.
+        scale: ``(min, max)`` of the uniform isotropic scale (paper: 0.5–1.5); a number means fixed.
+        degrees: rotation range; a number ``d`` means uniform in ``[-d, d]`` (paper: ±30°).
+        translate_px: maximum shift in pixels **at** ``reference_size`` (paper: ±32 px at 224 px; use 64
+            for Spawrious-like data). At other resolutions the shift scales with the image:
+            ``max_dx = translate_px / reference_size * W`` (so ±32 px at 224² is ±9.1 px at 64²). The
+            shift is later clipped by :func:`jitter_affine` so the object stays inside the frame.
+        reference_size: side length at which ``translate_px`` is given.
+        generator: optional CPU ``torch.Generator`` for reproducibility (sampling happens on CPU, then
+            the parameters are moved to ``device``).
+        device: device of the returned tensors.
+
+    Returns:
+        :class:`JitterParams` with float32 tensors of batch size ``batch_size``.
+    """
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
+    s_lo, s_hi = _check_range("scale", scale, positive=True)
+    if isinstance(degrees, (int, float)):
+        if degrees < 0:
+            raise ValueError(f"degrees must be >= 0 or a (min, max) pair, got {degrees!r}")
+        d_lo, d_hi = -float(degrees), float(degrees)
+    else:
+        d_lo, d_hi = _check_range("degrees", degrees)
+    if translate_px < 0:
+        raise ValueError(f"translate_px must be >= 0, got {translate_px!r}")
+    if reference_size <= 0:
+        raise ValueError(f"reference_size must be positive, got {reference_size!r}")
+    u = torch.rand(batch_size, 4, generator=generator)
+    frac = float(translate_px) / float(reference_size)
+    params = JitterParams(
+        scale=s_lo + (s_hi - s_lo) * u[:, 0],
+        angle=d_lo + (d_hi - d_lo) * u[:, 1],
+        translate=(u[:, 2:] * 2.0 - 1.0) * frac,
+    )
+    return params.to(device) if device is not None else params
+
+
+# --------------------------------------------------------------------------------------------------
+# geometry
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_alpha(alpha: Tensor, images: Tensor | None = None) -> None:
+    if not isinstance(alpha, Tensor) or alpha.ndim != 4 or alpha.shape[1] != 1:
+        shape = tuple(alpha.shape) if isinstance(alpha, Tensor) else type(alpha).__name__
+        raise ValueError(f"alpha must be a (B, 1, H, W) tensor, got {shape}")
+    if images is not None and (alpha.shape[0] != images.shape[0] or alpha.shape[-2:] != images.shape[-2:]):
+        raise ValueError(
+            f"alpha shape {tuple(alpha.shape)} does not match images shape {tuple(images.shape)} (need B and H, W equal)"
+        )
+
+
+def mask_bboxes(alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """Tight bounding boxes of the non-zero part of each mask.
+
+    Args:
+        alpha: ``(B, 1, H, W)`` mask or alpha of any dtype; ``> 0`` counts as foreground.
+
+    Returns:
+        ``(boxes, valid)``: ``boxes`` int64 ``(B, 4)`` inclusive ``(x0, y0, x1, y1)`` pixel indices,
+        ``valid`` bool ``(B,)``, False where the mask is empty (its box is then ``(0, 0, 0, 0)``).
+    """
+    _check_alpha(alpha)
+    fg = alpha[:, 0] > 0
+    rows = fg.any(dim=2)  # (B, H)
+    cols = fg.any(dim=1)  # (B, W)
+    valid = rows.any(dim=1)
+    h, w = fg.shape[-2:]
+    ar_h = torch.arange(h, device=alpha.device)
+    ar_w = torch.arange(w, device=alpha.device)
+    big = max(h, w) + 1
+    y0 = torch.where(rows, ar_h, big).amin(dim=1)
+    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
+    x0 = torch.where(cols, ar_w, big).amin(dim=1)
+    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    boxes = torch.where(valid[:, None], boxes, torch.zeros_like(boxes))
+    return boxes, valid
+
+
+def _transform_corners(matrices: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Apply ``(B,2,3)`` matrices to the 4 corners of float ``(B,4)`` boxes; returns mins, maxs ``(B,2)``."""
+    x0, y0, x1, y1 = boxes.unbind(1)
+    cx = torch.stack([x0, x1, x0, x1], dim=1)
+    cy = torch.stack([y0, y0, y1, y1], dim=1)
+    tx = matrices[:, 0, 0:1] * cx + matrices[:, 0, 1:2] * cy + matrices[:, 0, 2:3]
+    ty = matrices[:, 1, 0:1] * cx + matrices[:, 1, 1:2] * cy + matrices[:, 1, 2:3]
+    mins = torch.stack([tx.amin(1), ty.amin(1)], dim=1)
+    maxs = torch.stack([tx.amax(1), ty.amax(1)], dim=1)
+    return mins, maxs
+
+
+def jitter_affine(
+    params: JitterParams,
+    size: tuple[int, int],
+    masks: Tensor | None = None,
+    *,
+    bboxes: Tensor | None = None,
+    keep_inside: bool = True,
+) -> Tensor:
+    """Turn jitter parameters into source→destination affine matrices.
+
+    The object is scaled and rotated about the centre of its bounding box, then shifted by
+    ``params.translate * (W, H)``. With ``keep_inside`` the shift is clipped so the transformed bounding
+    box stays inside the frame (if the box is larger than the frame along an axis it is centred instead).
+
+    Args:
+        params: :class:`JitterParams` of batch size ``B``.
+        size: ``(H, W)`` of the images.
+        masks: ``(B, 1, H, W)`` foreground masks / alphas (used for their bounding boxes), or
+        bboxes: ``(B, 4)`` inclusive ``(x0, y0, x1, y1)`` pixel boxes instead of ``masks``.
+        keep_inside: clip the translation so the object stays in frame (paper behaviour).
+
+    Returns:
+        float32 ``(B, 2, 3)`` matrices (identity for empty masks).
+    """
+    from kornia.geometry.transform import get_rotation_matrix2d
+
+    h, w = int(size[0]), int(size[1])
+    valid = None
+    if bboxes is None:
+        if masks is None:
+            raise ValueError("jitter_affine needs masks or bboxes, got neither")
+        bboxes, valid = mask_bboxes(masks)
+    device = bboxes.device
+    params = params.to(device=device, dtype=torch.float32)
+    n = len(params)
+    if bboxes.shape != (n, 4):
+        raise ValueError(f"bboxes must have shape ({n}, 4) to match params, got {tuple(bboxes.shape)}")
+    boxes = bboxes.to(torch.float32)
+    if n == 0:
+        return torch.zeros(0, 2, 3, device=device)
+    center = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=1)
+    matrices = get_rotation_matrix2d(center, params.angle, params.scale[:, None].expand(n, 2).contiguous())
+    shift = params.translate * torch.tensor([w, h], dtype=torch.float32, device=device)
+    if keep_inside:
+        mins, maxs = _transform_corners(matrices, boxes)
+        lo = -mins
+        hi = torch.tensor([w - 1, h - 1], dtype=torch.float32, device=device) - maxs
+        shift = torch.where(lo <= hi, torch.minimum(torch.maximum(shift, lo), hi), (lo + hi) / 2)
+    matrices = matrices.clone()
+    matrices[:, :, 2] += shift
+    if valid is not None:
+        eye = torch.eye(2, 3, device=device).expand(n, 2, 3)
+        matrices = torch.where(valid[:, None, None], matrices, eye)
+    return matrices
+
+
+def _affine_inverse(matrices: Tensor) -> Tensor:
+    a, b, c = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 0, 2]
+    d, e, f = matrices[:, 1, 0], matrices[:, 1, 1], matrices[:, 1, 2]
+    det = a * e - b * d
+    if bool((det.abs() < 1e-12).any()):
+        raise ValueError("affine matrices must be invertible (a sample has scale 0)")
+    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+    ic = -(ia * c + ib * f)
+    if_ = -(id_ * c + ie * f)
+    return torch.stack([torch.stack([ia, ib, ic], 1), torch.stack([id_, ie, if_], 1)], 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# alpha, warp, blend
+# --------------------------------------------------------------------------------------------------
+
+
+def _alpha_float(alpha: Tensor, dtype: torch.dtype) -> Tensor:
+    if alpha.dtype == torch.bool:
+        return alpha.to(dtype)
+    if alpha.dtype == torch.uint8:
+        return alpha.to(dtype) / 255.0
+    return alpha.to(dtype).clamp(0.0, 1.0)
+
+
+def soft_alpha(mask: Tensor, feather_px: float = 0.0) -> Tensor:
+    """Float alpha in ``[0, 1]`` from a mask, optionally feathered inwards at its edges.
+
+    Args:
+        mask: ``(B, 1, H, W)`` bool, ``uint8`` (0..255) or float in ``[0, 1]``.
+        feather_px: Gaussian sigma in pixels (``kornia.filters.gaussian_blur2d``). The result is
+            ``min(mask, blur(mask))``: edges become soft **inside** the mask only, so no pixel outside the
+            mask (source background) is ever pasted. ``0`` returns the mask as float.
+
+    Returns:
+        float32 (or the mask's float dtype) ``(B, 1, H, W)``.
+    """
+    _check_alpha(mask)
+    dtype = mask.dtype if mask.dtype.is_floating_point else torch.float32
+    alpha = _alpha_float(mask, dtype)
+    if feather_px < 0:
+        raise ValueError(f"feather_px must be >= 0, got {feather_px!r}")
+    if feather_px == 0:
+        return alpha
+    from kornia.filters import gaussian_blur2d
+
+    k = 2 * int(math.ceil(3.0 * feather_px)) + 1
+    blurred = gaussian_blur2d(alpha, (k, k), (float(feather_px), float(feather_px)), border_type="replicate")
+    return torch.minimum(alpha, blurred)
+
+
+def _compute_dtype(images: Tensor) -> torch.dtype:
+    return torch.float64 if images.dtype == torch.float64 else torch.float32
+
+
+def _to_compute(x: Tensor, dtype: torch.dtype, *, as_uint8_scale: bool) -> Tensor:
+    """Convert colour values to the compute dtype in the *output's* value scale (0..255 or 0..1)."""
+    if x.dtype == torch.uint8:
+        y = x.to(dtype)
+        return y if as_uint8_scale else y / 255.0
+    y = x.to(dtype)
+    return y * 255.0 if as_uint8_scale else y
+
+
+def _from_compute(x: Tensor, out_dtype: torch.dtype) -> Tensor:
+    """Back to the output dtype; uint8 rounds half up (``floor(x + 0.5)``) after clamping. Works in place on ``x``."""
+    if out_dtype == torch.uint8:
+        return x.clamp_(0.0, 255.0).add_(0.5).to(torch.uint8)
+    return x.to(out_dtype)
+
+
+def warp(
+    images: Tensor,
+    alpha: Tensor,
+    matrices: Tensor,
+    *,
+    mode: str = "bilinear",
+) -> tuple[Tensor, Tensor]:
+    """Full-frame warp of the premultiplied foreground and its alpha with one matrix per sample.
+
+    Args:
+        images: ``(B, C, H, W)`` uint8 or float.
+        alpha: ``(B, 1, H, W)`` alpha / mask.
+        matrices: ``(B, 2, 3)`` source→destination pixel matrices.
+        mode: ``"bilinear"`` or ``"nearest"``.
+
+    Returns:
+        ``(premultiplied, alpha)`` float tensors ``(B, C, H, W)`` and ``(B, 1, H, W)``; colour stays in
+        the images' value scale (0..255 for uint8, 0..1 for float).
+    """
+    from kornia.geometry.transform import warp_affine
+
+    _check_alpha(alpha, images)
+    dtype = _compute_dtype(images)
+    a = _alpha_float(alpha, dtype)
+    x = images.to(dtype) * a
+    stacked = torch.cat([x, a], dim=1)
+    out = warp_affine(stacked, matrices.to(dtype), tuple(images.shape[-2:]), mode=mode, padding_mode="zeros", align_corners=True)
+    return out[:, :-1], out[:, -1:]
+
+
+def _harmonize(premult: Tensor, a: Tensor, bg: Tensor, strength: float) -> Tensor:
+    """Move the pasted foreground's per-channel mean/std towards the background under it."""
+    dims = (-2, -1)
+    wsum = a.sum(dims, keepdim=True).clamp_min(1e-6)
+    fg = premult / a.clamp_min(1e-6)
+    mu_f = premult.sum(dims, keepdim=True) / wsum
+    var_f = (a * (fg - mu_f) ** 2).sum(dims, keepdim=True) / wsum
+    mu_b = (a * bg).sum(dims, keepdim=True) / wsum
+    var_b = (a * (bg - mu_b) ** 2).sum(dims, keepdim=True) / wsum
+    ratio = (var_b.clamp_min(1e-12) / var_f.clamp_min(1e-12)).sqrt()
+    k = 1.0 + strength * (ratio - 1.0)
+    new_mu = mu_f + strength * (mu_b - mu_f)
+    return premult * k + a * (new_mu - k * mu_f)
+
+
+def blend(foreground: Tensor, alpha: Tensor, background: Tensor, *, premultiplied: bool = False) -> Tensor:
+    """Alpha-blend ``foreground`` over ``background``: ``bg * (1 - a) + fg * a``.
+
+    Args:
+        foreground: ``(B, C, H, W)`` uint8 or float (premultiplied float when ``premultiplied``).
+        alpha: ``(B, 1, H, W)`` alpha in ``[0, 1]`` (bool / uint8 accepted).
+        background: ``(B, C, H, W)`` uint8 or float.
+        premultiplied: ``foreground`` is already ``rgb * alpha``.
+
+    Returns:
+        Tensor of ``background``'s dtype (uint8 rounded), unless ``background`` is uint8 and the
+        foreground float while not premultiplied — then the foreground's value scale decides nothing:
+        the result always has the background's dtype and scale.
+    """
+    out_dtype = background.dtype
+    dtype = torch.float64 if torch.float64 in (foreground.dtype, background.dtype) else torch.float32
+    to255 = out_dtype == torch.uint8
+    bg = _to_compute(background, dtype, as_uint8_scale=to255)
+    a = _alpha_float(alpha, dtype)
+    if premultiplied:
+        p = foreground.to(dtype)
+    else:
+        p = _to_compute(foreground, dtype, as_uint8_scale=to255) * a
+    return _from_compute(bg - a * bg + p, out_dtype)
+
+
+def _prepare(images: Tensor, alpha: Tensor, backgrounds: Tensor, params) -> Tensor:
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    _check_alpha(alpha, images)
+    if not isinstance(backgrounds, Tensor) or backgrounds.shape != images.shape:
+        raise ValueError(
+            f"backgrounds must have the images' shape {tuple(images.shape)}, got "
+            f"{tuple(backgrounds.shape) if isinstance(backgrounds, Tensor) else type(backgrounds).__name__}"
+        )
+    if images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise ValueError(f"images must be at least 2x2 pixels, got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
+    if isinstance(params, JitterParams):
+        return jitter_affine(params, tuple(images.shape[-2:]), alpha)
+    if isinstance(params, Tensor) and params.shape == (images.shape[0], 2, 3):
+        return params.to(device=images.device, dtype=torch.float32)
+    raise ValueError(f"params must be JitterParams or a (B, 2, 3) tensor, got {getattr(params, 'shape', type(params))}")
+
+
+def composite_reference(
+    images: Tensor,
+    alpha: Tensor,
+    backgrounds: Tensor,
+    params: JitterParams | Tensor,
+    *,
+    harmonize: float = 0.0,
+    mode: str = "bilinear",
+) -> Tensor:
+    """Unoptimised reference of :func:`composite` (full-frame float warp with kornia). Same arguments."""
+    matrices = _prepare(images, alpha, backgrounds, params)
+    out_dtype = images.dtype
+    dtype = _compute_dtype(images)
+    to255 = out_dtype == torch.uint8
+    premult, a = warp(_to_compute(images, dtype, as_uint8_scale=to255), alpha, matrices, mode=mode)
+    bg = _to_compute(backgrounds, dtype, as_uint8_scale=to255)
+    if harmonize:
+        premult = _harmonize(premult, a, bg, float(harmonize))
+    out = _from_compute(bg - a * bg + premult, out_dtype)
+    _, valid = mask_bboxes(alpha)
+    return torch.where(valid[:, None, None, None], out, images)
+
+
+def _window_index(ox: Tensor, oy: Tensor, hw: tuple[int, int], width: int) -> Tensor:
+    """Flat ``(B, 1, h*w)`` indices of an ``h x w`` window at per-sample origin ``(ox, oy)``."""
+    h, w = hw
+    ys = torch.arange(h, device=ox.device)
+    xs = torch.arange(w, device=ox.device)
+    idx = (oy[:, None, None] + ys[None, :, None]) * width + (ox[:, None, None] + xs[None, None, :])
+    return idx.reshape(ox.shape[0], 1, h * w)
+
+
+def composite(
+    images: Tensor,
+    alpha: Tensor,
+    backgrounds: Tensor,
+    params: JitterParams | Tensor,
+    *,
+    harmonize: float = 0.0,
+    mode: str = "bilinear",
+    inplace: bool = False,
+    path: str = "auto",
+) -> Tensor:
+    """Paste each image's foreground, jittered, onto its background (fast path).
+
+    Args:
+        images: ``(B, C, H, W)`` uint8 or float — the foreground sources.
+        alpha: ``(B, 1, H, W)`` foreground alpha (float in [0, 1], bool, or uint8 0..255), e.g. a
+            feathered tight mask. All-zero alpha → that sample is returned unchanged.
+        backgrounds: ``(B, C, H, W)`` uint8 or float backgrounds of the same size.
+        params: :class:`JitterParams` (turned into matrices with :func:`jitter_affine`, keeping the
+            object inside the frame) or ``(B, 2, 3)`` source→destination pixel matrices.
+        harmonize: strength in ``[0, 1]`` of moving the pasted foreground's per-channel mean/std to the
+            background under it (0 = off, the default).
+        mode: ``"bilinear"`` (default) or ``"nearest"`` resampling.
+        inplace: allow writing the result into ``backgrounds`` (saves one full-frame copy; only when
+            it has the images' dtype and is contiguous).
+        path: ``"auto"`` (per-sample exact windows on CPU, one batched pass over the batch's largest
+            window elsewhere), ``"loop"`` or ``"batched"``. All give the same result.
+
+    Returns:
+        ``(B, C, H, W)`` tensor of the images' dtype and device.
+
+    Only the foreground's bounding box is converted to float and only the destination bounding box is
+    resampled and blended; the rest of each output is the background, copied once as bytes. Matches
+    :func:`composite_reference` up to float rounding (at most 1 grey level for uint8).
+    """
+    matrices = _prepare(images, alpha, backgrounds, params)
+    b, c, h, w = images.shape
+    out_dtype = images.dtype
+    dtype = _compute_dtype(images)
+    to255 = out_dtype == torch.uint8
+    device = images.device
+    if b == 0:
+        return images.clone()
+
+    # output frame = background in the images' dtype
+    if backgrounds.dtype == out_dtype and inplace and backgrounds.is_contiguous():
+        out = backgrounds
+    elif backgrounds.dtype == out_dtype:
+        out = backgrounds.contiguous().clone() if backgrounds.is_contiguous() else backgrounds.contiguous()
+    else:
+        out = _from_compute(_to_compute(backgrounds, dtype, as_uint8_scale=to255), out_dtype).contiguous()
+
+    boxes, valid = mask_bboxes(alpha)
+    if not bool(valid.any()):
+        return images.clone()
+
+    # destination box: transform of the source box grown by 1 px (bilinear support), clipped to frame
+    grown = boxes.to(torch.float32) + torch.tensor([-1.0, -1.0, 1.0, 1.0], device=device)
+    mins, maxs = _transform_corners(matrices, grown)
+    dx0 = mins[:, 0].floor().clamp(0, w - 1).long()
+    dy0 = mins[:, 1].floor().clamp(0, h - 1).long()
+    dx1 = maxs[:, 0].ceil().clamp(0, w - 1).long()
+    dy1 = maxs[:, 1].ceil().clamp(0, h - 1).long()
+    on_frame = valid & (maxs[:, 0] >= 0) & (maxs[:, 1] >= 0) & (mins[:, 0] <= w - 1) & (mins[:, 1] <= h - 1)
+    # source box grown by 1 px, clipped
+    sx0 = (boxes[:, 0] - 1).clamp(min=0)
+    sy0 = (boxes[:, 1] - 1).clamp(min=0)
+    sx1 = (boxes[:, 2] + 1).clamp(max=w - 1)
+    sy1 = (boxes[:, 3] + 1).clamp(max=h - 1)
+
+    sel = on_frame
+    if bool(sel.any()):
+        windows = (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1)
+        strategy = path
+        if strategy == "auto":
+            strategy = "loop" if images.device.type == "cpu" else "batched"
+        if strategy == "loop":
+            _paste_loop(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode)
+        elif strategy == "batched":
+            _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode)
+        else:
+            raise ValueError(f"path must be 'auto', 'loop' or 'batched', got {path!r}")
+    if not bool(valid.all()):
+        out = torch.where(valid[:, None, None, None], out, images)
+    return out
+
+
+def _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode) -> None:
+    """One batched gather / grid_sample / scatter over the largest window of the batch (GPU-friendly)."""
+    sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1 = windows
+    b, c, h, w = images.shape
+    device = images.device
+    out_dtype = out.dtype
+    # window sizes: the largest box in the batch (>= 2 so align_corners normalisation is defined)
+    min_side = lambda n: min(2, n)  # noqa: E731
+    ws = max(int((sx1 - sx0 + 1)[sel].max()), min_side(w))
+    hs = max(int((sy1 - sy0 + 1)[sel].max()), min_side(h))
+    wd = max(int((dx1 - dx0 + 1)[sel].max()), min_side(w))
+    hd = max(int((dy1 - dy0 + 1)[sel].max()), min_side(h))
+    osx = sx0.clamp(max=w - ws)
+    osy = sy0.clamp(max=h - hs)
+    odx = dx0.clamp(max=w - wd)
+    ody = dy0.clamp(max=h - hd)
+
+    # gather the source window (uint8 stays uint8 until here) and premultiply
+    src_idx = _window_index(osx, osy, (hs, ws), w)
+    src = images.reshape(b, c, h * w).gather(2, src_idx.expand(b, c, hs * ws))
+    a_src = alpha.reshape(b, 1, h * w).gather(2, src_idx)
+    a_src = _alpha_float(a_src, dtype)
+    a_src = torch.where(sel[:, None, None], a_src, torch.zeros((), dtype=dtype, device=device))
+    src = _to_compute(src, dtype, as_uint8_scale=to255) * a_src
+    stacked = torch.cat([src, a_src], dim=1).view(b, c + 1, hs, ws)
+
+    # sampling grid: destination window pixel (j, i) -> source pixel -> normalised source-window coords
+    inv = _affine_inverse(matrices.to(dtype))
+    # source pixel = inv @ (odx + j, ody + i, 1) - (osx, osy)
+    sxn = 2.0 / (ws - 1)
+    syn = 2.0 / (hs - 1)
+    ox_f = odx.to(dtype)
+    oy_f = ody.to(dtype)
+    cx = inv[:, 0, 0] * ox_f + inv[:, 0, 1] * oy_f + inv[:, 0, 2] - osx.to(dtype)
+    cy = inv[:, 1, 0] * ox_f + inv[:, 1, 1] * oy_f + inv[:, 1, 2] - osy.to(dtype)
+    jj = torch.arange(wd, device=device, dtype=dtype).view(1, 1, wd)
+    ii = torch.arange(hd, device=device, dtype=dtype).view(1, hd, 1)
+    col = lambda v: v.view(b, 1, 1)  # noqa: E731
+    gx = (col(inv[:, 0, 0] * sxn) * jj + col(inv[:, 0, 1] * sxn) * ii) + col(cx * sxn - 1.0)
+    gy = (col(inv[:, 1, 0] * syn) * jj + col(inv[:, 1, 1] * syn) * ii) + col(cy * syn - 1.0)
+    grid = torch.stack([gx, gy], dim=-1)
+    warped = F.grid_sample(stacked, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    premult, a = warped[:, :c].reshape(b, c, hd * wd), warped[:, c:].reshape(b, 1, hd * wd)
+
+    # fused blend inside the destination window only
+    dst_idx = _window_index(odx, ody, (hd, wd), w).expand(b, c, hd * wd)
+    flat = out.view(b, c, h * w)
+    bg = _to_compute(flat.gather(2, dst_idx), dtype, as_uint8_scale=to255)
+    if harmonize:
+        premult = _harmonize(premult.view(b, c, hd, wd), a.view(b, 1, hd, wd), bg.view(b, c, hd, wd), float(harmonize))
+        premult = premult.reshape(b, c, hd * wd)
+    blended = _from_compute(bg - a * bg + premult, out_dtype)
+    flat.scatter_(2, dst_idx, blended)
+
+
+def _paste_loop(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode) -> None:
+    """Per-sample exact windows with views only (no index tensors, no padding to the batch maximum).
+
+    On CPU this moves the fewest bytes: each sample reads its own source box and resamples / blends
+    exactly its own destination box, writing into ``out`` through a view.
+    """
+    b, c, h, w = images.shape
+    rows = torch.stack([*windows], dim=1)[sel].tolist()
+    idx = sel.nonzero().flatten().tolist()
+    inv = _affine_inverse(matrices.to(torch.float64))[sel].tolist()
+    for i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), m in zip(idx, rows, inv):
+        # keep windows >= 2 px so align_corners normalisation is defined
+        if sx1 == sx0:
+            sx0, sx1 = (sx0 - 1, sx1) if sx0 > 0 else (sx0, sx1 + 1)
+        if sy1 == sy0:
+            sy0, sy1 = (sy0 - 1, sy1) if sy0 > 0 else (sy0, sy1 + 1)
+        hs, ws = sy1 - sy0 + 1, sx1 - sx0 + 1
+        hd, wd = dy1 - dy0 + 1, dx1 - dx0 + 1
+        buf = torch.empty(1, c + 1, hs, ws, dtype=dtype)
+        fg = buf[:, :c]
+        a_src = buf[:, c:]
+        a_src.copy_(alpha[i : i + 1, :, sy0 : sy1 + 1, sx0 : sx1 + 1])
+        if alpha.dtype == torch.uint8:
+            a_src.div_(255.0)
+        elif alpha.dtype != torch.bool:
+            a_src.clamp_(0.0, 1.0)
+        fg.copy_(images[i : i + 1, :, sy0 : sy1 + 1, sx0 : sx1 + 1])
+        if not to255 and images.dtype == torch.uint8:
+            fg.div_(255.0)
+        fg.mul_(a_src)
+        sxn, syn = 2.0 / (ws - 1), 2.0 / (hs - 1)
+        (ia, ib, ic), (id_, ie, if_) = m
+        cx = ia * dx0 + ib * dy0 + ic - sx0
+        cy = id_ * dx0 + ie * dy0 + if_ - sy0
+        jj = torch.arange(wd, dtype=dtype)
+        ii = torch.arange(hd, dtype=dtype).view(hd, 1)
+        grid = torch.empty(1, hd, wd, 2, dtype=dtype)
+        torch.add(jj * (ia * sxn), ii * (ib * sxn) + (cx * sxn - 1.0), out=grid[0, :, :, 0])
+        torch.add(jj * (id_ * syn), ii * (ie * syn) + (cy * syn - 1.0), out=grid[0, :, :, 1])
+        warped = F.grid_sample(buf, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
+        premult, a = warped[:c], warped[c:]
+        region = out[i, :, dy0 : dy1 + 1, dx0 : dx1 + 1]
+        bg = region.to(dtype)
+        if harmonize:
+            premult = _harmonize(premult, a, bg, float(harmonize))
+        res = torch.addcmul(premult, bg, 1.0 - a)
+        region.copy_(_from_compute(res, out.dtype))
