@@ -248,7 +248,7 @@ class PatchSegmenter(
     PyTorchModelHubMixin,
     library_name="torch-backswap",
     tags=["torch-backswap", "image-segmentation", "background-swap"],
-    license="apache-2.0",
+    license="mit",
 ):
     """Predicts, for each cell of an S×S grid over the (resized) image, whether it shows the object.
 
