@@ -358,6 +358,25 @@ def test_background_retraining_swaps_the_model(image_dir, tmp_path):
         assert _json(srv, "/api/image?id=c.jpg")["mask"] == "1" * 16
 
 
+def test_retraining_with_the_real_segmenter_and_finetune(image_dir, tmp_path):
+    from torch_backswap.segmenter import PatchSegmenter
+
+    seg = PatchSegmenter(grid_size=4, input_size=32, width=8)
+    with serve_labeler(image_dir, grid_size=4, out=tmp_path / "l.csv", segmenter=seg, retrain_every=2,
+                       retrain_kwargs={"epochs": 1, "batch_size": 2}) as srv:
+        srv.start()
+        first = _json(srv, "/api/next")["id"]
+        info = _json(srv, f"/api/image?id={first}")
+        assert info["source"] == "segmenter" and len(info["mask"]) == 16 and 0.0 <= info["uncertainty"] <= 1.0
+        _request(srv, "POST", "/api/label", {"id": "a.png", "mask": "1" * 4 + "0" * 12})
+        _request(srv, "POST", "/api/label", {"id": "sub/d.png", "mask": "0" * 12 + "1" * 4})
+        srv.session.retrain_thread.join(60)
+        state = _json(srv, "/api/state")
+        assert state["retrain_error"] is None and state["model_version"] == 1
+        assert srv.session.segmenter is not seg
+        assert _json(srv, "/api/next")["id"] in {"b.png", "c.jpg"}
+
+
 def test_cli_parser():
     args = build_parser().parse_args(
         ["label", "imgs", "--grid", "8", "--out", "x.csv", "--segmenter", "m", "--port", "8123",
