@@ -1,0 +1,171 @@
+import math
+
+import pytest
+import torch
+
+from torch_backswap.composite import (
+    JitterParams,
+    blend,
+    composite,
+    composite_reference,
+    jitter_affine,
+    mask_bboxes,
+    sample_jitter,
+    soft_alpha,
+)
+
+
+def _data(b=8, h=48, w=56, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=g)
+    backgrounds = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=g)
+    alpha = torch.zeros(b, 1, h, w)
+    for i in range(b):
+        y0 = int(torch.randint(0, h - 20, (1,), generator=g))
+        x0 = int(torch.randint(0, w - 24, (1,), generator=g))
+        alpha[i, :, y0 : y0 + 16, x0 : x0 + 20] = torch.rand(1, 16, 20, generator=g).clamp_min(0.05)
+    return images, alpha, backgrounds
+
+
+def test_sample_jitter_ranges_and_reproducible():
+    p = sample_jitter(500, generator=torch.Generator().manual_seed(1))
+    assert p.scale.min() >= 0.5 and p.scale.max() <= 1.5
+    assert p.angle.abs().max() <= 30.0
+    assert p.translate.abs().max() <= 32 / 224 + 1e-6
+    q = sample_jitter(500, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(p.scale, q.scale) and torch.equal(p.translate, q.translate)
+    fixed = sample_jitter(4, scale=1.0, degrees=0.0, translate_px=0.0)
+    assert torch.all(fixed.scale == 1) and torch.all(fixed.angle == 0) and torch.all(fixed.translate == 0)
+    with pytest.raises(ValueError, match="scale"):
+        sample_jitter(2, scale=(1.5, 0.5))
+    with pytest.raises(ValueError, match="translate_px"):
+        sample_jitter(2, translate_px=-1)
+
+
+def test_translation_scales_with_image_size():
+    p = JitterParams(torch.ones(2), torch.zeros(2), torch.tensor([[32 / 224, 0.0], [32 / 224, 0.0]]))
+    boxes = torch.tensor([[40, 40, 60, 60], [10, 10, 20, 20]])
+    m224 = jitter_affine(p[:1], (224, 224), bboxes=boxes[:1])
+    m64 = jitter_affine(p[1:], (64, 64), bboxes=boxes[1:])
+    assert m224[0, 0, 2].item() == pytest.approx(32.0)
+    assert m64[0, 0, 2].item() == pytest.approx(32 / 224 * 64)
+
+
+def test_jitter_keeps_object_inside_frame():
+    h, w = 64, 80
+    alpha = torch.zeros(300, 1, h, w)
+    g = torch.Generator().manual_seed(0)
+    for i in range(300):
+        y0, x0 = int(torch.randint(0, h - 10, (1,), generator=g)), int(torch.randint(0, w - 10, (1,), generator=g))
+        alpha[i, :, y0 : y0 + 10, x0 : x0 + 10] = 1
+    p = sample_jitter(300, translate_px=200, generator=g)
+    m = jitter_affine(p, (h, w), alpha)
+    boxes, valid = mask_bboxes(alpha)
+    assert valid.all()
+    x0, y0, x1, y1 = boxes.float().unbind(1)
+    cx = torch.stack([x0, x1, x0, x1], 1)
+    cy = torch.stack([y0, y0, y1, y1], 1)
+    tx = m[:, 0, 0:1] * cx + m[:, 0, 1:2] * cy + m[:, 0, 2:3]
+    ty = m[:, 1, 0:1] * cx + m[:, 1, 1:2] * cy + m[:, 1, 2:3]
+    assert tx.min() >= -1e-3 and tx.max() <= w - 1 + 1e-3
+    assert ty.min() >= -1e-3 and ty.max() <= h - 1 + 1e-3
+
+
+def test_mask_bboxes():
+    a = torch.zeros(2, 1, 10, 12)
+    a[0, 0, 2:5, 3:9] = 0.5
+    boxes, valid = mask_bboxes(a)
+    assert boxes[0].tolist() == [3, 2, 8, 4]
+    assert valid.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("path", ["loop", "batched"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_fast_path_matches_reference(path, dtype):
+    images, alpha, backgrounds = _data()
+    if dtype != torch.uint8:
+        images = images.to(dtype) / 255
+    params = sample_jitter(images.shape[0], generator=torch.Generator().manual_seed(3))
+    ref = composite_reference(images, alpha, backgrounds, params)
+    fast = composite(images, alpha, backgrounds, params, path=path)
+    assert fast.dtype == images.dtype and fast.shape == images.shape
+    tol = 1 if dtype == torch.uint8 else 1e-4
+    assert (ref.double() - fast.double()).abs().max() <= tol
+    # almost all pixels identical (float rounding only flips a few half-way cases)
+    if dtype == torch.uint8:
+        assert (ref != fast).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("path", ["loop", "batched"])
+def test_fast_path_matches_reference_options(path):
+    images, alpha, backgrounds = _data(seed=5)
+    params = sample_jitter(images.shape[0], generator=torch.Generator().manual_seed(4))
+    for a in (alpha, alpha > 0.5, (alpha * 255).to(torch.uint8)):
+        for kw in ({"harmonize": 0.5}, {"mode": "nearest"}):
+            ref = composite_reference(images, a, backgrounds, params, **kw)
+            fast = composite(images, a, backgrounds, params, path=path, **kw)
+            assert (ref.int() - fast.int()).abs().max() <= 1
+
+
+def test_known_integer_shift_is_exact():
+    images, _, backgrounds = _data(b=2, h=40, w=40)
+    alpha = torch.zeros(2, 1, 40, 40)
+    alpha[:, :, 10:20, 12:22] = 1.0
+    m = torch.tensor([[[1.0, 0.0, 5.0], [0.0, 1.0, -3.0]]]).repeat(2, 1, 1)
+    out = composite(images, alpha, backgrounds, m)
+    # foreground: every masked input pixel appears shifted by (+5, -3)
+    assert torch.equal(out[:, :, 7:17, 17:27], images[:, :, 10:20, 12:22])
+    # background: everything else is the background
+    keep = torch.ones(40, 40, dtype=torch.bool)
+    keep[7:17, 17:27] = False
+    assert torch.equal(out[:, :, keep], backgrounds[:, :, keep])
+
+
+def test_empty_mask_returns_image_unchanged():
+    images, alpha, backgrounds = _data(b=3)
+    alpha[1] = 0
+    params = sample_jitter(3)
+    out = composite(images, alpha, backgrounds, params)
+    assert torch.equal(out[1], images[1])
+    assert not torch.equal(out[0], images[0])
+    none = composite(images, torch.zeros_like(alpha), backgrounds, params)
+    assert torch.equal(none, images)
+
+
+def test_float_image_on_uint8_background_and_inplace():
+    images, alpha, backgrounds = _data(b=2)
+    f = images.float() / 255
+    params = sample_jitter(2, generator=torch.Generator().manual_seed(0))
+    out = composite(f, alpha, backgrounds, params)
+    assert out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    bg = backgrounds.clone()
+    out2 = composite(images, alpha, bg, params, inplace=True)
+    assert out2.data_ptr() == bg.data_ptr()
+    assert torch.equal(out2, composite(images, alpha, backgrounds, params))
+
+
+def test_blend_and_soft_alpha():
+    fg = torch.full((1, 3, 4, 4), 200, dtype=torch.uint8)
+    bg = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    a = torch.full((1, 1, 4, 4), 0.5)
+    assert blend(fg, a, bg).unique().tolist() == [100]
+    assert blend(fg.float() / 255, a, bg.float()).max().item() == pytest.approx(200 / 255 / 2)
+    m = torch.zeros(1, 1, 20, 20)
+    m[..., 5:15, 5:15] = 1
+    s = soft_alpha(m, 1.5)
+    assert torch.all(s <= m)  # feathering only inwards: nothing outside the mask is pasted
+    assert s[0, 0, 10, 10] > 0.99 and 0 < s[0, 0, 5, 10] < 1
+
+
+def test_bad_inputs():
+    images, alpha, backgrounds = _data(b=2)
+    params = sample_jitter(2)
+    with pytest.raises(ValueError, match="alpha"):
+        composite(images, alpha[:, :, :10], backgrounds, params)
+    with pytest.raises(ValueError, match="backgrounds"):
+        composite(images, alpha, backgrounds[:1], params)
+    with pytest.raises(ValueError, match="params"):
+        composite(images, alpha, backgrounds, torch.zeros(3, 2, 3))
+    with pytest.raises(ValueError, match="path"):
+        composite(images, alpha, backgrounds, params, path="fastest")
+    assert math.isfinite(float(composite(images, alpha, backgrounds, params).float().mean()))
