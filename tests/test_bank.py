@@ -1,0 +1,151 @@
+import json
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from torch_backswap.bank import BackgroundBank
+
+
+def _bank(labels=(0, 0, 0, 0, 0, 0, 1, 2), size=16, classes=None):
+    n = len(labels)
+    g = torch.Generator().manual_seed(0)
+    bg = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return BackgroundBank(bg, torch.tensor(labels), classes=classes, metadata={"note": "test"})
+
+
+class _BoxSegmenter:
+    """Fake segmenter: object logits in the central 2x2 of a 4x4 grid."""
+
+    def __call__(self, images):
+        logits = torch.full((images.shape[0], 4, 4), -8.0)
+        logits[:, 1:3, 1:3] = 8.0
+        return logits
+
+
+def test_class_balanced_sampling_breaks_imbalance():
+    bank = _bank()
+    g = torch.Generator().manual_seed(1)
+    idx = bank.sample_indices(6000, strategy="class_balanced", generator=g)
+    freq = torch.bincount(bank.labels[idx], minlength=3).float() / 6000
+    assert torch.allclose(freq, torch.full((3,), 1 / 3), atol=0.03)
+    uni = bank.sample_indices(6000, strategy="uniform", generator=g)
+    assert torch.bincount(bank.labels[uni], minlength=3)[0] / 6000 == pytest.approx(6 / 8, abs=0.03)
+
+
+def test_other_class_never_returns_own_class():
+    bank = _bank()
+    labels = torch.tensor([0, 1, 2, 5] * 250)  # 5: a class the bank does not have
+    idx = bank.sample_indices(1000, labels=labels, strategy="other_class", generator=torch.Generator().manual_seed(0))
+    got = bank.labels[idx]
+    assert not torch.any(got == labels)
+    assert set(got[labels == 0].tolist()) == {1, 2}
+    assert set(got[labels == 5].tolist()) == {0, 1, 2}
+    soft = torch.nn.functional.one_hot(labels[:8], 6).float()
+    assert bank.sample_indices(8, labels=soft, strategy="other_class").shape == (8,)
+
+
+def test_single_class_other_class_is_a_clear_error():
+    bank = _bank(labels=(1, 1, 1))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        bank.sample(2, labels=[1, 1], strategy="other_class")
+    with pytest.raises(ValueError, match="needs the foreground labels"):
+        _bank().sample(2, strategy="other_class")
+    with pytest.raises(ValueError, match="strategy"):
+        bank.sample(2, strategy="balanced")
+
+
+def test_sample_reproducible_fresh_and_resized():
+    bank = _bank()
+    a = bank.sample(5, generator=torch.Generator().manual_seed(3))
+    b = bank.sample(5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == (5, 3, 16, 16)
+    a.zero_()
+    assert bank.backgrounds.any()  # sample returns a fresh tensor, never a view into the bank
+    r, idx = bank.sample(4, size=(24, 20), return_indices=True)
+    assert r.shape == (4, 3, 24, 20) and r.dtype == torch.uint8 and idx.shape == (4,)
+
+
+def test_save_load_bit_identical(tmp_path):
+    bank = _bank(classes=["land", "water", "air"])
+    path = bank.save(tmp_path / "bank.safetensors")
+    loaded = BackgroundBank.load(path)
+    assert torch.equal(loaded.backgrounds, bank.backgrounds) and loaded.backgrounds.dtype == torch.uint8
+    assert torch.equal(loaded.labels, bank.labels)
+    assert loaded.classes == ["land", "water", "air"] and loaded.metadata == {"note": "test"}
+    assert path.read_bytes() == loaded.save(tmp_path / "again.safetensors").read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["backswap"])
+    assert meta["resolution"] == [16, 16] and meta["classes"] == ["land", "water", "air"]
+    with pytest.raises(FileNotFoundError):
+        BackgroundBank.load(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a background bank"):
+        BackgroundBank.load(tmp_path / "other.safetensors")
+
+
+def test_pickle_share_memory_and_cpu_view():
+    bank = _bank()
+    bank.share_memory_()
+    assert bank.is_shared()
+    clone = pickle.loads(pickle.dumps(bank))
+    assert torch.equal(clone.backgrounds, bank.backgrounds) and clone.device.type == "cpu"
+    assert bank.to("cpu") is bank and bank.cpu() is bank
+
+
+def test_bad_construction():
+    bg = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        BackgroundBank(bg.float(), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="labels"):
+        BackgroundBank(bg, torch.tensor([0]))
+    with pytest.raises(ValueError, match="classes"):
+        BackgroundBank(bg, torch.tensor([0, 3]), classes=["a", "b"])
+
+
+def test_build_from_tensor_with_segmenter_fills_the_object():
+    images = torch.zeros(6, 3, 32, 32, dtype=torch.uint8)
+    images[:, 1] = 90  # green background
+    images[:, :, 8:24, 8:24] = torch.tensor([250, 0, 0], dtype=torch.uint8)[:, None, None]  # red object
+    bank = BackgroundBank.build(images, torch.tensor([0, 1] * 3), _BoxSegmenter(), batch_size=4, progress=False)
+    assert len(bank) == 6 and bank.size == (32, 32) and bank.backgrounds.dtype == torch.uint8
+    assert bank.backgrounds[:, 0].max() < 60  # the red object is gone
+    assert bank.metadata["loose_threshold"] == 0.1 and "Pyramid" in bank.metadata["inpainter"]
+    assert bank.build_stats["images"] == 6 and bank.build_stats["images_per_s"] > 0
+
+
+class _PilDataset(torch.utils.data.Dataset):
+    def __init__(self):
+        self.items = [
+            (Image.new("RGB", (40, 30), (10, 200, 30)), 0),
+            (Image.new("L", (20, 20), 128), 1),
+            (Image.new("RGBA", (25, 35), (0, 0, 250, 100)), 1),
+        ]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_build_from_dataset_resizes_any_size_and_mode():
+    bank = BackgroundBank.build(_PilDataset(), segmenter=_BoxSegmenter(), size=24, batch_size=2, progress=False)
+    assert bank.size == (24, 24) and bank.labels.tolist() == [0, 1, 1]
+    # given holes instead of a segmenter; grayscale tensor input
+    gray = torch.rand(3, 1, 20, 20)
+    holes = torch.zeros(3, 1, 20, 20, dtype=torch.bool)
+    holes[:, :, 5:10, 5:10] = True
+    b2 = BackgroundBank.build(gray, [0, 1, 0], holes=holes, inpainter="mean", progress=False)
+    assert b2.size == (20, 20) and b2.metadata["segmenter"] is None
+    with pytest.raises(ValueError, match="segmenter"):
+        BackgroundBank.build(gray, [0, 1, 0], progress=False)
+    with pytest.raises(ValueError, match="labels"):
+        BackgroundBank.build(gray, holes=holes, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        BackgroundBank.build(torch.full((1, 3, 8, 8), float("nan")), [0], holes=holes[:1, :, :8, :8], progress=False)
