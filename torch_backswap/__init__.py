@@ -16,3 +16,16 @@ from .segmenter import (
     probability_to_mask,
 )
 from .finetune import finetune_segmenter
+from .inpaint import (
+    GrayFill,
+    MeanFill,
+    ModuleInpainter,
+    NoiseFill,
+    PyramidInpainter,
+    ScramblePatches,
+    ScramblePixels,
+    get_inpainter,
+)
+from .composite import JitterParams, composite, composite_reference, jitter_affine, sample_jitter
+from .bank import BackgroundBank
+from .transform import BackgroundSwap, BackgroundSwapCollate

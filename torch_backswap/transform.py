@@ -561,7 +561,7 @@ class BackgroundSwap(v2.Transform):
                 "key, or swap(images, labels) for batches"
             )
         idx = None
-        if index is not None and mask is None:
+        if index is not None and mask is None and self.masks is not None:
             idx = torch.as_tensor(index).reshape(-1)
         m = None
         if mask is not None:
@@ -637,6 +637,20 @@ class BackgroundSwapCollate:
 
     def __call__(self, samples: list) -> Any:
         batch = self.collate_fn(samples)
+        if samples:
+            # default_collate stacks tv_tensors into plain tensors: re-wrap images and masks so the swap
+            # sees them (a collated tv_tensors.Mask is used as the alpha, like in the per-sample path)
+            first, _ = tree_flatten(samples[0])
+            flat, spec = tree_flatten(batch)
+            if len(first) == len(flat):
+                flat = [
+                    tv_tensors.wrap(b, like=f)
+                    if isinstance(f, (tv_tensors.Mask, tv_tensors.Image)) and isinstance(b, Tensor)
+                    and not isinstance(b, tv_tensors.TVTensor)
+                    else b
+                    for f, b in zip(first, flat)
+                ]
+                batch = tree_unflatten(flat, spec)
         if self.device == "bank":
             dev = self.swap._compute_device()
             if dev.type != "cpu":
