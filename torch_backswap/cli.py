@@ -11,7 +11,79 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_label(subparsers)
     _add_finetune(subparsers)
+    _add_bank(subparsers)
+    _add_demo(subparsers)
     return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, fast=args.fast, seed=args.seed, image_size=args.image_size, correlation=args.correlation,
+             n_labeled=args.n_labeled, segmenter=args.segmenter, finetune_epochs=args.finetune_epochs,
+             epochs=args.epochs, progress=not args.quiet)
+    return 0
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    from .hub import DEFAULT_SEGMENTER
+
+    p = subparsers.add_parser(
+        "demo",
+        help="the offline StampBirds demo: labels -> fine-tune -> bank -> ERM vs BackSwap",
+        description="Run the whole pipeline on the bundled StampBirds benchmark (no network needed) and write "
+        "results.json and swap_grid.png to --out.",
+    )
+    p.add_argument("--out", default="backswap-demo", help="output folder (default: backswap-demo)")
+    p.add_argument("--fast", action="store_true", help="about a minute: fewer images and epochs (a smoke run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=64, help="StampBirds image side (default: 64)")
+    p.add_argument("--correlation", type=float, default=1.0, help="train class/background correlation (default: 1.0)")
+    p.add_argument("--n-labeled", type=int, default=300, help="patch-labelled images for fine-tuning (default: 300)")
+    p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter to fine-tune (name or path)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="segmenter epochs (default: 12, --fast: 1)")
+    p.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: 8, --fast: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_bank(args: argparse.Namespace) -> int:
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    from .bank import BackgroundBank
+
+    to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.size, args.size), antialias=True)])
+    dataset = ImageFolder(args.image_dir, transform=to_tensor)
+    bank = BackgroundBank.build(dataset, segmenter=args.segmenter, inpainter=args.inpainter, size=args.size,
+                                batch_size=args.batch_size, device=args.device, classes=dataset.classes,
+                                num_workers=args.num_workers, progress=not args.no_progress)
+    bank.save(args.out)
+    print(f"wrote {len(bank)} backgrounds ({', '.join(dataset.classes)}) to {args.out} "
+          f"at {bank.build_stats['images_per_s']:.0f} images/s")
+    return 0
+
+
+def _add_bank(subparsers: argparse._SubParsersAction) -> None:
+    from .hub import DEFAULT_SEGMENTER
+
+    p = subparsers.add_parser(
+        "bank",
+        help="build a background bank from an ImageFolder (segment + inpaint)",
+        description="Segment every image of IMAGE_DIR (one sub-folder per class, like torchvision's ImageFolder), "
+        "inpaint the foreground and save the backgrounds with their class to a .safetensors bank.",
+    )
+    p.add_argument("image_dir", metavar="IMAGE_DIR")
+    p.add_argument("--out", default="bank.safetensors", help="bank file (default: bank.safetensors)")
+    p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter name or path")
+    p.add_argument("--inpainter", default="pyramid",
+                   help="pyramid (default), gray, mean, noise, scramble_pixels, scramble_patches")
+    p.add_argument("--size", type=int, default=224, help="bank resolution (default: 224)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_bank)
 
 
 def _run_label(args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""End to end: ``backswap demo --fast`` runs the whole pipeline and writes sane files.
+
+This checks the pipeline runs and its outputs are well-formed, not that the figures are good (that is
+``benchmarks/robustness.py``'s job).
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from torch_backswap.cli import main
+from torch_backswap.demo import format_group_table, simulated_patch_labels
+
+
+def _is_fraction(x) -> bool:
+    return isinstance(x, float) and not math.isnan(x) and 0.0 <= x <= 1.0
+
+
+@pytest.mark.slow
+def test_demo_fast_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--fast", "--quiet", "--out", str(out)]) == 0
+
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["settings"]["fast"] is True
+    assert summary["settings"]["n_labeled"] == 60
+    for method in ("erm", "backswap"):
+        r = summary["classifiers"][method]
+        assert _is_fraction(r["average"]) and _is_fraction(r["worst_group"])
+        assert r["worst_group"] <= r["average"] + 1e-9
+        assert sorted(r["groups"]) == ["0", "1", "2", "3"]
+        assert r["worst_group"] == pytest.approx(min(r["groups"].values()))
+    for stage in ("before_finetune", "after_finetune"):
+        q = summary["segmenter"][stage]
+        assert _is_fraction(q["patch_balanced_accuracy"]) and _is_fraction(q["tight_mask_iou"])
+    assert summary["bank"]["size"] == summary["settings"]["n_train"] == 400
+    assert summary["bank"]["images_per_s"] > 0
+
+    grid = Image.open(out / "swap_grid.png")
+    assert grid.size == (4 * 64 * 2, 8 * 64 * 2)  # 4 columns x 8 rows of 64 px, scaled 2x
+    assert (out / "segmenter" / "model.safetensors").is_file()
+    assert (out / "bank.safetensors").is_file()
+
+
+def test_simulated_labels_skip_empty_and_match_alpha():
+    alpha = torch.zeros(6, 1, 32, 32)
+    alpha[0, :, :16, :16] = 1.0
+    alpha[2, :, 16:, 16:] = 1.0
+    alpha[5, :, :, :] = 1.0
+    idx, labels = simulated_patch_labels(alpha, count=10, grid_size=4, seed=1)
+    assert sorted(idx.tolist()) == [0, 2, 5]  # empty grids are skipped
+    for i, image_id in zip(idx.tolist(), labels.ids):
+        assert image_id == str(i)
+    assert labels["0"].sum() == 4 and bool(labels["0"][:2, :2].all())
+    assert labels["5"].all()
+
+
+def test_group_table_lists_every_group():
+    r = {"average": 0.5, "worst_group": 0.25, "groups": {0: 0.25, 1: 0.5, 2: 0.75, 3: 1.0}}
+    table = format_group_table({"erm": r})
+    assert "| erm | 0.500 | 0.250 | 0.250 | 0.500 | 0.750 | 1.000 |" in table
