@@ -42,7 +42,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .bank import BackgroundBank, STRATEGIES
+from .bank import STRATEGIES, BackgroundBank, segmenter_input
 from .composite import REFERENCE_SIZE, composite, jitter_affine, sample_jitter, soft_alpha
 
 __all__ = ["BackgroundSwap", "BackgroundSwapCollate"]
@@ -68,21 +68,39 @@ def _cpu_copy(module: Any) -> Any:
     return copy.deepcopy(module).cpu()
 
 
-def _mask_to_alpha(mask: Tensor) -> Tensor:
-    """Given foreground masks (bool, uint8 0/1 or 0/255, float [0, 1]) → float alpha, same shape."""
+def _mask_to_alpha(mask: Tensor, *, compact: bool = False) -> Tensor:
+    """Given foreground masks (bool, uint8 0/1 or 0/255, float [0, 1]) → alpha, same shape.
+
+    ``compact=False``: float alpha in [0, 1]. ``compact=True``: the same alpha without the float copy where
+    the composite kernels read the mask as it is — bool stays bool, uint8 0/255 stays uint8 (read as
+    ``value / 255``), uint8 0/1 becomes bool; floats are checked and clamped as before. Both give the
+    same composite, bit for bit (the kernels convert exactly as this function does).
+    """
     m = mask.as_subclass(Tensor)
     if m.dtype == torch.bool:
-        return m.float()
+        return m if compact else m.float()
     if m.dtype == torch.uint8:
-        return m.float() / (255.0 if bool((m > 1).any()) else 1.0)
+        scaled = m.numel() > 0 and int(m.amax()) > 1
+        if compact:
+            return m if scaled else m > 0
+        return m.float() / (255.0 if scaled else 1.0)
     if m.dtype.is_floating_point:
         if not bool(torch.isfinite(m).all()):
             raise ValueError("masks contain NaN or inf values")
         return m.float().clamp(0.0, 1.0)
-    return (m > 0).float()
+    return m > 0 if compact else (m > 0).float()
 
 
-def _as_batch_masks(masks: Tensor, b: int, size: tuple[int, int], name: str = "masks") -> Tensor:
+def _float_alpha(alpha: Tensor) -> Tensor:
+    """A compact alpha of :func:`_mask_to_alpha` (bool / uint8 0..255 / float) → float32 in [0, 1]."""
+    if alpha.dtype == torch.uint8:
+        return alpha.float() / 255.0
+    return alpha.float()
+
+
+def _as_batch_masks(
+    masks: Tensor, b: int, size: tuple[int, int], name: str = "masks", *, compact: bool = False
+) -> Tensor:
     m = masks.as_subclass(Tensor) if isinstance(masks, Tensor) else torch.as_tensor(masks)
     if m.ndim == 2:
         m = m[None, None]
@@ -90,9 +108,9 @@ def _as_batch_masks(masks: Tensor, b: int, size: tuple[int, int], name: str = "m
         m = m[:, None] if m.shape[0] == b and b != 1 else m[None] if m.shape[0] == 1 else m[:, None]
     if m.ndim != 4 or m.shape[0] != b or m.shape[1] != 1:
         raise ValueError(f"{name} must be (B, 1, H, W) (or (B, H, W)) with B={b}, got shape {tuple(masks.shape)}")
-    alpha = _mask_to_alpha(m)
+    alpha = _mask_to_alpha(m, compact=compact)
     if tuple(alpha.shape[-2:]) != tuple(size):
-        alpha = torch.nn.functional.interpolate(alpha, size=size, mode="bilinear", align_corners=False)
+        alpha = torch.nn.functional.interpolate(_float_alpha(alpha), size=size, mode="bilinear", align_corners=False)
     return alpha
 
 
@@ -340,7 +358,9 @@ class BackgroundSwap(v2.Transform):
                 "in the sample, or a masks= cache with an 'index' key"
             )
         seg_dev = _module_device(segmenter)
-        xin = x if seg_dev is None or seg_dev == x.device else x.to(seg_dev)
+        # shrink uint8 CPU batches to the segmenter's input size first (it never sees the full frame)
+        xin = segmenter_input(x, segmenter)
+        xin = xin if seg_dev is None or seg_dev == xin.device else xin.to(seg_dev)
         was_training = getattr(segmenter, "training", False)
         if was_training:
             segmenter.eval()
@@ -413,7 +433,7 @@ class BackgroundSwap(v2.Transform):
         sub = x if chosen is None else x.index_select(0, chosen.to(device))
         n = sub.shape[0]
         if masks is not None:
-            alpha_all = _as_batch_masks(masks, b, (h, w)).to(device)
+            alpha_all = _as_batch_masks(masks, b, (h, w), compact=True).to(device)
             alpha = alpha_all if chosen is None else alpha_all.index_select(0, chosen.to(device))
         else:
             alpha_all = None
@@ -451,11 +471,11 @@ class BackgroundSwap(v2.Transform):
             alpha_all = torch.zeros(b, 1, h, w, device=device)
             if n:
                 alpha_all = alpha_all.index_copy(0, chosen.to(device), alpha) if chosen is not None else alpha
-        moved = alpha_all.clone()
+        moved = _float_alpha(alpha_all).clone()
         if n:
             from kornia.geometry.transform import warp_affine
 
-            warped = warp_affine(alpha.float(), matrices, (h, w), mode=self.interpolation, align_corners=True)
+            warped = warp_affine(_float_alpha(alpha), matrices, (h, w), mode=self.interpolation, align_corners=True)
             if chosen is None:
                 moved = warped
             else:
