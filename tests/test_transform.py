@@ -163,6 +163,21 @@ def test_empty_foreground_returns_image_unchanged():
     assert torch.equal(BackgroundSwap(_bank(), _SquareSegmenter())(blank), blank)
 
 
+def test_speck_of_foreground_is_left_unchanged_but_real_objects_swap():
+    images, masks = _scene(3)
+    masks[1] = False
+    masks[1, :, 4:6, 4:6] = True  # 4 px of 1024: 0.4 % of the image, below the 1 % default
+    out = BackgroundSwap(_bank(), seed=0).swap_batch(images, masks=masks)
+    assert torch.equal(out[1], images[1])
+    assert not torch.equal(out[0], images[0]) and not torch.equal(out[2], images[2])
+    # the same speck as uint8 0/255 and float alpha, and with the guard disabled
+    for m in (masks.to(torch.uint8) * 255, masks.float()):
+        assert torch.equal(BackgroundSwap(_bank(), seed=0).swap_batch(images, masks=m)[1], images[1])
+    assert not torch.equal(BackgroundSwap(_bank(), seed=0, min_foreground=0).swap_batch(images, masks=masks)[1], images[1])
+    with pytest.raises(ValueError, match="min_foreground"):
+        BackgroundSwap(_bank(), min_foreground=1.5)
+
+
 def test_same_seed_same_output_and_p():
     images, masks = _scene(4)
     a = BackgroundSwap(_bank(), seed=11).swap_batch(images, masks=masks)

@@ -91,6 +91,26 @@ def _mask_to_alpha(mask: Tensor, *, compact: bool = False) -> Tensor:
     return m > 0 if compact else (m > 0).float()
 
 
+def _drop_specks(alpha: Tensor, min_fraction: float) -> Tensor:
+    """Zero the alpha of samples whose foreground (alpha > 0.5) covers less than ``min_fraction`` of the image.
+
+    Works on every compact alpha dtype (bool, uint8 0..255, float); returns a new tensor only when a
+    sample is dropped.
+    """
+    if alpha.dtype == torch.bool:
+        solid = alpha
+    elif alpha.dtype == torch.uint8:
+        solid = alpha > 127
+    else:
+        solid = alpha > 0.5
+    small = solid.flatten(1).float().mean(1) < min_fraction
+    if not bool(small.any()):
+        return alpha
+    alpha = alpha.clone()
+    alpha[small] = 0
+    return alpha
+
+
 def _float_alpha(alpha: Tensor) -> Tensor:
     """A compact alpha of :func:`_mask_to_alpha` (bool / uint8 0..255 / float) → float32 in [0, 1]."""
     if alpha.dtype == torch.uint8:
@@ -135,6 +155,9 @@ class BackgroundSwap(v2.Transform):
         interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the foreground.
         seed: own random stream (see module docs); ``None`` uses the global RNG.
         generator: explicit ``torch.Generator`` for the main process (overrides ``seed`` there).
+        min_foreground: samples whose cut-out (alpha > 0.5) covers less than this fraction of the image are
+            returned unchanged: a speck of a missed object pasted on a new background would be an image
+            without its object that still carries the object's label (default 0.01; 0 disables).
         masks: optional mask cache for fixed datasets, ``(N, 1, H, W)`` (bool / uint8 / float), looked up
             by the sample's ``"index"`` key (dict samples) or ``swap_batch(indices=...)``. Only valid when
             no geometric transform runs before the swap.
@@ -166,6 +189,7 @@ class BackgroundSwap(v2.Transform):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         masks: Tensor | None = None,
+        min_foreground: float = 0.01,
     ) -> None:
         super().__init__()
         from .segmenter import TIGHT_THRESHOLD
@@ -192,6 +216,8 @@ class BackgroundSwap(v2.Transform):
             raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
         if not 0.0 <= float(harmonize) <= 1.0:
             raise ValueError(f"harmonize must be in [0, 1], got {harmonize!r}")
+        if not 0.0 <= float(min_foreground) < 1.0:
+            raise ValueError(f"min_foreground must be in [0, 1), got {min_foreground!r}")
         if segmenter is not None and not callable(segmenter):
             raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {type(segmenter).__name__}")
         sample_jitter(1, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size)
@@ -203,6 +229,7 @@ class BackgroundSwap(v2.Transform):
         self.tight_threshold = tight
         self.feather = float(feather)
         self.feather_px = float(feather_px)
+        self.min_foreground = float(min_foreground)
         self.scale = scale
         self.degrees = degrees
         self.translate_px = float(translate_px)
@@ -440,6 +467,8 @@ class BackgroundSwap(v2.Transform):
             alpha = self._segment(sub, self._active_segmenter()) if n else sub.new_zeros(0, 1, h, w, dtype=torch.float32)
         if self.feather_px > 0 and n:
             alpha = soft_alpha(alpha, self.feather_px)
+        if self.min_foreground > 0 and n:
+            alpha = _drop_specks(alpha, self.min_foreground)
         sub_labels = None if labels is None else (labels if chosen is None else labels[chosen])
         backgrounds = bank.sample(n, sub_labels, self.strategy, gen, size=(h, w))
         params = sample_jitter(
