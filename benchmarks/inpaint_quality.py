@@ -210,6 +210,15 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str, loads:
             name = f"*{method}*" if method == "bird left in" else f"`{method}`"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if speed is None else f'{speed:.0f}'} |")
         lines.append("")
+        for kind in kinds:
+            means = {m: torch.tensor(e[kind]["psnr_hole"]).nanmean().item() for m, e in res["methods"].items()
+                     if m != "bird left in"}
+            best = max(means, key=means.get)
+            gain = (torch.tensor(res["methods"]["pyramid"][kind]["psnr_image"]).mean()
+                    - torch.tensor(res["methods"]["bird left in"][kind]["psnr_image"]).mean()).item()
+            lines.append(f"- {kind}: best fill inside the hole `{best}` ({means[best]:.2f} dB); the default "
+                         f"`pyramid` changes the whole-image PSNR by {gain:+.2f} dB versus leaving the bird in.")
+        lines.append("")
         if res.get("threshold_sweep"):
             lines.append(f"Segmenter hole threshold sweep at {res['size']} px (`pyramid` fill; "
                          f"{LOOSE_THRESHOLD} is the default loose threshold):")
