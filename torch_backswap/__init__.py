@@ -1,6 +1,9 @@
 """torch-backswap: background swapping augmentation against spurious backgrounds.
 
-The public API is re-exported here as modules land.
+The pipeline, in module order: :mod:`~torch_backswap.labels` (patch labels) →
+:mod:`~torch_backswap.segmenter` / :mod:`~torch_backswap.finetune` (patch segmenter) →
+:mod:`~torch_backswap.inpaint` + :mod:`~torch_backswap.bank` (background bank) →
+:mod:`~torch_backswap.composite` + :mod:`~torch_backswap.transform` (``BackgroundSwap``).
 """
 
 __version__ = "0.1.0"
@@ -29,3 +32,5 @@ from .inpaint import (
 from .composite import JitterParams, composite, composite_reference, jitter_affine, sample_jitter
 from .bank import BackgroundBank
 from .transform import BackgroundSwap, BackgroundSwapCollate
+from .classifier import build_classifier, evaluate_groups, train_classifier
+from .datasets import StampBirds
