@@ -53,10 +53,13 @@ def _to_normalized_float(images: Tensor) -> Tensor:
 
 
 class SmallCNN(nn.Module):
-    """A small VGG-style CNN that trains from scratch on CPU in about a minute at 64².
+    """A small CNN that trains from scratch on a CPU in a minute or two at 64².
+
+    Four conv-BN-ReLU stages (``width``, 2·width, 4·width, 4·width channels; 2× max-pool after the first
+    three), global average pooling and a linear head — about 50 MMAC per 64² image at ``width=32``.
 
     Input: ``(B, 3, H, W)`` uint8 or float in [0, 1] (normalised inside). Output: ``(B, num_classes)`` logits.
-    ``features(x)`` gives the ``(B, width * 4)`` penultimate embedding (used by DFR).
+    ``features(x)`` gives the ``(B, 4 * width)`` penultimate embedding (used by DFR).
     """
 
     def __init__(self, num_classes: int = 2, width: int = 32) -> None:
@@ -66,19 +69,14 @@ class SmallCNN(nn.Module):
         if width < 1:
             raise ValueError(f"width must be a positive int, got {width!r}")
 
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            )
+        def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                       nn.ReLU(inplace=True)]
+            return layers + [nn.MaxPool2d(2)] if pool else layers
 
         self.body = nn.Sequential(
-            block(3, width), block(width, width * 2), block(width * 2, width * 4), block(width * 4, width * 4)
+            *stage(3, width, True), *stage(width, 2 * width, True), *stage(2 * width, 4 * width, True),
+            *stage(4 * width, 4 * width, False),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width * 4, num_classes)

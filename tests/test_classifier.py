@@ -1,0 +1,91 @@
+"""The classifier harness used by the demo and the benchmarks."""
+
+import pytest
+import torch
+
+from torch_backswap.classifier import (
+    SmallCNN,
+    build_classifier,
+    evaluate_groups,
+    fit_last_layer_dfr,
+    randaugment_batch,
+    standard_augment,
+    train_classifier,
+)
+
+
+def _toy(n=96, seed=0):
+    """Class 1 = a bright square in the image, class 0 = none; group = 2*label + (blue tint)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 80, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n) % 2
+    tint = (torch.arange(n) // 2) % 2
+    images[labels == 1, :, 8:24, 8:24] = 250
+    images[tint == 1, 2] = images[tint == 1, 2] // 2 + 100
+    return images, labels, 2 * labels + tint
+
+
+def test_small_cnn_shapes_and_input_types():
+    model = SmallCNN(num_classes=3, width=8)
+    assert model(torch.zeros(2, 3, 64, 64, dtype=torch.uint8)).shape == (2, 3)
+    assert model(torch.rand(1, 3, 37, 50)).shape == (1, 3)
+    assert model.features(torch.rand(4, 3, 32, 32)).shape == (4, 32)
+    with pytest.raises(ValueError, match="num_classes"):
+        SmallCNN(num_classes=1)
+    with pytest.raises(ValueError, match="name"):
+        build_classifier("vgg99")
+    assert build_classifier("resnet18")(torch.rand(1, 3, 64, 64)).shape == (1, 2)
+
+
+def test_standard_augment_and_randaugment_keep_shape_and_are_seeded():
+    images, _, _ = _toy(8)
+    out = standard_augment(images, torch.Generator().manual_seed(0))
+    assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    a = randaugment_batch(images, torch.Generator().manual_seed(3))
+    b = randaugment_batch(images, torch.Generator().manual_seed(3))
+    assert a.dtype == torch.uint8 and torch.equal(a, b)
+
+
+def test_training_learns_a_separable_task_and_keeps_best_epoch():
+    images, labels, groups = _toy()
+    model = SmallCNN(width=8)
+    history = train_classifier(model, images, labels, epochs=4, batch_size=32, lr=5e-3, seed=0, progress=False,
+                               val=(images, labels, groups))
+    assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"]
+    result = evaluate_groups(model, images, labels, groups)
+    assert result["average"] >= 0.9
+    assert result["worst_group"] == min(result["groups"].values())
+    assert max(h["val_average"] for h in history) == pytest.approx(result["average"])
+
+
+def test_batch_fn_sees_uint8_batches_with_their_indices():
+    images, labels, _ = _toy(64)
+    seen = []
+
+    def batch_fn(x, y, idx):
+        assert x.dtype == torch.uint8 and torch.equal(x, images[idx]) and torch.equal(y, labels[idx])
+        seen.append(len(idx))
+        return x
+
+    train_classifier(SmallCNN(width=8), images, labels, epochs=1, batch_size=16, batch_fn=batch_fn, progress=False)
+    assert sum(seen) == 64
+
+
+def test_group_dro_needs_groups_and_runs():
+    images, labels, groups = _toy(32)
+    with pytest.raises(ValueError, match="groups"):
+        train_classifier(SmallCNN(width=8), images, labels, epochs=1, group_dro=True, progress=False)
+    history = train_classifier(SmallCNN(width=8), images, labels, epochs=1, group_dro=True, groups=groups,
+                               batch_size=16, progress=False)
+    assert torch.isfinite(torch.tensor(history[0]["loss"]))
+
+
+def test_dfr_refits_only_the_last_layer():
+    images, labels, groups = _toy(64)
+    model = SmallCNN(width=8)
+    train_classifier(model, images, labels, epochs=2, batch_size=32, progress=False)
+    body = {k: v.clone() for k, v in model.body.state_dict().items()}
+    fit_last_layer_dfr(model, images, labels, groups, steps=50)
+    assert all(torch.equal(body[k], v) for k, v in model.body.state_dict().items())
+    assert evaluate_groups(model, images, labels, groups)["average"] >= 0.75
