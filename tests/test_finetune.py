@@ -12,12 +12,7 @@ from torch_backswap.segmenter import PatchSegmenter
 SMALL = {"input_size": 32, "width": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_shapes(n: int, size: int = 32, seed: int = 0):
