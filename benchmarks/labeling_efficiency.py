@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--write-results", action="store_true", help="write the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -156,7 +157,34 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.write_results:
+        write_results(args, runs, argv)
     return result
+
+
+def write_results(args, runs, argv) -> None:
+    """The table of labeled images needed per strategy and seed, in its section of benchmarks/RESULTS.md."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results_md import machine_line, write_section
+
+    cmd = "python benchmarks/labeling_efficiency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = [
+        f"## Labeling efficiency: active selection vs random order (StampBirds {args.image_size} px, target "
+        f"patch balanced accuracy {args.target:.2f})", "", f"`{cmd}`", "", machine_line(), "",
+        f"Start: `{args.start}`, {args.seed_labels} random seed labels, then {args.step} more per round "
+        f"(warm-start fine-tune, {args.epochs} epochs); pool {args.pool} train images; accuracy on {args.val} val "
+        f"images with backgrounds held out by `{args.holdout}`. The person is simulated with the true alpha.", "",
+        "| seed | strategy | labeled images to reach the target | final labels | final accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        last = r["curve"][-1] if r.get("curve") else {}
+        reached = r["labels_to_target"] if r["labels_to_target"] is not None else "not reached"
+        md.append(f"| {r['seed']} | {r['strategy']} | **{reached}** | {last.get('labels', '–')} | "
+                  f"{last.get('balanced_accuracy', float('nan')):.3f} |")
+    write_section("labeling_efficiency", "\n".join(md))
 
 
 if __name__ == "__main__":
