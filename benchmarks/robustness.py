@@ -81,8 +81,11 @@ class Runner:
         self._masks: dict[int, tuple] = {}
 
     def save(self) -> None:
+        """Write the results file, keeping runs that another invocation wrote meanwhile."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.records = {**on_disk, **self.records}
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.records, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 
