@@ -13,6 +13,8 @@ Methods (``--methods``):
   inpainter, :class:`BackgroundSwap` on every training batch;
 * ``backswap_gt`` — the same swap with the true alpha as cut-out and (dilated) hole: the oracle ceiling;
 * ``gray``, ``mean``, ``noise``, ``scramble_patches`` — the infill ablation (learned masks, other fills);
+* ``gt_cut`` / ``gt_bank`` — where the gap to the oracle comes from: the true alpha as cut-out with the
+  learned bank, or the learned cut-out with the oracle's bank;
 * ``groupdro``, ``dfr`` (and ``erm@0.95``) — group-label baselines. They need minority samples, so they
   run at train correlation 0.95 (``--minority-correlation``); everything else at ``--correlation``.
 
@@ -57,7 +59,7 @@ SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": 
                 "scramble_patches": "scramble_patches"}
 MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
 ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", *[m for m in SWAP_METHODS if m != "backswap"],
-               *MINORITY_METHODS)
+               "gt_cut", "gt_bank", *MINORITY_METHODS)
 
 
 def hole_psnr(filled: torch.Tensor, truth: torch.Tensor, holes: torch.Tensor) -> float:
@@ -131,17 +133,21 @@ class Runner:
             model, _ = train_and_evaluate(splits, **common)
             fit_last_layer_dfr(model, splits.val.images, splits.val.labels, splits.val.groups, seed=seed)
             r = evaluate_groups(model, splits.test.images, splits.test.labels, splits.test.groups)
-        elif method in SWAP_METHODS or method == "backswap_gt":
+        elif method in SWAP_METHODS or method in ("backswap_gt", "gt_cut", "gt_bank"):
+            true_tight = splits.train.alpha
+            # The oracle's loose hole: the true object dilated by ~1/32 of the image side (like p > 0.1 would).
+            k = 2 * max(1, a.image_size // 32) + 1
+            true_loose = F.max_pool2d((true_tight > 0.05).float(), k, stride=1, padding=k // 2) > 0.5
+            inpainter = SWAP_METHODS.get(method, "pyramid")
             if method == "backswap_gt":
-                tight = splits.train.alpha
-                # The loose hole: the true object, dilated by ~1/32 of the image side (like p > 0.1 would).
-                k = 2 * max(1, a.image_size // 32) + 1
-                loose = F.max_pool2d((tight > 0.05).float(), k, stride=1, padding=k // 2) > 0.5
-                inpainter = "pyramid"
+                tight, loose = true_tight, true_loose
             else:
                 tight, loose, quality = self.learned_masks(seed)
                 extra["segmenter"] = quality
-                inpainter = SWAP_METHODS[method]
+                if method == "gt_cut":
+                    tight = true_tight
+                elif method == "gt_bank":
+                    loose = true_loose
             t0 = time.perf_counter()
             bank = BackgroundBank.build(splits.train.images, splits.train.labels, holes=loose, inpainter=inpainter,
                                         classes=splits.train.classes, progress=False)
