@@ -52,7 +52,7 @@ from torch_backswap.demo import (  # noqa: E402
 )
 from torch_backswap.finetune import finetune_segmenter  # noqa: E402
 from torch_backswap.hub import DEFAULT_SEGMENTER  # noqa: E402
-from torch_backswap.segmenter import PatchSegmenter  # noqa: E402
+from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
 
 SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": "noise",
@@ -76,6 +76,8 @@ class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.setting = f"{args.image_size}px_corr{args.correlation}_{args.holdout}"
+        if args.tight_threshold != TIGHT_THRESHOLD:
+            self.setting += f"_tight{args.tight_threshold}"
         self.out = Path(args.out_dir) if args.out_dir else HERE
         self.path = self.out / "results" / f"robustness_{self.setting}.json"
         self.records = json.loads(self.path.read_text()) if self.path.exists() else {}
@@ -107,7 +109,7 @@ class Runner:
             base = PatchSegmenter.from_pretrained(a.segmenter)
             seg, history = finetune_segmenter(base, splits.train.images[idx], labels, epochs=a.finetune_epochs,
                                               seed=seed, progress=a.progress)
-            _, tight, loose = predict_masks(seg, splits.train.images)
+            _, tight, loose = predict_masks(seg, splits.train.images, tight_threshold=a.tight_threshold)
             quality = {
                 "zero_shot_test": segmenter_quality(base, splits.test.images, splits.test.alpha),
                 "finetuned_test": segmenter_quality(seg, splits.test.images, splits.test.alpha),
@@ -276,6 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-labeled", type=int, default=300)
     p.add_argument("--finetune-epochs", type=int, default=12)
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTER)
+    p.add_argument("--tight-threshold", type=float, default=TIGHT_THRESHOLD,
+                   help="foreground probability of the learned cut-out (paper: 0.67); other values get their own results file")
     p.add_argument("--classifier", default="small_cnn", choices=("small_cnn", "resnet18"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--force", action="store_true", help="rerun runs already in the results file")

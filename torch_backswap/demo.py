@@ -108,9 +108,15 @@ def segmenter_quality(segmenter: PatchSegmenter, images: Tensor, alpha: Tensor, 
 
 @torch.no_grad()
 def predict_masks(
-    segmenter: PatchSegmenter, images: Tensor, batch_size: int = 256, feather: float = 0.1
+    segmenter: PatchSegmenter,
+    images: Tensor,
+    batch_size: int = 256,
+    feather: float = 0.1,
+    tight_threshold: float = TIGHT_THRESHOLD,
+    loose_threshold: float = LOOSE_THRESHOLD,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Foreground probability, tight alpha (p > 0.67, soft over ``feather``) and loose hole (p > 0.1).
+    """Foreground probability, tight alpha (p > ``tight_threshold``, soft over ``feather``) and loose hole
+    (p > ``loose_threshold``); the defaults are the paper's 0.67 and 0.1.
 
     All ``(N, 1, H, W)``; the feather matches :class:`BackgroundSwap`'s default.
 
@@ -120,8 +126,8 @@ def predict_masks(
     prob = torch.cat(
         [segmenter.predict_probability(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     )
-    tight = probability_to_mask(prob, TIGHT_THRESHOLD, feather=feather)
-    return prob, tight, probability_to_mask(prob, LOOSE_THRESHOLD) > 0.5
+    tight = probability_to_mask(prob, tight_threshold, feather=feather)
+    return prob, tight, probability_to_mask(prob, loose_threshold) > 0.5
 
 
 def build_bank(
