@@ -216,7 +216,11 @@ class Runner:
         md = [
             f"## Robustness: StampBirds {a.image_size}px, train correlation {a.correlation} "
             f"(group-label baselines at {a.minority_correlation}), backgrounds held out by {a.holdout}",
-            "", f"`{cmd}`", "", machine_line(), "",
+            "", f"Rendered by `{cmd}` from the runs cached in `{self.path.relative_to(self.out).as_posix()}`; each row's "
+            f"runs come from `python benchmarks/robustness.py --holdout {a.holdout}"
+            + (f" --tight-threshold {a.tight_threshold}" if a.tight_threshold != TIGHT_THRESHOLD else "")
+            + " --seeds <seeds> --methods <method> --threads 1` (the seed count is in the table).",
+            "", machine_line(), "",
             f"Classifier `{a.classifier}` from scratch, {a.epochs} epochs, {a.n_train or 3000} train images; "
             f"test = group-balanced, {'held-out background photos' if a.holdout == 'photo' else 'crops of the training photos'}. "
             f"mean ± std over seeds; groups are class/background.",
@@ -256,7 +260,8 @@ class Runner:
         ax.set_xticks(list(xs), names, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"StampBirds {self.args.image_size}px, train correlation {self.args.correlation}")
+        ax.set_title(f"StampBirds {self.args.image_size}px, train correlation {self.args.correlation} "
+                     f"(group-label baselines {self.args.minority_correlation}), test backgrounds: {self.args.holdout}")
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
