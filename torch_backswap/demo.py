@@ -32,7 +32,13 @@ from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
 from torch_backswap.metrics import cell_balanced_accuracy, mask_iou
-from torch_backswap.segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask
+from torch_backswap.segmenter import (
+    LOOSE_THRESHOLD,
+    TIGHT_THRESHOLD,
+    PatchSegmenter,
+    logits_to_probability,
+    probability_to_mask,
+)
 from torch_backswap.transform import BackgroundSwap
 
 __all__ = [
@@ -98,7 +104,7 @@ def segmenter_quality(segmenter: PatchSegmenter, images: Tensor, alpha: Tensor, 
     segmenter.eval()
     grid = segmenter.grid_size
     logits = torch.cat([segmenter(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    prob = predict_masks(segmenter, images, batch_size)[0]
+    prob = logits_to_probability(logits, tuple(images.shape[-2:]))  # the same as predict_probability, run once
     tight = probability_to_mask(prob, TIGHT_THRESHOLD) > 0.5
     return {
         "patch_balanced_accuracy": cell_balanced_accuracy(logits, dense_to_patch_grid(alpha, grid, 0.25)),
