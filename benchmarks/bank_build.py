@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import hashlib
 import io
-import os
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import machine_line, write_section  # noqa: E402
+from results_md import loadavg, machine_line, write_section  # noqa: E402
 
 from torch_backswap.bank import BackgroundBank  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
@@ -80,10 +79,6 @@ def build(label: str, *args, **kwargs) -> tuple[BackgroundBank, dict]:
     stats["label"] = label
     print(f"{label}: {stats['images_per_s']:.1f} images/s", flush=True)
     return bank, stats
-
-
-def loadavg() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import machine_line, write_section  # noqa: E402
+from results_md import loadavg, machine_line, write_section  # noqa: E402
 
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.hub import resolve_pretrained  # noqa: E402
@@ -76,13 +75,6 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None =
         w = region.float()
         mse = (err * w).sum(dim=(1, 2, 3)) / (3.0 * w.sum(dim=(1, 2, 3)))
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def loadavg() -> str:
-    try:
-        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:  # not available on this platform
-        return "n/a"
 
 
 def fill_all(method: str, images: torch.Tensor, holes: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:

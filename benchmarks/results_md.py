@@ -23,6 +23,14 @@ def machine_line() -> str:
             f"torch {torch.__version__}, {torch.get_num_threads()} torch threads_")
 
 
+def loadavg() -> str:
+    """The 1/5/15-minute load averages as ``"a, b, c"`` ("n/a" where the platform has none)."""
+    try:
+        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def write_section(name: str, markdown: str, path: Path = RESULTS) -> Path:
     begin, end = f"<!-- begin: {name} -->", f"<!-- end: {name} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import machine_line, write_section  # noqa: E402
+from results_md import loadavg, machine_line, write_section  # noqa: E402
 
 from torch_backswap.bank import BackgroundBank  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     command = ("python benchmarks/swap_grid.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     start = time.perf_counter()
-    load_start = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    load_start = loadavg()
 
     try:
         segmenter = PatchSegmenter.from_pretrained(args.segmenter).eval()
