@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _golden_cases import GOLDEN
 from torch_backswap.cli import main
 from torch_backswap.demo import format_group_table, simulated_patch_labels
 
@@ -43,6 +44,15 @@ def test_demo_fast_end_to_end(tmp_path):
     assert grid.size == (4 * 64 * 2, 8 * 64 * 2)  # 4 columns x 8 rows of 64 px, scaled 2x
     assert (out / "segmenter" / "model.safetensors").is_file()
     assert (out / "bank.safetensors").is_file()
+
+    # golden figures, pinned before the v0.2 refactor (tests/_golden_cases.py): the pipeline is deterministic
+    golden = json.loads(GOLDEN.read_text())["demo_fast"]
+    for method, expected in golden["classifiers"].items():
+        got = summary["classifiers"][method]
+        assert got["average"] == pytest.approx(expected["average"], abs=1e-6)
+        assert got["groups"] == pytest.approx(expected["groups"], abs=1e-6)
+    for stage, expected in golden["segmenter"].items():
+        assert summary["segmenter"][stage] == pytest.approx(expected, abs=1e-6)
 
 
 def test_simulated_labels_skip_empty_and_match_alpha():
