@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bank_build.py [--n 1000] [--size 224] [--threads 1] [--device cpu] [--no-write]
+    python -m benchmarks.bank_build [--n 1000] [--size 224] [--threads 1] [--device cpu] [--no-write]
 
 On StampBirds train (``image_size=224``, ``n=1000``), ``BackgroundBank.build`` runs with its tqdm
 progress bar (unit: images, so the bar shows images/s) in these configurations, to separate the
@@ -18,7 +18,7 @@ segmenter's cost from the inpainter's:
 Then the bank of step 1 is saved (safetensors + JSON) and loaded back, checking that it is bit-identical.
 Without the segmenter weights, steps 1–2 are skipped and step 3 uses the true-alpha holes.
 The final state of each progress bar is copied into the ``bank_build`` section of
-``benchmarks/RESULTS.md`` (through ``results_md.write_section``). About a minute on one CPU thread.
+``benchmarks/RESULTS.md`` (through ``_common.write_section``). About a minute on one CPU thread.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import loadavg, machine_line, write_section  # noqa: E402
+from benchmarks._common import loadavg, machine_line, write_section
 
 from torch_backswap.bank import BackgroundBank  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = ("python benchmarks/bank_build.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = ("python -m benchmarks.bank_build " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     load_start = loadavg()
     start = time.perf_counter()
 

@@ -10,7 +10,7 @@ runs the real command line twice, side by side on the same folder:
 and reports the best validation patch balanced accuracy (80/20 split of the labelled images), the epoch it
 was reached, and the wall time. Run from the repository root::
 
-    python benchmarks/finetune_cli.py [--epochs 30] [--n 300]
+    python -m benchmarks.finetune_cli [--epochs 30] [--n 300]
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-from results_md import machine_line, write_section  # noqa: E402
+from benchmarks._common import machine_line, write_section
 
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid  # noqa: E402
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
             t90 = sum(h["seconds"] for h in history[: history.index(first90) + 1]) if first90 else None
             rows.append((name, best["val_balanced_accuracy"], best["epoch"], len(history), seconds,
                          first90["epoch"] if first90 else None, t90, best.get("val_cell_iou")))
-    cmd = "python benchmarks/finetune_cli.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.finetune_cli " + " ".join(argv if argv is not None else sys.argv[1:])
     md = [
         f"## `backswap finetune` on {args.n} patch-labelled StampBirds images (64 px, 16×16 grid)",
         "", f"`{cmd}`", "", machine_line(), "",

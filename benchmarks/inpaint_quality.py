@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/inpaint_quality.py [--n 300] [--sizes 128 64] [--threads 1] [--no-write]
+    python -m benchmarks.inpaint_quality [--n 300] [--sizes 128 64] [--threads 1] [--no-write]
 
 StampBirds knows the background before the bird was pasted (``true_backgrounds``), so the fill of a
 hole can be scored against ground truth. For each image size, on the first ``--n`` images of the test
@@ -22,7 +22,7 @@ small table sweeps the segmenter's hole threshold (``--sweep``) with the ``pyram
 share of the bird inside the hole, PSNR.
 
 The table goes to the ``inpaint_quality`` section of ``benchmarks/RESULTS.md`` (through
-``results_md.write_section``) and the raw numbers to ``benchmarks/results/inpaint_quality.json``.
+``_common.write_section``) and the raw numbers to ``benchmarks/results/inpaint_quality.json``.
 Takes well under a minute on one CPU thread.
 """
 
@@ -38,8 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import loadavg, machine_line, write_section  # noqa: E402
+from benchmarks._common import loadavg, machine_line, write_section
 
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.hub import resolve_pretrained  # noqa: E402
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/inpaint_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.inpaint_quality " + " ".join(argv if argv is not None else sys.argv[1:])
     load_start = loadavg()
     start = time.perf_counter()
 

@@ -19,7 +19,7 @@ from the same random seed set and then run the labeler's loop:
 It stops when the accuracy reaches ``--target`` (0.90) or after ``--max-labels``, and reports the number
 of labeled images at which each strategy first reached the target::
 
-    python benchmarks/labeling_efficiency.py [--seeds 0 1] [--out benchmarks/results/labeling_efficiency.json]
+    python -m benchmarks.labeling_efficiency [--seeds 0 1] [--out benchmarks/results/labeling_efficiency.json]
 
 CPU only, one thread; the default settings take a few minutes.
 """
@@ -166,10 +166,9 @@ def write_results(args, runs, argv) -> None:
     """The table of labeled images needed per strategy and seed, in its section of benchmarks/RESULTS.md."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results_md import machine_line, write_section
+    from benchmarks._common import machine_line, write_section
 
-    cmd = "python benchmarks/labeling_efficiency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.labeling_efficiency " + " ".join(argv if argv is not None else sys.argv[1:])
     md = [
         f"## Labeling efficiency: active selection vs random order (StampBirds {args.image_size} px, target "
         f"patch balanced accuracy {args.target:.2f})", "", f"`{cmd}`", "", machine_line(), "",

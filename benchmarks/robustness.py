@@ -3,7 +3,7 @@
 Run from the repository root (a full run is long; results are cached per run, so an interrupted run
 resumes where it stopped, and several invocations add up)::
 
-    python benchmarks/robustness.py --seeds 0 1 2
+    python -m benchmarks.robustness --seeds 0 1 2
 
 Methods (``--methods``):
 
@@ -36,13 +36,12 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-from results_md import machine_line, write_section  # noqa: E402
+from benchmarks._common import machine_line, write_section
 
 from torch_backswap.bank import BackgroundBank  # noqa: E402
-from torch_backswap.classifier import evaluate_groups, fit_last_layer_dfr  # noqa: E402
-from torch_backswap.demo import (  # noqa: E402
+from torch_backswap.experiments.classifier import evaluate_groups, fit_last_layer_dfr  # noqa: E402
+from torch_backswap.experiments.pipeline import (  # noqa: E402
     GROUP_NAMES,
     load_splits,
     predict_masks,
@@ -212,12 +211,12 @@ class Runner:
                     f"| {k.split('/')[1]} | {q['zero_shot_test']['patch_balanced_accuracy']:.3f} | "
                     f"{q['finetuned_test']['patch_balanced_accuracy']:.3f} | {q['zero_shot_test']['tight_mask_iou']:.3f} | "
                     f"{q['finetuned_test']['tight_mask_iou']:.3f} | {q['finetune_val_balanced_accuracy']:.3f} |")
-        cmd = "python benchmarks/robustness.py " + " ".join(sys.argv[1:])
+        cmd = "python -m benchmarks.robustness " + " ".join(sys.argv[1:])
         md = [
             f"## Robustness: StampBirds {a.image_size}px, train correlation {a.correlation} "
             f"(group-label baselines at {a.minority_correlation}), backgrounds held out by {a.holdout}",
             "", f"Rendered by `{cmd}` from the runs cached in `{self.path.relative_to(self.out).as_posix()}`; each row's "
-            f"runs come from `python benchmarks/robustness.py --holdout {a.holdout}"
+            f"runs come from `python -m benchmarks.robustness --holdout {a.holdout}"
             + (f" --tight-threshold {a.tight_threshold}" if a.tight_threshold != TIGHT_THRESHOLD else "")
             + " --seeds <seeds> --methods <method> --threads 1` (the seed count is in the table).",
             "", machine_line(), "",

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/swap_grid.py [--n-rows 8] [--n-compare 4] [--scale 1] [--no-write]
+    python -m benchmarks.swap_grid [--n-rows 8] [--n-compare 4] [--scale 1] [--no-write]
 
 Writes two figures (and the ``swap_grid`` section of ``benchmarks/RESULTS.md``):
 
@@ -35,8 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import loadavg, machine_line, write_section  # noqa: E402
+from benchmarks._common import loadavg, machine_line, write_section
 
 from torch_backswap.bank import BackgroundBank  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = ("python benchmarks/swap_grid.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = ("python -m benchmarks.swap_grid " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     start = time.perf_counter()
     load_start = loadavg()
 

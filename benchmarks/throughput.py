@@ -2,8 +2,8 @@
 
 CPU suite (default) — one run, same inputs, interleaved rounds, medians::
 
-    python benchmarks/throughput.py                 # 64², 128², 224²; writes the "throughput" section
-    python benchmarks/throughput.py --quick         # 64² and 224², fewer rounds (~1 min)
+    python -m benchmarks.throughput                 # 64², 128², 224²; writes the "throughput" section
+    python -m benchmarks.throughput --quick         # 64² and 224², fewer rounds (~1 min)
 
 Cases, images/s on batches of 64 at the same torch thread count (default 1, the per-core figure; the
 reference paste is single-threaded Python/PIL):
@@ -26,8 +26,8 @@ a DataLoader loop over JPEG bytes in memory (decode → swap) with ``num_workers
 
 Device suite — the swap on an accelerator, and its overhead on a ResNet-50 bf16 training step::
 
-    python benchmarks/throughput.py --device cuda   # 224², batch 256; writes "throughput-gpu" (< 8 min on one H200)
-    python benchmarks/throughput.py --device cpu --quick   # the same code path at 64², batch 8 (smoke test; prints only)
+    python -m benchmarks.throughput --device cuda   # 224², batch 256; writes "throughput-gpu" (< 8 min on one H200)
+    python -m benchmarks.throughput --device cpu --quick   # the same code path at 64², batch 8 (smoke test; prints only)
 """
 
 from __future__ import annotations
@@ -37,15 +37,12 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # the working tree (PYTHONPATH may point elsewhere)
-from results_md import RESULTS, machine_line, write_section  # noqa: E402
+from benchmarks._common import RESULTS, machine_line, write_section
 
 SEGMENTER = "torch-backswap/patchseg-tiny-s16"
 
@@ -350,7 +347,7 @@ def fmt(v: float) -> str:
 
 
 def cpu_markdown(args, rows, build, loader, load_before, load_after, wall) -> str:
-    cmd = "python benchmarks/throughput.py" + (" --quick" if args.quick else "") + (
+    cmd = "python -m benchmarks.throughput" + (" --quick" if args.quick else "") + (
         f" --threads {args.threads}" if args.threads != 1 else "")
     lines = [
         "## Throughput: swap vs reference PIL paste vs copy bound (CPU)",
@@ -555,7 +552,7 @@ def device_suite(args) -> dict:
     name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores, {args.threads} threads)"
     base = smed["step_no_swap"]
     ok = lambda cond: "met" if cond else "NOT met"  # noqa: E731
-    cmd = f"python benchmarks/throughput.py --device {args.device}" + (" --quick" if args.quick else "")
+    cmd = f"python -m benchmarks.throughput --device {args.device}" + (" --quick" if args.quick else "")
     md = "\n".join([
         "## Throughput on an accelerator: composite and the swap's overhead on a ResNet-50 step",
         "",
@@ -581,9 +578,9 @@ def device_suite(args) -> dict:
 
 GPU_PENDING = """## Throughput on an accelerator: composite and the swap's overhead on a ResNet-50 step
 
-Pending a GPU session: run `python benchmarks/throughput.py --device cuda` (224², batch 256, < 8 min on one
+Pending a GPU session: run `python -m benchmarks.throughput --device cuda` (224², batch 256, < 8 min on one
 H200; composite images/s and the swap's overhead on a ResNet-50 bf16 train step). The same code path runs on
-CPU at 64², batch 8 with `python benchmarks/throughput.py --device cpu --quick` (smoke test, prints only)."""
+CPU at 64², batch 8 with `python -m benchmarks.throughput --device cpu --quick` (smoke test, prints only)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from torch_backswap.classifier import (
+from torch_backswap.experiments.classifier import (
     SmallCNN,
     build_classifier,
     evaluate_groups,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from _golden_cases import GOLDEN
 from torch_backswap.cli import main
-from torch_backswap.demo import format_group_table, simulated_patch_labels
+from torch_backswap.experiments.pipeline import format_group_table, simulated_patch_labels
 
 
 def _is_fraction(x) -> bool:

@@ -32,5 +32,4 @@ from .inpaint import (
 from .composite import JitterParams, composite, composite_reference, jitter_affine, sample_jitter
 from .bank import BackgroundBank
 from .transform import BackgroundSwap, BackgroundSwapCollate
-from .classifier import build_classifier, evaluate_groups, train_classifier
 from .datasets import StampBirds

@@ -11,6 +11,8 @@ import platform
 import time
 from pathlib import Path
 
+from torch_backswap._io import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEvery section below is written by the script named in it; rerun the command to refresh it.\n"
 
@@ -41,7 +43,4 @@ def write_section(name: str, markdown: str, path: Path = RESULTS) -> Path:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)

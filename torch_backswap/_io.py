@@ -1,0 +1,97 @@
+"""Durable file writes and file errors that name the file.
+
+Every file the package writes (banks, weights, label files, results) goes through :func:`atomic_write`:
+the data goes to a temporary file that is unique per writer (process *and* thread) in the target's
+directory, is ``fsync``-ed, then ``os.replace``-d over the target, and the directory is ``fsync``-ed where
+the platform allows. A crash or power cut leaves either the old file or the new one, never half a file,
+and two writers of one path never share a temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+__all__ = ["BackswapFileError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_directory"]
+
+
+class BackswapFileError(ValueError):
+    """A file the package reads is missing parts, corrupt, truncated or of another format.
+
+    The message names the file and the problem; the underlying error (if any) is chained as ``__cause__``.
+    Subclasses ``ValueError`` so existing ``except ValueError`` handlers keep working.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """``fsync`` a directory so a rename inside it survives a power cut (no-op where unsupported)."""
+    flags = getattr(os, "O_DIRECTORY", None)
+    if flags is None:  # Windows: directories cannot be opened for fsync
+        return
+    try:
+        fd = os.open(str(directory), os.O_RDONLY | flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Context manager yielding a unique temporary path next to ``path``; on success it is made durable
+    (``fsync``) and renamed over ``path``; on error it is removed and ``path`` is left untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+        >>> with atomic_write(target) as tmp:
+        ...     _ = tmp.write_text("hello")
+        >>> target.read_text()
+        'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_directory(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` durably (see :func:`atomic_write`). Returns the path."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` durably (see :func:`atomic_write`). Returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[Path], object]) -> Path:
+    """Call ``writer(tmp_path)`` (e.g. ``lambda p: save_file(tensors, p)``) and commit it durably to ``path``."""
+    with atomic_write(path) as tmp:
+        writer(tmp)
+    return Path(path)
