@@ -181,7 +181,7 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
     from torch_backswap import BackgroundBank, BackgroundSwap
 
     try:
-        from torch_backswap.bank import segmenter_input
+        from torch_backswap.segmenter import segmenter_input
     except ImportError:  # versions before issue 5: the segmenter resizes its input itself
 
         def segmenter_input(x, segmenter):

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["BackgroundBank", "STRATEGIES", "BANK_FORMAT", "segment_probability", "segmenter_input"]
+__all__ = ["BackgroundBank", "STRATEGIES", "BANK_FORMAT"]
 
 STRATEGIES = ("class_balanced", "uniform", "other_class")
 BANK_FORMAT = "torch-backswap/background-bank"
@@ -115,55 +115,6 @@ def _collate_images(batch: list, size: tuple[int, int] | None) -> tuple[Tensor, 
         labels.append(lab)
     lab_t = None if any(lab is None for lab in labels) else torch.as_tensor([int(x) for x in labels], dtype=torch.long)
     return torch.stack(images), lab_t
-
-
-def segmenter_input(images: Tensor, segmenter: Any) -> Tensor:
-    """Shrink a uint8 CPU batch to the segmenter's own input size before it runs.
-
-    A :class:`~torch_backswap.segmenter.PatchSegmenter` converts its input to float at full resolution and
-    then resizes it to ``input_size`` (antialiased). For uint8 images on the CPU this does the resize
-    first, on the uint8 bytes in channels-last layout (torch's vectorised uint8 antialias path), so the
-    segmenter never touches the full-resolution image: ~20x less work for that step at 224 px. The
-    only difference is the rounding of the resized pixels to whole grey levels, which moves the
-    foreground probabilities by less than 0.02 (tested). Anything else (float images, GPU, callables
-    without an ``input_size``, images already at that size) is returned unchanged.
-
-    Args:
-        images: ``(B, 3, H, W)``.
-        segmenter: the segmenter about to run.
-
-    Returns:
-        ``(B, 3, s, s)`` uint8 channels-last with ``s = segmenter.input_size``, or ``images``.
-    """
-    size = getattr(segmenter, "input_size", None)
-    if (
-        not isinstance(size, int)
-        or images.dtype != torch.uint8
-        or images.device.type != "cpu"
-        or images.ndim != 4
-        or images.shape[1] != 3
-        or tuple(images.shape[-2:]) == (size, size)
-    ):
-        return images
-    x = images.contiguous(memory_format=torch.channels_last)
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def segment_probability(segmenter: Any, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-    """Foreground probability ``(B, 1, H, W)`` float32 of ``images`` at ``size`` (default: the images' size).
-
-    Runs ``segmenter`` once at its own input size (see :func:`segmenter_input`) under ``torch.no_grad``
-    and upsamples the cell probabilities once, straight to ``size``
-    (:func:`~torch_backswap.segmenter.logits_to_probability`).
-    """
-    from .segmenter import logits_to_probability
-
-    out_size = tuple(images.shape[-2:]) if size is None else tuple(size)
-    with torch.no_grad():
-        logits = segmenter(segmenter_input(images, segmenter))
-    if not isinstance(logits, Tensor) or logits.ndim not in (3, 4):
-        raise ValueError(f"the segmenter must return (B, S, S) logits, got {getattr(logits, 'shape', type(logits))}")
-    return logits_to_probability(logits.to(images.device), out_size)
 
 
 def _segmenter_name(segmenter: Any) -> str | None:
@@ -494,7 +445,7 @@ class BackgroundBank:
         from tqdm.auto import tqdm
 
         from .inpaint import get_inpainter
-        from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter
+        from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, segment_probability
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -42,7 +42,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .bank import STRATEGIES, BackgroundBank, segmenter_input
+from .bank import STRATEGIES, BackgroundBank
+from .segmenter import segmenter_input
 from .composite import REFERENCE_SIZE, composite, jitter_affine, sample_jitter, soft_alpha
 
 __all__ = ["BackgroundSwap", "BackgroundSwapCollate"]
