@@ -10,12 +10,26 @@ and two writers of one path never share a temporary file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-__all__ = ["BackswapFileError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_directory"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = [
+    "BackswapFileError",
+    "BackswapFileNotFoundError",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_directory",
+    "load_safetensors",
+    "read_json_object",
+    "write_with",
+]
 
 
 class BackswapFileError(ValueError):
@@ -29,6 +43,10 @@ class BackswapFileError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class BackswapFileNotFoundError(BackswapFileError, FileNotFoundError):
+    """A file the package needs does not exist (also a ``FileNotFoundError``)."""
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
@@ -95,3 +113,61 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], object]) -> Pat
     with atomic_write(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict:
+    """Read a UTF-8 JSON file that must hold one object (``what`` names it in errors, e.g. ``"config"``).
+
+    Raises:
+        BackswapFileNotFoundError: the file does not exist.
+        BackswapFileError: it is not UTF-8, not JSON, nested too deeply, or not an object (cause chained).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise BackswapFileNotFoundError(path, f"{what} not found") from err
+    except IsADirectoryError as err:
+        raise BackswapFileError(path, f"{what} is a directory, expected a JSON file") from err
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        bad = raw[err.start:err.start + 1]
+        raise BackswapFileError(path, f"{what} is not UTF-8 text (byte {err.start} is {bad!r})") from err
+    except json.JSONDecodeError as err:
+        problem = "empty file" if not raw.strip() else f"{err.msg} at line {err.lineno}, column {err.colno}"
+        raise BackswapFileError(path, f"{what} is not valid JSON: {problem}") from err
+    except RecursionError as err:
+        raise BackswapFileError(path, f"{what} is not valid JSON: nested too deeply") from err
+    if not isinstance(data, dict):
+        raise BackswapFileError(path, f"{what} must be a JSON object, got a JSON {_json_kind(data)}")
+    return data
+
+
+def _json_kind(value: object) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def load_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> dict[str, Tensor]:
+    """All tensors of a safetensors file (never unpickles anything); ``what`` names the file in errors.
+
+    Raises:
+        BackswapFileNotFoundError: the file does not exist.
+        BackswapFileError: the file is empty, truncated, corrupt or of another format (cause chained).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        problem = f"{what} is a directory, expected a safetensors file" if path.is_dir() else f"{what} not found"
+        raise (BackswapFileError if path.is_dir() else BackswapFileNotFoundError)(path, problem)
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as err:
+        size = path.stat().st_size
+        detail = "the file is empty (0 bytes)" if size == 0 else f"{size} bytes, {err}"
+        raise BackswapFileError(
+            path, f"{what} is not a readable safetensors file (truncated, corrupt or another format): {detail}"
+        ) from err
