@@ -15,12 +15,13 @@ raises :class:`LabelFormatError`, whose message names the file, the line and the
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import csv
 import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -29,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._io import BackswapFileError, BackswapFileNotFoundError, atomic_write_bytes
+
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "JSON_VERSION",
     "LabelFormatError",
     "MissingImageError",
     "PatchLabels",
@@ -42,15 +46,18 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 _JSON_FORMAT = "backswap-patch-labels"
+#: The newest JSON label-file version this code reads and the one it writes.
+JSON_VERSION = 1
 _PAPER_HEADER = ["info", "mask"]
 _OURS_HEADER = ["image", "grid_size", "mask"]
 
 
-class LabelFormatError(ValueError):
+class LabelFormatError(BackswapFileError):
     """A patch-label file (or value) is malformed.
 
     The message reads ``"<file>:<line>: <problem> (value: <value>)"``; the parts are also available as the
-    attributes ``path``, ``line`` and ``value`` (``None`` where unknown).
+    attributes ``path``, ``line`` and ``value`` (``None`` where unknown). A :class:`BackswapFileError` (and
+    so a ``ValueError``); the underlying error, if any, is chained as ``__cause__``.
     """
 
     def __init__(
@@ -74,7 +81,7 @@ class LabelFormatError(ValueError):
             if len(shown) > 80:
                 shown = shown[:77] + "..."
             message += f" (value: {shown})"
-        super().__init__(message)
+        ValueError.__init__(self, message)
 
 
 class MissingImageError(LabelFormatError, FileNotFoundError):
@@ -187,8 +194,12 @@ class PatchLabels:
             raise ValueError(f"lines must have one entry per id, got {len(self.lines)} for {len(self.ids)} ids")
         self._index: dict[str, int] = {}
         for position, image_id in enumerate(self.ids):
+            line = None if self.lines is None else self.lines[position]
+            if not image_id or image_id != image_id.strip() or any(c in image_id for c in "\r\n\x00"):
+                raise LabelFormatError("an image id must be non-empty, on one line, without NUL or leading or "
+                                       "trailing whitespace (label files do not keep them)", path=self.source,
+                                       line=line, value=image_id)
             if image_id in self._index:
-                line = None if self.lines is None else self.lines[position]
                 raise LabelFormatError("duplicate image id", path=self.source, line=line, value=image_id)
             self._index[image_id] = position
 
@@ -332,24 +343,35 @@ class PatchLabels:
     # -- reading -----------------------------------------------------------------------------------------
     @classmethod
     def read(cls, path: str | os.PathLike, format: str = "auto") -> "PatchLabels":
-        """Read patch labels; ``format`` is ``"auto"``, ``"paper"``, ``"backswap"`` (CSV) or ``"json"``."""
+        """Read patch labels; ``format`` is ``"auto"``, ``"paper"``, ``"backswap"`` (CSV) or ``"json"``.
+
+        Raises:
+            BackswapFileNotFoundError: ``path`` does not exist (also a ``FileNotFoundError``).
+            LabelFormatError: anything wrong with the content, naming the file, the line and the value; a JSON
+                file of a newer format version than :data:`JSON_VERSION` is refused with a clear message.
+        """
         path = Path(path)
         if format not in ("auto", "paper", "backswap", "json"):
             raise ValueError(f"format must be 'auto', 'paper', 'backswap' or 'json', got {format!r}")
-        if not path.is_file():
-            raise FileNotFoundError(f"patch-label file not found: {str(path)!r}")
-        text = path.read_text(encoding="utf-8-sig")
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as err:
+            raise BackswapFileNotFoundError(path, "patch-label file not found") from err
+        except IsADirectoryError as err:
+            raise BackswapFileError(path, "is a directory, expected a patch-label file") from err
+        text = _decode(raw, path)
         if format == "json" or (format == "auto" and path.suffix.lower() == ".json"):
             return cls._parse_json(text, path)
         return cls._parse_csv(text, path, format)
 
     @classmethod
     def _parse_csv(cls, text: str, path: Path, format: str) -> "PatchLabels":
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        if header is None:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows = _csv_rows(reader, path)
+        first = next(rows, None)
+        if first is None:
             raise LabelFormatError("empty file, expected a CSV header", path=path, line=1)
-        header = [h.strip().lower() for h in header]
+        header = [h.strip().lower() for h in first[1]]
         if header == _PAPER_HEADER and format in ("auto", "paper"):
             kind = "paper"
         elif header == _OURS_HEADER and format in ("auto", "backswap"):
@@ -364,8 +386,7 @@ class PatchLabels:
         lines: list[int] = []
         grid_size: int | None = None
         seen: dict[str, int] = {}
-        for row in reader:
-            line = reader.line_num
+        for line, row in rows:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
@@ -376,27 +397,22 @@ class PatchLabels:
             if not image_id:
                 raise LabelFormatError("empty image id", path=path, line=line, value=row[0])
             if kind == "backswap":
-                try:
-                    declared = int(row[1].strip())
-                except ValueError:
-                    raise LabelFormatError("grid_size is not an integer", path=path, line=line,
-                                           value=row[1]) from None
-                if declared < 1:
+                declared = row[1].strip()
+                if not (declared.isascii() and declared.isdigit()):
+                    raise LabelFormatError("grid_size is not an integer", path=path, line=line, value=row[1])
+                row_size = int(declared)
+                if row_size < 1:
                     raise LabelFormatError("grid_size must be positive", path=path, line=line, value=row[1])
-                if len(bits) != declared * declared:
+                if len(bits) != row_size * row_size:
                     raise LabelFormatError(
-                        f"mask has {len(bits)} characters, expected grid_size**2 = {declared * declared}",
+                        f"mask has {len(bits)} characters, expected grid_size**2 = {row_size * row_size}",
                         path=path, line=line, value=bits)
-                row_size = declared
             else:
                 row_size = math.isqrt(len(bits))
                 if len(bits) == 0 or row_size * row_size != len(bits):
                     raise LabelFormatError(
                         f"mask length {len(bits)} is not a square number S*S", path=path, line=line, value=bits)
-            bad = sorted(set(bits) - {"0", "1"})
-            if bad:
-                raise LabelFormatError(f"mask may only contain '0' and '1', found {''.join(bad)!r}",
-                                       path=path, line=line, value=bits)
+            _check_bits(bits, path, line)
             if grid_size is None:
                 grid_size = row_size
             elif row_size != grid_size:
@@ -419,57 +435,81 @@ class PatchLabels:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise LabelFormatError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
-        if not isinstance(data, dict) or not isinstance(data.get("labels"), list):
-            raise LabelFormatError("expected an object with a 'labels' list", path=path, line=1)
-        try:
-            grid_size = int(data["grid_size"])
-        except (KeyError, TypeError, ValueError):
-            raise LabelFormatError("missing or non-integer 'grid_size'", path=path,
-                                   value=data.get("grid_size")) from None
-        if grid_size < 1:
-            raise LabelFormatError("grid_size must be positive", path=path, value=grid_size)
-        # line numbers: we write one entry per line, so map entry k to the k-th line holding '"image"'
-        entry_lines = [n for n, ln in enumerate(text.splitlines(), start=1) if '"image"' in ln]
+            raise LabelFormatError(f"invalid JSON: {err.msg} (column {err.colno})", path=path,
+                                   line=err.lineno) from err
+        except RecursionError as err:
+            raise LabelFormatError("invalid JSON: nested too deeply", path=path) from err
+        where = _JsonLines(text)
+        if not isinstance(data, dict):
+            raise LabelFormatError(f"expected a JSON object, got a JSON {_json_kind(data)}", path=path,
+                                   line=where.top)
+        if "format" in data and data["format"] != _JSON_FORMAT:
+            raise LabelFormatError(f"not a patch-label file: 'format' must be {_JSON_FORMAT!r}", path=path,
+                                   line=where.key("format"), value=data["format"])
+        version = data.get("version", 1)
+        if not _is_int(version) or version < 1:
+            raise LabelFormatError("'version' must be a positive integer", path=path, line=where.key("version"),
+                                   value=version)
+        if version > JSON_VERSION:
+            raise LabelFormatError(
+                f"format version {version} is newer than this torch-backswap reads (up to {JSON_VERSION}); "
+                "upgrade torch-backswap to read it", path=path, line=where.key("version"), value=version)
+        grid_size = data.get("grid_size")
+        if not _is_int(grid_size) or grid_size < 1:
+            problem = "missing 'grid_size'" if "grid_size" not in data else "'grid_size' must be a positive integer"
+            raise LabelFormatError(problem, path=path, line=where.key("grid_size"), value=grid_size)
+        if not isinstance(data.get("labels"), list):
+            problem = "missing 'labels'" if "labels" not in data else "'labels' must be a JSON array"
+            raise LabelFormatError(problem, path=path, line=where.key("labels"), value=data.get("labels"))
         ids, grids, lines, seen = [], [], [], {}
         for k, entry in enumerate(data["labels"]):
-            line = entry_lines[k] if k < len(entry_lines) else f"entry {k}"
+            line = where.entry(k)
             if not isinstance(entry, dict) or "image" not in entry or "mask" not in entry:
-                raise LabelFormatError("each label needs 'image' and 'mask'", path=path, line=line, value=entry)
-            image_id, bits = str(entry["image"]).strip(), str(entry["mask"]).strip()
-            if not image_id:
-                raise LabelFormatError("empty image id", path=path, line=line, value=entry["image"])
+                raise LabelFormatError(f"label {k} needs 'image' and 'mask'", path=path, line=line, value=entry)
+            image_id, bits = entry["image"], entry["mask"]
+            line = where.entry(k, "image")
+            if not isinstance(image_id, str) or not image_id.strip():
+                raise LabelFormatError(f"label {k}: 'image' must be a non-empty string", path=path, line=line,
+                                       value=image_id)
+            image_id = image_id.strip()
+            mask_line = where.entry(k, "mask")
+            if not isinstance(bits, str):
+                raise LabelFormatError(f"label {k}: 'mask' must be a string of '0'/'1'", path=path,
+                                       line=mask_line, value=bits)
+            bits = bits.strip()
             if len(bits) != grid_size * grid_size:
                 raise LabelFormatError(
-                    f"mask has {len(bits)} characters, expected grid_size**2 = {grid_size * grid_size}",
-                    path=path, line=line, value=bits)
-            bad = sorted(set(bits) - {"0", "1"})
-            if bad:
-                raise LabelFormatError(f"mask may only contain '0' and '1', found {''.join(bad)!r}",
-                                       path=path, line=line, value=bits)
+                    f"label {k}: mask has {len(bits)} characters, expected grid_size**2 = {grid_size * grid_size}",
+                    path=path, line=mask_line, value=bits)
+            _check_bits(bits, path, mask_line, f"label {k}: ")
             if image_id in seen:
-                raise LabelFormatError(f"duplicate image id (first seen at {seen[image_id]})", path=path,
+                raise LabelFormatError(f"duplicate image id (first seen on line {seen[image_id]})", path=path,
                                        line=line, value=image_id)
             seen[image_id] = line
             ids.append(image_id)
             grids.append(_bits_to_grid(bits, grid_size))
-            lines.append(line if isinstance(line, int) else k)
+            lines.append(line)
         stacked = torch.stack(grids) if grids else torch.zeros(0, grid_size, grid_size, dtype=torch.bool)
         return cls(ids, stacked, source=str(path), lines=lines)
 
     # -- writing -----------------------------------------------------------------------------------------
     def to_text(self, format: str = "backswap") -> str:
-        """The file content for ``format`` ``"backswap"`` (CSV), ``"paper"`` (CSV) or ``"json"``."""
+        """The file content for ``format`` ``"backswap"`` (CSV), ``"paper"`` (CSV) or ``"json"``.
+
+        CSV cannot hold zero labels (the grid size would be lost): that raises ``ValueError``; use JSON.
+        """
         if format == "json":
             entries = ",\n".join(
                 "    " + json.dumps({"image": i, "mask": _grid_to_bits(g)}) for i, g in self.items())
             return (
                 "{\n"
-                f'  "format": "{_JSON_FORMAT}",\n  "version": 1,\n  "grid_size": {self.grid_size},\n'
+                f'  "format": "{_JSON_FORMAT}",\n  "version": {JSON_VERSION},\n  "grid_size": {self.grid_size},\n'
                 f'  "labels": [\n{entries}\n  ]\n}}\n'
             )
         if format not in ("backswap", "paper"):
             raise ValueError(f"format must be 'backswap', 'paper' or 'json', got {format!r}")
+        if not len(self):
+            raise ValueError(f"cannot write 0 labels as {format!r} CSV (the grid size would be lost); use 'json'")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(_PAPER_HEADER if format == "paper" else _OURS_HEADER)
@@ -479,19 +519,128 @@ class PatchLabels:
         return buffer.getvalue()
 
     def write(self, path: str | os.PathLike, format: str = "backswap") -> Path:
-        """Write atomically (temporary file + ``os.replace``). ``format="backswap"`` writes our CSV, or our
-        JSON when ``path`` ends in ``.json``; ``"paper"`` writes ``info,mask``; ``"json"`` forces JSON."""
+        """Write durably (see :func:`torch_backswap._io.atomic_write`: a temporary file unique to this writer
+        in the target's folder, ``fsync``, ``os.replace``): a reader, a crash or a second writer never sees
+        half a file. ``format="backswap"`` writes our CSV, or our JSON when ``path`` ends in ``.json``;
+        ``"paper"`` writes ``info,mask``; ``"json"`` forces JSON."""
         path = Path(path)
         if format == "backswap" and path.suffix.lower() == ".json":
             format = "json"
-        text = self.to_text(format)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return atomic_write_bytes(path, self.to_text(format).encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing helpers
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """UTF-8 text of a label file (a leading BOM dropped); :class:`LabelFormatError` naming the line."""
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise LabelFormatError(f"not UTF-8 text (byte {err.start} cannot be decoded)", path=path, line=line,
+                               value=raw[err.start:err.start + 1]) from err
+
+
+def _csv_rows(reader, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, row)`` pairs of a ``csv.reader``; a ``csv.Error`` becomes :class:`LabelFormatError`."""
+    while True:
+        line = reader.line_num + 1
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise LabelFormatError(f"malformed CSV: {err}", path=path, line=line) from err
+        if reader.line_num > line:  # no field of a label file spans lines: a quote was left open
+            raise LabelFormatError(f"unterminated quote: the row runs on to line {reader.line_num}", path=path,
+                                   line=line, value=",".join(row))
+        yield line, row
+
+
+def _check_bits(bits: str, path: Path, line: int, label: str = "") -> None:
+    bad = sorted(set(bits) - {"0", "1"})
+    if bad:
+        raise LabelFormatError(f"{label}mask may only contain '0' and '1', found {''.join(bad)!r}", path=path,
+                               line=line, value=bits)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_kind(value: object) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+class _JsonLines:
+    """Line numbers of the parts of a label JSON document (which ``json.loads`` has already accepted).
+
+    ``key(name)`` is the line of a top-level value, ``entry(k)`` the line where ``labels[k]`` starts and
+    ``entry(k, name)`` the line of that entry's value ``name`` (falling back to the enclosing part's line).
+    Only walks the document's structure; the values are decoded by ``json``'s own scanner.
+    """
+
+    _WS = " \t\n\r"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._decoder = json.JSONDecoder()
+        start = self._skip(0)
+        self.top = self._line(start)
+        self._keys: dict[str, int] = {}
+        self._entries: list[tuple[int, dict[str, int]]] = []
+        if text.startswith("{", start):
+            self._keys = self._object(start)
+            labels = self._keys.get("labels")
+            if labels is not None and text.startswith("[", labels):
+                self._entries = [(at, self._object(at) if text.startswith("{", at) else {})
+                                 for at in self._array(labels)]
+
+    def _line(self, offset: int) -> int:
+        return bisect.bisect_left(self._newlines, offset) + 1
+
+    def _skip(self, i: int) -> int:
+        while i < len(self.text) and self.text[i] in self._WS:
+            i += 1
+        return i
+
+    def _object(self, i: int) -> dict[str, int]:
+        """Offsets of the values of the object at ``text[i] == '{'`` (a repeated key: the last, like json)."""
+        offsets: dict[str, int] = {}
+        i = self._skip(i + 1)
+        while self.text[i] != "}":
+            key, i = json.decoder.scanstring(self.text, i + 1)
+            i = self._skip(self._skip(i) + 1)  # past ':'
+            offsets[key] = i
+            _, i = self._decoder.raw_decode(self.text, i)
+            i = self._skip(i)
+            if self.text[i] == ",":
+                i = self._skip(i + 1)
+        return offsets
+
+    def _array(self, i: int) -> list[int]:
+        """Offsets of the elements of the array at ``text[i] == '['``."""
+        offsets: list[int] = []
+        i = self._skip(i + 1)
+        while self.text[i] != "]":
+            offsets.append(i)
+            _, i = self._decoder.raw_decode(self.text, i)
+            i = self._skip(i)
+            if self.text[i] == ",":
+                i = self._skip(i + 1)
+        return offsets
+
+    def key(self, name: str) -> int:
+        return self._line(self._keys[name]) if name in self._keys else self.top
+
+    def entry(self, k: int, name: str | None = None) -> int:
+        if k >= len(self._entries):
+            return self.key("labels")
+        start, values = self._entries[k]
+        return self._line(values[name] if name in values else start)
