@@ -11,15 +11,19 @@ from the same random seed set and then run the labeler's loop:
    photos (``background_holdout="crop"``, as in the original Waterbirds): that is the labeler's use case,
    where the segmenter then separates the rest of the same training set. The accuracy on val images
    with held-out photos (``"photo"``) is recorded alongside;
-3. label ``--step`` more images: **active** picks them one at a time with the labeler's own
+3. label ``--step`` more images: the active strategies pick them one at a time with the labeler's own
    :class:`torch_backswap.labeler.ActiveSelector` (mean binary entropy of cell probabilities, scored
-   lazily a chunk at a time, stale scores re-checked after each retrain); **random** takes them in a
-   fixed random order.
+   lazily a chunk at a time, stale scores re-checked after each retrain): **uncertainty** (the most
+   uncertain image; the labeler's rule before v0.3, called "active" in older results), **topk_random** (a
+   seeded draw among the ``--top-k`` most uncertain), **kcenter** (k-center greedy on the segmenter's
+   pooled backbone features among the ``--top-k`` most uncertain, the labeled images counting as covered);
+   **random** takes them in a fixed random order.
 
 It stops when the accuracy reaches ``--target`` (0.90) or after ``--max-labels``, and reports the number
-of labeled images at which each strategy first reached the target::
+of labeled images at which each strategy first reached the target (mean ± 95 % t-interval over seeds,
+counting a run that never reached it as ``--max-labels`` + ``--step``, flagged)::
 
-    python -m benchmarks.labeling_efficiency [--seeds 0 1] [--out benchmarks/results/labeling_efficiency.json]
+    python -m benchmarks.labeling_efficiency [--seeds 0 1 2] [--out benchmarks/results/labeling_efficiency.json]
 
 CPU only, one thread; the default settings take a few minutes.
 """
@@ -36,9 +40,26 @@ import torch
 from torch_backswap.datasets import StampBirds
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.labeler import ActiveSelector, cell_uncertainty
+from torch_backswap.labeler.active import segmenter_features
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
 from torch_backswap.metrics import cell_balanced_accuracy
 from torch_backswap.segmenter import PatchSegmenter
+
+STRATEGIES = ("random", "uncertainty", "topk_random", "kcenter")
+
+
+#: Two-sided 95 % quantiles of Student's t by degrees of freedom (1-10; 1.96 beyond).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t-interval (``nan`` half-width for fewer than 2 values)."""
+    import statistics
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
 
 
 @torch.no_grad()
@@ -65,10 +86,14 @@ def run_strategy(strategy: str, args: argparse.Namespace, seed: int, pool, pool_
 
     def score(ids):
         idx = [int(i) for i in ids]
-        return cell_uncertainty(torch.sigmoid(predict_logits(model, pool.images[idx])))
+        model.eval()
+        logits, feats = segmenter_features(model, pool.images[idx])
+        return cell_uncertainty(torch.sigmoid(logits)), feats
 
-    selector = ActiveSelector(lambda start, size: [str(i) for i in order[start : start + size]], score,
-                              chunk_size=args.chunk)
+    selector = None
+    if strategy != "random":
+        selector = ActiveSelector(lambda start, size: [str(i) for i in order[start : start + size]], score,
+                                  chunk_size=args.chunk, strategy=strategy, top_k=args.top_k, seed=seed)
     curve, reached, tic = [], None, time.perf_counter()
     while True:
         labels = PatchLabels(ids=[str(i) for i in labeled], grids=pool_grids[labeled])
@@ -90,14 +115,16 @@ def run_strategy(strategy: str, args: argparse.Namespace, seed: int, pool, pool_
         if len(labeled) >= args.max_labels:
             break
         taken = set(labeled)
-        if strategy == "active":
+        taken_now = {str(i) for i in labeled}
+        if selector is not None:
             selector.invalidate()  # the segmenter changed
             new = []
             for _ in range(args.step):
-                pick = selector.pick(lambda i: int(i) in taken)
+                pick = selector.pick(taken_now.__contains__, covered=[str(i) for i in labeled])
                 if pick is None:
                     break
                 taken.add(int(pick))
+                taken_now.add(pick)
                 new.append(int(pick))
         else:
             new = [i for i in random_rest if i not in taken][: args.step]
@@ -126,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every later round (warm start)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--chunk", type=int, default=64, help="ActiveSelector chunk size")
+    parser.add_argument("--top-k", type=int, default=40, help="uncertain pool of topk_random / kcenter")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--target", type=float, default=0.90)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -143,20 +172,26 @@ def main(argv: list[str] | None = None) -> dict:
     val2_grids = dense_to_patch_grid(val2.alpha, args.grid, 0.25)
 
     runs = []
-    for seed in args.seeds:
-        for strategy in ("active", "random"):
-            runs.append(run_strategy(strategy, args, seed, pool, pool_grids, (val, val_grids), (val2, val2_grids)))
 
-    summary = {}
-    for strategy in ("active", "random"):
-        reached = [r["labels_to_target"] for r in runs if r["strategy"] == strategy]
-        summary[strategy] = reached
+    def summarise() -> dict:
+        summary = {s: [r["labels_to_target"] for r in runs if r["strategy"] == s] for s in args.strategies}
+        result = {"settings": vars(args), "labels_to_target": summary, "runs": runs}
+        if args.out:
+            from torch_backswap._io import atomic_write_text
+
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")  # after every run
+        return result
+
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            runs.append(run_strategy(strategy, args, seed, pool, pool_grids, (val, val_grids), (val2, val2_grids)))
+            result = summarise()
+    for strategy, reached in result["labels_to_target"].items():
         shown = ", ".join("not reached" if n is None else str(n) for n in reached)
-        print(f"{strategy:6s}: labeled images to reach patch balanced accuracy {args.target:.2f}: {shown}")
-    result = {"settings": vars(args), "labels_to_target": summary, "runs": runs}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        mean, half = mean_ci([args.max_labels + args.step if n is None else n for n in reached])
+        print(f"{strategy:11s}: labeled images to reach patch balanced accuracy {args.target:.2f}: {shown}"
+              f"  (mean {mean:.0f} ± {half:.0f})")
     if args.write_results:
         write_results(args, runs, argv)
     return result
@@ -166,15 +201,31 @@ def write_results(args, runs, argv) -> None:
     """The table of labeled images needed per strategy and seed, in its section of benchmarks/RESULTS.md."""
     import sys
 
-    from benchmarks._common import machine_line, write_section
+    from benchmarks._common import loadavg, machine_line, write_section
 
     cmd = "python -m benchmarks.labeling_efficiency " + " ".join(argv if argv is not None else sys.argv[1:])
+    title = (f"## Labeling efficiency: active selection strategies vs random order (StampBirds {args.image_size} px, "
+             f"target patch balanced accuracy {args.target:.2f})")
+    setup = (f"Start: `{args.start}`, {args.seed_labels} random seed labels, then {args.step} more per round "
+             f"(warm-start fine-tune, {args.epochs} epochs); pool {args.pool} train images; accuracy on {args.val} "
+             f"val images with backgrounds held out by `{args.holdout}`. The person is simulated with the true alpha.")
+    rules = ("Selection: `uncertainty` = most uncertain image (the old default, \"active\" in earlier results); "
+             f"`topk_random` = seeded draw among the {args.top_k} most uncertain; `kcenter` = k-center greedy on "
+             f"pooled segmenter features among the {args.top_k} most uncertain; `random` = fixed random order. "
+             f"Load average at the end: {loadavg()}.")
     md = [
-        f"## Labeling efficiency: active selection vs random order (StampBirds {args.image_size} px, target "
-        f"patch balanced accuracy {args.target:.2f})", "", f"`{cmd}`", "", machine_line(), "",
-        f"Start: `{args.start}`, {args.seed_labels} random seed labels, then {args.step} more per round "
-        f"(warm-start fine-tune, {args.epochs} epochs); pool {args.pool} train images; accuracy on {args.val} val "
-        f"images with backgrounds held out by `{args.holdout}`. The person is simulated with the true alpha.", "",
+        title, "", f"`{cmd}`", "", machine_line(), "", setup, "", rules, "",
+        "| strategy | labeled images to reach the target, per seed | mean ± 95 % t-interval |",
+        "|---|---|---|",
+    ]
+    for strategy in args.strategies:
+        reached = [r["labels_to_target"] for r in runs if r["strategy"] == strategy]
+        shown = ", ".join("not reached" if n is None else str(n) for n in reached)
+        mean, half = mean_ci([args.max_labels + args.step if n is None else n for n in reached])
+        flag = " (a run that missed counts as max + step)" if None in reached else ""
+        md.append(f"| {strategy} | {shown} | **{mean:.0f} ± {half:.0f}**{flag} |")
+    md += [
+        "",
         "| seed | strategy | labeled images to reach the target | final labels | final accuracy |",
         "|---|---|---|---|---|",
     ]
