@@ -4,7 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.bank_build [--n 1000] [--size 224] [--threads 1] [--device cpu] [--no-write]
 
-On StampBirds train (``image_size=224``, ``n=1000``), ``BackgroundBank.build`` runs with its tqdm
+On StampBirds train (``image_size=224``, ``n=1000``), ``build_bank`` runs with its tqdm
 progress bar (unit: images, so the bar shows images/s) in these configurations, to separate the
 segmenter's cost from the inpainter's:
 
@@ -36,11 +36,15 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._common import loadavg, machine_line, write_section
-
-from torch_backswap.bank import BackgroundBank  # noqa: E402
-from torch_backswap.datasets import StampBirds  # noqa: E402
-from torch_backswap.hub import resolve_pretrained  # noqa: E402
-from torch_backswap.segmenter import LOOSE_THRESHOLD, PatchSegmenter, logits_to_probability  # noqa: E402
+from torch_backswap.bank import BackgroundBank
+from torch_backswap.build import build_bank
+from torch_backswap.datasets import StampBirds
+from torch_backswap.hub import resolve_pretrained
+from torch_backswap.segmenter import (
+    LOOSE_THRESHOLD,
+    PatchSegmenter,
+    logits_to_probability,
+)
 
 SEGMENTER = "torch-backswap/patchseg-tiny-s16"
 
@@ -72,7 +76,7 @@ def last_bar(text: str) -> str:
 def build(label: str, *args, **kwargs) -> tuple[BackgroundBank, dict]:
     tee = Tee(sys.stderr)
     with contextlib.redirect_stderr(tee):
-        bank = BackgroundBank.build(*args, progress=True, **kwargs)
+        bank = build_bank(*args, progress=True, **kwargs)
     stats = dict(bank.build_stats)
     stats["bar"] = last_bar(tee.copy.getvalue())
     stats["label"] = label

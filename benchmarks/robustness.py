@@ -39,12 +39,12 @@ HERE = Path(__file__).resolve().parent
 
 from benchmarks._common import machine_line, write_section
 
-from torch_backswap.bank import BackgroundBank  # noqa: E402
+from torch_backswap.build import build_bank  # noqa: E402
 from torch_backswap.experiments.classifier import evaluate_groups, fit_last_layer_dfr  # noqa: E402
 from torch_backswap.experiments.pipeline import (  # noqa: E402
     GROUP_NAMES,
     load_splits,
-    predict_masks,
+    segment_images,
     segmenter_quality,
     simulated_patch_labels,
     train_and_evaluate,
@@ -108,7 +108,7 @@ class Runner:
             base = PatchSegmenter.from_pretrained(a.segmenter)
             seg, history = finetune_segmenter(base, splits.train.images[idx], labels, epochs=a.finetune_epochs,
                                               seed=seed, progress=a.progress)
-            _, tight, loose = predict_masks(seg, splits.train.images, tight_threshold=a.tight_threshold)
+            _, tight, loose = segment_images(seg, splits.train.images, tight_threshold=a.tight_threshold)
             quality = {
                 "zero_shot_test": segmenter_quality(base, splits.test.images, splits.test.alpha),
                 "finetuned_test": segmenter_quality(seg, splits.test.images, splits.test.alpha),
@@ -150,14 +150,14 @@ class Runner:
                 elif method == "gt_bank":
                     loose = true_loose
             t0 = time.perf_counter()
-            bank = BackgroundBank.build(splits.train.images, splits.train.labels, holes=loose, inpainter=inpainter,
+            bank = build_bank(splits.train.images, splits.train.labels, holes=loose, inpainter=inpainter,
                                         classes=splits.train.classes, progress=False)
             extra["bank_seconds"] = time.perf_counter() - t0
             extra["bank_hole_psnr_db"] = hole_psnr(bank.backgrounds, splits.train.true_backgrounds, loose)
             extra["tight_mask_iou_train"] = float(
                 ((tight > 0.5) & (splits.train.alpha > 0.5)).sum() / ((tight > 0.5) | (splits.train.alpha > 0.5)).sum())
-            swap = BackgroundSwap(bank, masks=tight, seed=seed)
-            _, r = train_and_evaluate(splits, swap=swap, **common)
+            swap = BackgroundSwap(bank, seed=seed)
+            _, r = train_and_evaluate(splits, swap=swap, alphas=tight, **common)
         else:
             raise ValueError(f"unknown method {method!r}; choose from {ALL_METHODS}")
         r = {k: v for k, v in r.items() if k != "history"}

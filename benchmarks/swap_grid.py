@@ -12,8 +12,8 @@ Writes two figures (and the ``swap_grid`` section of ``benchmarks/RESULTS.md``):
   (``torch-backswap/patchseg-tiny-s16``: tight = p > 0.67 with the transform's feather, loose = p > 0.1)
   when its weights are there, else from the exact bird alpha (loose = alpha dilated by 4 px). The
   background is the default ``pyramid`` fill of the loose hole. The swaps are
-  ``BackgroundSwap(bank, segmenter, seed=0).swap_batch`` with a bank built by ``BackgroundBank.build``
-  from 256 StampBirds *train* images; the last column passes the exact alpha as ``masks=`` (same seed,
+  ``BackgroundSwap(bank, segmenter, seed=0).swap_batch`` with a bank built by ``build_bank``
+  from 256 StampBirds *train* images; the last column passes the exact alpha as ``alphas=`` (same seed,
   hence the same backgrounds), to separate segmentation errors from compositing.
 * ``benchmarks/figures/inpainters.png`` — every inpainter on the same images, with two hole kinds
   (exact alpha dilated by 4 px; the segmenter's loose mask): original | hole | true background | one
@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks._common import loadavg, machine_line, write_section
 
-from torch_backswap.bank import BackgroundBank  # noqa: E402
+from torch_backswap.build import build_bank  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.hub import resolve_pretrained  # noqa: E402
 from torch_backswap.inpaint import PyramidInpainter, get_inpainter  # noqa: E402
@@ -169,12 +169,12 @@ def main(argv: list[str] | None = None) -> None:
 
         train = StampBirds(split="train", image_size=args.size, n=args.bank_n)
         if segmenter is not None:
-            bank = BackgroundBank.build(train.images, train.labels, segmenter=segmenter, progress=False)
+            bank = build_bank(train.images, train.labels, segmenter=segmenter, progress=False)
         else:
-            bank = BackgroundBank.build(train.images, train.labels, holes=dilate(train.alpha > 0, radius), progress=False)
+            bank = build_bank(train.images, train.labels, holes=dilate(train.alpha > 0, radius), progress=False)
         swapped_seg = BackgroundSwap(bank, segmenter=segmenter, seed=0).swap_batch(
-            images, labels, masks=None if segmenter is not None else alpha)
-        swapped_true = BackgroundSwap(bank, segmenter=segmenter, seed=0).swap_batch(images, labels, masks=alpha)
+            images, labels, alphas=None if segmenter is not None else alpha)
+        swapped_true = BackgroundSwap(bank, segmenter=segmenter, seed=0).swap_batch(images, labels, alphas=alpha)
 
     bird = alpha.sum(dim=(1, 2, 3)).clamp_min(1e-6)
     tight_cover = ((tight * alpha).sum(dim=(1, 2, 3)) / bird).tolist()
@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"![swap grid](figures/swap_grid.png) — rows: two test images per group; columns: original | tight "
         f"mask | loose hole (magenta) | `pyramid` fill of the hole | true background | "
-        f"`BackgroundSwap(bank, segmenter, seed=0).swap_batch` | the same with the exact alpha as `masks=` (same "
-        f"seed, so the same backgrounds). Bank: `BackgroundBank.build` on {args.bank_n} StampBirds train images "
+        f"`BackgroundSwap(bank, segmenter, seed=0).swap_batch` | the same with the exact alpha as `alphas=` (same "
+        f"seed, so the same backgrounds). Bank: `build_bank` on {args.bank_n} StampBirds train images "
         f"({'segmenter loose holes' if segmenter is not None else 'dilated alpha holes'}, `pyramid`).",
         "",
         f"![inpainters](figures/inpainters.png) — every inpainter on the same {args.n_compare} images, first with "

@@ -41,22 +41,22 @@ def swap_cases() -> dict:
     bank = BackgroundBank(bank_images, bank_labels)
     out = {}
     swap = BackgroundSwap(bank, seed=0)
-    out["given_masks_uint8"] = digest(swap.swap_batch(images, labels, masks=masks))
+    out["given_masks_uint8"] = digest(swap.swap_batch(images, labels, alphas=masks))
     swap = BackgroundSwap(bank, seed=1, p=0.5, strategy="other_class")
-    out["given_masks_p05_other_class"] = digest(swap.swap_batch(images, labels, masks=masks))
+    out["given_masks_p05_other_class"] = digest(swap.swap_batch(images, labels, alphas=masks))
     swap = BackgroundSwap(bank, seed=2, feather_px=1.5)
-    out["given_masks_float_feather"] = digest(swap.swap_batch(images.float() / 255, labels, masks=masks))
+    out["given_masks_float_feather"] = digest(swap.swap_batch(images.float() / 255, labels, alphas=masks))
     return out
 
 
 def segmenter_cases() -> dict:
-    from torch_backswap import BackgroundBank, BackgroundSwap, PatchSegmenter, StampBirds
+    from torch_backswap import BackgroundSwap, PatchSegmenter, StampBirds
+    from torch_backswap.build import build_bank
 
     torch.set_num_threads(1)
     data = StampBirds(split="train", n=24, image_size=64, seed=0)
     seg = PatchSegmenter.from_pretrained("torch-backswap/patchseg-tiny-s16")
-    bank = BackgroundBank.build(data.images, data.labels, segmenter=seg, classes=data.classes, progress=False,
-                                batch_size=10)
+    bank = build_bank(data.images, data.labels, segmenter=seg, classes=data.classes, progress=False, batch_size=10)
     out = {"bank_backgrounds": digest(bank.backgrounds), "bank_labels": digest(bank.labels)}
     swap = BackgroundSwap(bank, seg, seed=0)
     out["segmenter_swap_uint8"] = digest(swap(data.images[:12], data.labels[:12])[0])

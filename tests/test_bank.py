@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from torch_backswap.bank import BackgroundBank
+from torch_backswap.build import build_bank
 
 
 def _bank(labels=(0, 0, 0, 0, 0, 0, 1, 2), size=16, classes=None):
@@ -112,7 +113,7 @@ def test_build_from_tensor_with_segmenter_fills_the_object():
     images = torch.zeros(6, 3, 32, 32, dtype=torch.uint8)
     images[:, 1] = 90  # green background
     images[:, :, 8:24, 8:24] = torch.tensor([250, 0, 0], dtype=torch.uint8)[:, None, None]  # red object
-    bank = BackgroundBank.build(images, torch.tensor([0, 1] * 3), _BoxSegmenter(), batch_size=4, progress=False)
+    bank = build_bank(images, torch.tensor([0, 1] * 3), _BoxSegmenter(), batch_size=4, progress=False)
     assert len(bank) == 6 and bank.size == (32, 32) and bank.backgrounds.dtype == torch.uint8
     assert bank.backgrounds[:, 0].max() < 60  # the red object is gone
     assert bank.metadata["loose_threshold"] == 0.1 and "Pyramid" in bank.metadata["inpainter"]
@@ -135,17 +136,17 @@ class _PilDataset(torch.utils.data.Dataset):
 
 
 def test_build_from_dataset_resizes_any_size_and_mode():
-    bank = BackgroundBank.build(_PilDataset(), segmenter=_BoxSegmenter(), size=24, batch_size=2, progress=False)
+    bank = build_bank(_PilDataset(), segmenter=_BoxSegmenter(), size=24, batch_size=2, progress=False)
     assert bank.size == (24, 24) and bank.labels.tolist() == [0, 1, 1]
     # given holes instead of a segmenter; grayscale tensor input
     gray = torch.rand(3, 1, 20, 20)
     holes = torch.zeros(3, 1, 20, 20, dtype=torch.bool)
     holes[:, :, 5:10, 5:10] = True
-    b2 = BackgroundBank.build(gray, [0, 1, 0], holes=holes, inpainter="mean", progress=False)
+    b2 = build_bank(gray, [0, 1, 0], holes=holes, inpainter="mean", progress=False)
     assert b2.size == (20, 20) and b2.metadata["segmenter"] is None
     with pytest.raises(ValueError, match="segmenter"):
-        BackgroundBank.build(gray, [0, 1, 0], progress=False)
+        build_bank(gray, [0, 1, 0], progress=False)
     with pytest.raises(ValueError, match="labels"):
-        BackgroundBank.build(gray, holes=holes, progress=False)
+        build_bank(gray, holes=holes, progress=False)
     with pytest.raises(ValueError, match="NaN"):
-        BackgroundBank.build(torch.full((1, 3, 8, 8), float("nan")), [0], holes=holes[:1, :, :8, :8], progress=False)
+        build_bank(torch.full((1, 3, 8, 8), float("nan")), [0], holes=holes[:1, :, :8, :8], progress=False)

@@ -1,9 +1,15 @@
 """BackgroundBank: the inpainted backgrounds of a training set, ready to be sampled at swap time.
 
 A bank holds ``uint8`` backgrounds ``(N, 3, H, W)`` (4x smaller than float32 and what a composite reads
-anyway) and the class label of the image each came from. Build it once with :meth:`BackgroundBank.build`
-(segment → loose mask → inpaint, in batches, on any device), :meth:`save` / :meth:`load` it as one
-safetensors file whose header carries the JSON metadata, and :meth:`sample` backgrounds per batch.
+anyway) and the class label of the image each came from. This module is the *store*: sampling
+(:meth:`~BackgroundBank.sample_indices`, :meth:`~BackgroundBank.gather`, :meth:`~BackgroundBank.sample`),
+devices and files. Building a bank (segment → loose mask → inpaint) is :func:`torch_backswap.build.build_bank`;
+a bank larger than device memory is :class:`torch_backswap.streaming.StreamingBackgroundBank` (same
+sampling interface).
+
+Files (:mod:`torch_backswap.bankfiles`): :meth:`~BackgroundBank.save` writes one safetensors file (or, with
+``shard_size``, a directory of shards plus ``manifest.json``); :meth:`~BackgroundBank.load` reads either and
+verifies format version and checksums.
 
 Devices and processes
 ---------------------
@@ -13,25 +19,35 @@ Devices and processes
 * :meth:`share_memory_` moves the CPU tensors to shared memory so forked / spawned workers read one copy.
 * Pickling a bank pickles only its CPU tensors (with ``torch.multiprocessing`` these travel as shared
   memory); an unpickled bank lives on the CPU — call :meth:`to` again in the main process if needed.
+
+Example:
+    >>> import torch
+    >>> bank = BackgroundBank(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
+    >>> idx = bank.sample_indices(3, generator=torch.Generator().manual_seed(0))
+    >>> bank.gather(idx, size=16).shape
+    torch.Size([3, 3, 16, 16])
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["BackgroundBank", "STRATEGIES", "BANK_FORMAT"]
+from .bankfiles import (
+    BANK_FORMAT,
+    BankManifest,
+    read_bank_file,
+    write_bank_file,
+    write_shard,
+)
+
+__all__ = ["BANK_FORMAT", "STRATEGIES", "BackgroundBank", "to_uint8_rgb"]
 
 STRATEGIES = ("class_balanced", "uniform", "other_class")
-BANK_FORMAT = "torch-backswap/background-bank"
-_BANK_VERSION = 1
 
 
 def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -78,53 +94,6 @@ def _resize_uint8(images: Tensor, size: tuple[int, int]) -> Tensor:
     from torchvision.transforms.v2 import functional as TF
 
     return TF.resize(images, list(size), antialias=True)
-
-
-def _item_to_tensor(item: Any) -> Tensor:
-    """One image (PIL, tensor (C,H,W) or (H,W), tv_tensors.Image) → uint8 (3, H, W)."""
-    from PIL import Image as PILImage
-
-    if isinstance(item, PILImage.Image):
-        from torchvision.transforms.v2 import functional as TF
-
-        item = TF.pil_to_tensor(item.convert("RGB"))
-    if not isinstance(item, Tensor):
-        raise TypeError(f"images must be tensors or PIL images, got {type(item).__name__}")
-    t = item.as_subclass(Tensor)
-    if t.ndim == 2:
-        t = t[None]
-    return to_uint8_rgb(t[None])[0]
-
-
-def _collate_images(batch: list, size: tuple[int, int] | None) -> tuple[Tensor, Tensor | None]:
-    """Collate ``image`` or ``(image, label, ...)`` samples into uint8 ``(B,3,H,W)`` at ``size`` + labels."""
-    images, labels = [], []
-    for sample in batch:
-        if isinstance(sample, dict):
-            img = sample.get("image", next(iter(sample.values())))
-            lab = sample.get("label", sample.get("labels"))
-        elif isinstance(sample, (tuple, list)):
-            img = sample[0]
-            lab = sample[1] if len(sample) > 1 else None
-        else:
-            img, lab = sample, None
-        t = _item_to_tensor(img)
-        if size is None:
-            size = tuple(t.shape[-2:])
-        images.append(_resize_uint8(t[None], size)[0])
-        labels.append(lab)
-    lab_t = None if any(lab is None for lab in labels) else torch.as_tensor([int(x) for x in labels], dtype=torch.long)
-    return torch.stack(images), lab_t
-
-
-def _segmenter_name(segmenter: Any) -> str | None:
-    if isinstance(segmenter, str):
-        return segmenter
-    for attr in ("name_or_path", "_name_or_path", "pretrained_name"):
-        value = getattr(segmenter, attr, None)
-        if isinstance(value, (str, os.PathLike)):
-            return str(value)
-    return type(segmenter).__name__ if segmenter is not None else None
 
 
 class BackgroundBank:
@@ -200,7 +169,7 @@ class BackgroundBank:
             f"device={self.device})"
         )
 
-    def _with_tensors(self, backgrounds: Tensor, labels: Tensor) -> "BackgroundBank":
+    def _with_tensors(self, backgrounds: Tensor, labels: Tensor) -> BackgroundBank:
         new = object.__new__(BackgroundBank)
         new.classes = None if self.classes is None else list(self.classes)
         new.metadata = dict(self.metadata)
@@ -211,7 +180,7 @@ class BackgroundBank:
         new._index_cache = self._index_cache
         return new
 
-    def to(self, device: torch.device | str) -> "BackgroundBank":
+    def to(self, device: torch.device | str) -> BackgroundBank:
         """A bank caching its tensors on ``device`` (returns a new bank; the CPU tensors are shared)."""
         device = torch.device(device)
         if device.type == "cpu":
@@ -220,13 +189,13 @@ class BackgroundBank:
             return self
         return self._with_tensors(self._cpu_backgrounds.to(device), self._cpu_labels.to(device))
 
-    def cpu(self) -> "BackgroundBank":
+    def cpu(self) -> BackgroundBank:
         """The CPU view of this bank (no copy; safe to use in DataLoader workers)."""
         if self.device.type == "cpu":
             return self
         return self._with_tensors(self._cpu_backgrounds, self._cpu_labels)
 
-    def share_memory_(self) -> "BackgroundBank":
+    def share_memory_(self) -> BackgroundBank:
         """Move the CPU tensors to shared memory (in place) so DataLoader workers share one copy."""
         self._cpu_backgrounds.share_memory_()
         self._cpu_labels.share_memory_()
@@ -283,40 +252,27 @@ class BackgroundBank:
             strategy: one of :data:`STRATEGIES`.
             generator: CPU ``torch.Generator`` for reproducibility (default: global RNG).
         """
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         present, counts, starts, order = self._index()
-        k = present.shape[0]
-        if strategy == "uniform":
-            idx = torch.randint(len(self), (n,), generator=generator)
-            return idx.to(self.device)
-        if strategy == "class_balanced":
-            cls_pos = torch.randint(k, (n,), generator=generator)
-        else:
-            if labels is None:
-                raise ValueError("strategy='other_class' needs the foreground labels, got labels=None")
-            if k < 2:
-                raise ValueError(
-                    f"strategy='other_class' needs a bank with at least 2 classes, but this bank only has class "
-                    f"{present.tolist()}; use strategy='class_balanced' or 'uniform', or build the bank from more classes"
-                )
-            lab = torch.as_tensor(labels).detach().cpu()
-            if lab.ndim == 2:
-                lab = lab.argmax(dim=1)
-            if lab.ndim != 1 or lab.shape[0] != n:
-                raise ValueError(f"labels must have shape ({n},) or ({n}, K), got {tuple(torch.as_tensor(labels).shape)}")
-            lab = lab.long()
-            pos = torch.searchsorted(present, lab)
-            is_present = (pos < k) & (present[pos.clamp_max(k - 1)] == lab)
-            n_allowed = k - is_present.long()
-            r = (torch.rand(n, generator=generator) * n_allowed).long().clamp_max(n_allowed - 1)
-            cls_pos = r + (is_present & (r >= pos)).long()
+        if check_strategy(n, strategy) == "uniform":
+            return torch.randint(len(self), (n,), generator=generator).to(self.device)
+        cls_pos = draw_class_positions(n, present, labels, strategy, generator)
         u = torch.rand(n, generator=generator)
         within = (u * counts[cls_pos]).long().clamp_max(counts[cls_pos] - 1)
         idx = order[starts[cls_pos] + within]
         return idx.to(self.device)
+
+    def gather(self, indices: Tensor | Sequence[int], size: int | Sequence[int] | None = None) -> Tensor:
+        """Backgrounds ``indices`` → a fresh uint8 ``(n, 3, H, W)`` tensor on the bank's device.
+
+        ``size`` (int or ``(H, W)``) resizes on the fly (antialiased bilinear, stays uint8) when it differs
+        from the bank's resolution. Indices out of ``[0, len(bank))`` raise ``IndexError`` naming them.
+        """
+        idx = check_indices(indices, len(self)).to(self.device)
+        out = self.backgrounds.index_select(0, idx)
+        size = _as_size(size)
+        if size is not None and size != self.size:
+            out = _resize_uint8(out, size).contiguous()
+        return out
 
     def sample(
         self,
@@ -330,228 +286,109 @@ class BackgroundBank:
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Sample ``n`` backgrounds: uint8 ``(n, 3, H, W)`` on the bank's device (a fresh tensor).
 
-        ``size`` resizes on the fly (antialiased bilinear, stays uint8) when it differs from the bank's
-        resolution. See :meth:`sample_indices` for ``labels``, ``strategy`` and ``generator``.
-        With ``return_indices`` also returns the ``(n,)`` indices (their classes: ``bank.labels[idx]``).
+        :meth:`sample_indices` then :meth:`gather`; see them for the arguments. With ``return_indices``
+        also returns the ``(n,)`` indices (their classes: ``bank.labels[idx]``).
         """
         idx = self.sample_indices(n, labels, strategy, generator)
-        out = self.backgrounds.index_select(0, idx)
-        size = _as_size(size)
-        if size is not None and size != self.size:
-            out = _resize_uint8(out, size).contiguous()
+        out = self.gather(idx, size)
         return (out, idx) if return_indices else out
 
     # ------------------------------------------------------------------------------------------------
-    # persistence
+    # files
     # ------------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write one ``.safetensors`` file (tensors ``backgrounds``, ``labels``; JSON metadata in its header).
+    def save(self, path: str | os.PathLike, *, shard_size: int | None = None) -> Path:
+        """Write the bank durably; returns ``path``.
 
-        Atomic (temporary file + ``os.replace``). Returns the path.
+        Without ``shard_size``: one ``.safetensors`` file (tensors ``backgrounds``, ``labels``; JSON
+        metadata and a checksum in its header). With ``shard_size``: ``path`` is a directory of
+        ``shard-XXXXX.safetensors`` files of ``shard_size`` backgrounds each plus ``manifest.json`` (the
+        layout :func:`~torch_backswap.build.build_bank` writes). Every file goes through a unique temporary
+        file, ``fsync`` and rename, so concurrent savers of one path never collide and a crash never leaves
+        half a file.
         """
-        from safetensors.torch import save_file
-
         path = Path(path)
-        meta = dict(self.metadata)
-        meta.update({"format": BANK_FORMAT, "version": _BANK_VERSION, "resolution": list(self.size), "count": len(self)})
-        meta["classes"] = self.classes
-        header = {"backswap": json.dumps(meta, sort_keys=True)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            save_file({"backgrounds": self._cpu_backgrounds, "labels": self._cpu_labels}, str(tmp), metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        if shard_size is None:
+            return write_bank_file(path, self._cpu_backgrounds, self._cpu_labels, self.classes, self.metadata)
+        if not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+        path.mkdir(parents=True, exist_ok=True)
+        shards = [
+            write_shard(path, k, self._cpu_backgrounds[s : s + shard_size], self._cpu_labels[s : s + shard_size],
+                        self.classes, {})
+            for k, s in enumerate(range(0, len(self), shard_size))
+        ]
+        BankManifest(path, self.size, self.classes, shard_size, shards, {}, dict(self.metadata)).write()
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "BackgroundBank":
-        """Read a bank written by :meth:`save` (safetensors only; never unpickles)."""
-        from safetensors import safe_open
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> BackgroundBank:
+        """Read a bank file or a sharded bank directory (safetensors only; never unpickles).
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"background bank file not found: {str(path)!r}")
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            keys = set(f.keys())
-            if not {"backgrounds", "labels"} <= keys:
-                raise ValueError(f"{str(path)!r} is not a background bank (tensors {sorted(keys)})")
-            backgrounds = f.get_tensor("backgrounds")
-            labels = f.get_tensor("labels")
-        try:
-            meta = json.loads(header.get("backswap", "{}"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r} has unreadable bank metadata: {err}") from None
-        if meta.get("format", BANK_FORMAT) != BANK_FORMAT:
-            raise ValueError(f"{str(path)!r} has format {meta.get('format')!r}, expected {BANK_FORMAT!r}")
-        classes = meta.pop("classes", None)
-        for key in ("format", "version", "resolution", "count"):
-            meta.pop(key, None)
-        bank = cls(backgrounds, labels, classes, meta)
-        return bank.to(device)
-
-    # ------------------------------------------------------------------------------------------------
-    # building
-    # ------------------------------------------------------------------------------------------------
-
-    @classmethod
-    def build(
-        cls,
-        images: Tensor | Sequence | torch.utils.data.Dataset,
-        labels: Tensor | Sequence[int] | None = None,
-        segmenter: Any = None,
-        inpainter: Any = "pyramid",
-        *,
-        holes: Tensor | None = None,
-        size: int | Sequence[int] | None = None,
-        batch_size: int = 64,
-        device: torch.device | str = "cpu",
-        loose_threshold: float | None = None,
-        classes: Sequence[str] | None = None,
-        num_workers: int = 0,
-        progress: bool = True,
-        metadata: dict | None = None,
-    ) -> "BackgroundBank":
-        """Segment every image, fill its loose mask with the inpainter and keep the uint8 result.
-
-        Args:
-            images: uint8/float tensor ``(N, C, H, W)`` (C in 1/3/4), a sequence of images (PIL / tensors), or
-                a map-style dataset whose items are ``image`` or ``(image, label, ...)`` /
-                ``{"image": ..., "label": ...}``.
-            labels: ``(N,)`` class labels (optional when the dataset yields them).
-            segmenter: a :class:`~torch_backswap.segmenter.PatchSegmenter`, a name / path for
-                ``PatchSegmenter.from_pretrained``, or any callable ``images -> (B, S, S) logits``.
-                Not needed when ``holes`` are given.
-            inpainter: name or object for :func:`~torch_backswap.inpaint.get_inpainter`.
-            holes: optional ``(N, 1, H, W)`` given hole masks (bool / float > 0.5) instead of a segmenter
-                (resized to ``size`` with nearest neighbour).
-            size: bank resolution ``(H, W)`` or int; every image is resized to it (antialiased; the aspect
-                ratio is not kept). Default: the first image's size.
-            batch_size: images per segment-and-inpaint step.
-            device: where segmentation and inpainting run (the bank is returned on this device).
-            loose_threshold: foreground probability above which a pixel is a hole (default
-                :data:`~torch_backswap.segmenter.LOOSE_THRESHOLD` = 0.1, the paper's loose mask).
-            classes: class names stored in the metadata.
-            num_workers: DataLoader workers to decode a dataset.
-            progress: show a tqdm bar (unit: images, so it reports images/s).
-            metadata: extra JSON-serialisable metadata to store.
-
-        After building, ``bank.build_stats`` holds ``{"images", "seconds", "images_per_s"}``.
+        A directory is verified against its manifest (every shard present, size and sha256 as recorded);
+        a file against its format, version and checksum. Problems raise
+        :class:`~torch_backswap._io.BackswapFileError` (a ``ValueError``) naming the file; a missing path
+        raises ``FileNotFoundError``.
         """
-        from tqdm.auto import tqdm
+        path = Path(path)
+        if path.is_dir():
+            manifest = BankManifest.read(path)
+            backgrounds, labels = manifest.load_tensors()
+            meta = dict(manifest.metadata)
+            if manifest.builder:
+                meta.setdefault("builder", manifest.builder)
+            return cls(backgrounds, labels, manifest.classes, meta).to(device)
+        backgrounds, labels, classes, meta = read_bank_file(path)
+        return cls(backgrounds, labels, classes, meta).to(device)
 
-        from .inpaint import get_inpainter
-        from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, segment_probability
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        loose = LOOSE_THRESHOLD if loose_threshold is None else float(loose_threshold)
-        if not 0.0 <= loose <= 1.0:
-            raise ValueError(f"loose_threshold must be in [0, 1], got {loose_threshold!r}")
-        device = torch.device(device)
-        size = _as_size(size)
-        if segmenter is None and holes is None:
-            raise ValueError("BackgroundBank.build needs a segmenter (or given holes), got segmenter=None")
-        seg_name = _segmenter_name(segmenter)
-        if isinstance(segmenter, (str, os.PathLike)):
-            segmenter = PatchSegmenter.from_pretrained(segmenter)
-        was_training = None
-        if isinstance(segmenter, torch.nn.Module):
-            was_training = segmenter.training
-            segmenter = segmenter.eval().to(device)
-        fill = get_inpainter(inpainter)
+def check_strategy(n: int, strategy: str) -> str:
+    """Check ``n`` (non-negative int) and ``strategy`` (one of :data:`STRATEGIES`); returns ``strategy``."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    return strategy
 
-        batches, total, given_labels = cls._batches(images, labels, size, batch_size, num_workers)
-        out_bg: list[Tensor] = []
-        out_lab: list[Tensor] = []
-        done = 0
-        start = time.perf_counter()
-        bar = tqdm(total=total, unit="img", desc="building background bank", disable=not progress)
-        try:
-            for x, lab in batches:
-                if size is None:
-                    size = tuple(x.shape[-2:])
-                x = _resize_uint8(x, size).to(device)
-                b = x.shape[0]
-                with torch.no_grad():
-                    if holes is not None:
-                        hole = holes[done : done + b]
-                        if hole.shape[0] != b:
-                            raise ValueError(f"holes has {holes.shape[0]} masks for {total} images")
-                        hole = hole.to(device)
-                        hole = hole > 0.5 if hole.dtype.is_floating_point else hole.bool()
-                        if tuple(hole.shape[-2:]) != size:
-                            hole = torch.nn.functional.interpolate(hole.float(), size=size, mode="nearest") > 0.5
-                    else:
-                        hole = segment_probability(segmenter, x, size) > loose
-                    # uint8 in -> uint8 out: the inpainter rounds exactly as to_uint8_rgb would
-                    filled = fill(x, hole)
-                out_bg.append(to_uint8_rgb(filled) if filled.dtype != torch.uint8 else filled)
-                if lab is not None:
-                    out_lab.append(lab.to(torch.long).cpu())
-                done += b
-                bar.update(b)
-                elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(images_per_s=f"{done / elapsed:.0f}")
-        finally:
-            bar.close()
-            if was_training:
-                segmenter.train()
-        seconds = time.perf_counter() - start
-        if done == 0:
-            raise ValueError("BackgroundBank.build got no images")
-        if given_labels is not None:
-            all_labels = given_labels
-        elif len(out_lab) == len(out_bg):
-            all_labels = torch.cat(out_lab)
-        else:
-            raise ValueError("BackgroundBank.build needs labels: pass labels= or a dataset yielding (image, label)")
-        if all_labels.shape[0] != done:
-            raise ValueError(f"labels has {all_labels.shape[0]} entries for {done} images")
-        meta = {
-            "segmenter": None if holes is not None else seg_name,
-            "inpainter": repr(fill),
-            "loose_threshold": loose,
-            "tight_threshold": TIGHT_THRESHOLD,
-            "source_count": done,
-        }
-        meta.update(metadata or {})
-        bank = cls(torch.cat(out_bg), all_labels.to(device), classes, meta)
-        bank.build_stats = {"images": done, "seconds": seconds, "images_per_s": done / max(seconds, 1e-9)}
-        return bank
 
-    @staticmethod
-    def _batches(
-        images: Any, labels: Any, size: tuple[int, int] | None, batch_size: int, num_workers: int
-    ) -> tuple[Iterable[tuple[Tensor, Tensor | None]], int, Tensor | None]:
-        given = None if labels is None else torch.as_tensor(labels).long().flatten()
-        if isinstance(images, Tensor):
-            x = images
-            if x.ndim == 3:
-                x = x[None]
-            if x.ndim != 4:
-                raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-            n = x.shape[0]
-            if given is not None and given.shape[0] != n:
-                raise ValueError(f"labels has {given.shape[0]} entries for {n} images")
+def check_indices(indices: Tensor | Sequence[int], n: int) -> Tensor:
+    """``indices`` as a CPU or device int64 ``(k,)`` tensor, each in ``[0, n)`` (else ``IndexError``)."""
+    idx = torch.as_tensor(indices)
+    if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise ValueError(f"indices must be a 1-D integer tensor, got dtype {idx.dtype} shape {tuple(idx.shape)}")
+    idx = idx.long()
+    if idx.numel() and (bool((idx < 0).any()) or bool((idx >= n).any())):
+        bad = idx[(idx < 0) | (idx >= n)][:5].tolist()
+        raise IndexError(f"indices must be in [0, {n}) for a bank of {n} backgrounds, got {bad}")
+    return idx
 
-            def gen():
-                for i in range(0, n, batch_size):
-                    chunk = to_uint8_rgb(x[i : i + batch_size])
-                    yield chunk, None if given is None else given[i : i + batch_size]
 
-            return gen(), n, given
-        if not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
-            raise TypeError(f"images must be a tensor, a sequence or a map-style dataset, got {type(images).__name__}")
-        loader = torch.utils.data.DataLoader(
-            images,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=partial(_collate_images, size=size),
+def draw_class_positions(
+    n: int, present: Tensor, labels: Tensor | Sequence[int] | None, strategy: str, generator: torch.Generator | None
+) -> Tensor:
+    """Positions ``(n,)`` into ``present`` (sorted class ids) of the background class of each sample.
+
+    ``"class_balanced"``: uniform over the present classes; ``"other_class"``: uniform over the present
+    classes except the sample's own label. Shared by every bank so all of them draw the same random numbers.
+    """
+    k = present.shape[0]
+    if strategy == "class_balanced":
+        return torch.randint(k, (n,), generator=generator)
+    if labels is None:
+        raise ValueError("strategy='other_class' needs the foreground labels, got labels=None")
+    if k < 2:
+        raise ValueError(
+            f"strategy='other_class' needs a bank with at least 2 classes, but this bank only has class "
+            f"{present.tolist()}; use strategy='class_balanced' or 'uniform', or build the bank from more classes"
         )
-        return iter(loader), len(images), given
+    lab = torch.as_tensor(labels).detach().cpu()
+    if lab.ndim == 2:
+        lab = lab.argmax(dim=1)
+    if lab.ndim != 1 or lab.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},) or ({n}, K), got {tuple(torch.as_tensor(labels).shape)}")
+    lab = lab.long()
+    pos = torch.searchsorted(present, lab)
+    is_present = (pos < k) & (present[pos.clamp_max(k - 1)] == lab)
+    n_allowed = k - is_present.long()
+    r = (torch.rand(n, generator=generator) * n_allowed).long().clamp_max(n_allowed - 1)
+    return r + (is_present & (r >= pos)).long()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -51,16 +52,21 @@ def _run_bank(args: argparse.Namespace) -> int:
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
-    from .bank import BackgroundBank
+    from .build import build_bank
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 under torchrun
+    shard_size = args.shard_size if args.shard_size is not None or world == 1 else 1024
     to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.size, args.size), antialias=True)])
     dataset = ImageFolder(args.image_dir, transform=to_tensor)
-    bank = BackgroundBank.build(dataset, segmenter=args.segmenter, inpainter=args.inpainter, size=args.size,
-                                batch_size=args.batch_size, device=args.device, classes=dataset.classes,
-                                num_workers=args.num_workers, progress=not args.no_progress)
-    bank.save(args.out)
-    print(f"wrote {len(bank)} backgrounds ({', '.join(dataset.classes)}) to {args.out} "
-          f"at {bank.build_stats['images_per_s']:.0f} images/s")
+    result = build_bank(dataset, segmenter=args.segmenter, inpainter=args.inpainter, size=args.size,
+                        batch_size=args.batch_size, device=args.device, classes=dataset.classes,
+                        num_workers=args.num_workers, progress=not args.no_progress, out=args.out,
+                        shard_size=shard_size)
+    if int(os.environ.get("RANK", "0")) == 0:
+        kind = f"{len(result.shards)} shards + manifest" if shard_size else "one file"
+        count = result.count if shard_size else len(result)
+        print(f"wrote {count} backgrounds ({', '.join(dataset.classes)}) to {args.out} ({kind}); built "
+              f"{result.build_stats['images']} now at {result.build_stats['images_per_s']:.0f} images/s")
     return 0
 
 
@@ -71,10 +77,17 @@ def _add_bank(subparsers: argparse._SubParsersAction) -> None:
         "bank",
         help="build a background bank from an ImageFolder (segment + inpaint)",
         description="Segment every image of IMAGE_DIR (one sub-folder per class, like torchvision's ImageFolder), "
-        "inpaint the foreground and save the backgrounds with their class to a .safetensors bank.",
+        "inpaint the foreground and save the backgrounds with their class to a .safetensors bank. With "
+        "--shard-size, --out is a directory of shards plus manifest.json: rerunning the same command resumes an "
+        "interrupted build, and `torchrun --nproc_per_node=N -m torch_backswap bank ...` splits the shards "
+        "between N processes (the same files, byte for byte).",
     )
     p.add_argument("image_dir", metavar="IMAGE_DIR")
-    p.add_argument("--out", default="bank.safetensors", help="bank file (default: bank.safetensors)")
+    p.add_argument("--out", default="bank.safetensors",
+                   help="bank file, or with --shard-size a directory (default: bank.safetensors)")
+    p.add_argument("--shard-size", type=int, default=None, metavar="N",
+                   help="write N backgrounds per shard into the --out directory: resumable, and split between "
+                   "processes under torchrun (default: one file; 1024 under torchrun)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter name or path")
     p.add_argument("--inpainter", default="pyramid",
                    help="pyramid (default), gray, mean, noise, scramble_pixels, scramble_patches")

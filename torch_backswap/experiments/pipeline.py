@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from torch_backswap.bank import BackgroundBank
+from torch_backswap.build import build_bank as _build_bank
 from torch_backswap.experiments.classifier import build_classifier, evaluate_groups, train_classifier
 from torch_backswap.datasets import StampBirds
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
@@ -33,7 +34,7 @@ __all__ = [
     "load_splits",
     "simulated_patch_labels",
     "segmenter_quality",
-    "predict_masks",
+    "segment_images",
     "build_bank",
     "train_and_evaluate",
     "save_swap_grid",
@@ -87,9 +88,8 @@ def simulated_patch_labels(
 @torch.no_grad()
 def segmenter_quality(segmenter: PatchSegmenter, images: Tensor, alpha: Tensor, batch_size: int = 256) -> dict:
     """Patch balanced accuracy (cells ≥ 0.25 covered) and tight-mask IoU against the true alpha > 0.5."""
-    segmenter.eval()
     grid = segmenter.grid_size
-    logits = torch.cat([segmenter(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    logits = torch.cat([segmenter.predict_logits(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
     prob = logits_to_probability(logits, tuple(images.shape[-2:]))  # the same as predict_probability, run once
     tight = probability_to_mask(prob, TIGHT_THRESHOLD) > 0.5
     return {
@@ -99,7 +99,7 @@ def segmenter_quality(segmenter: PatchSegmenter, images: Tensor, alpha: Tensor, 
 
 
 @torch.no_grad()
-def predict_masks(
+def segment_images(
     segmenter: PatchSegmenter,
     images: Tensor,
     batch_size: int = 256,
@@ -114,7 +114,6 @@ def predict_masks(
 
     Probability and tight alpha are float32 in [0, 1]; the loose hole is bool.
     """
-    segmenter.eval()
     prob = torch.cat(
         [segmenter.predict_probability(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     )
@@ -126,7 +125,7 @@ def build_bank(
     train: StampBirds, holes: Tensor, inpainter: str = "pyramid", progress: bool = True
 ) -> BackgroundBank:
     """Inpaint every training image's hole into a background bank labelled with the image's class."""
-    return BackgroundBank.build(
+    return _build_bank(
         train.images, train.labels, holes=holes, inpainter=inpainter, classes=train.classes, progress=progress
     )
 
@@ -135,6 +134,7 @@ def train_and_evaluate(
     splits: StampBirdsSplits,
     *,
     swap: Optional[BackgroundSwap] = None,
+    alphas: Optional[Tensor] = None,
     epochs: int = 8,
     seed: int = 0,
     classifier: str = "small_cnn",
@@ -145,19 +145,19 @@ def train_and_evaluate(
 ) -> tuple[torch.nn.Module, dict]:
     """Train a classifier (optionally with a background swap on every batch) and score it on test.
 
-    ``swap`` must hold the training images' foreground alphas as its mask cache (``masks=``): each batch is
-    swapped with ``swap.swap_batch(images, labels, indices=batch_indices)``.
+    With ``swap``, each training batch is swapped with ``swap.swap_batch(images, labels, alphas=alphas[batch])``
+    (``alphas``: the training images' object alphas ``(N, 1, H, W)``, e.g. from :func:`segment_images`).
     Returns the model and ``{"average", "worst_group", "groups", "history", "seconds"}``.
     """
     torch.manual_seed(seed)
     model = build_classifier(classifier, num_classes=len(splits.train.classes))
     batch_fn = None
     if swap is not None:
-        if swap.masks is None:
-            raise ValueError("train_and_evaluate needs a swap with the training masks cached (BackgroundSwap(bank, masks=...))")
+        if alphas is None:
+            raise ValueError("train_and_evaluate with a swap needs the training images' alphas (alphas=...)")
 
         def batch_fn(images: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
-            return swap.swap_batch(images, labels, indices=idx)
+            return swap.swap_batch(images, labels, alphas=alphas[idx])
 
     start = time.perf_counter()
     history = train_classifier(

@@ -1,0 +1,500 @@
+"""build_bank(): segment every image, fill its loose mask with an inpainter, keep the uint8 backgrounds.
+
+One function, three ways to run it:
+
+* **In memory** (``out=None``, the default): returns a :class:`~torch_backswap.bank.BackgroundBank`.
+  With ``out="bank.safetensors"`` the bank is also saved to that file.
+* **Sharded and resumable** (``out=<directory>``, ``shard_size=S``): shard ``k`` holds images
+  ``[k*S, (k+1)*S)`` and is written durably as ``shard-0000k.safetensors`` as soon as it is done; the
+  manifest (``manifest.json``) is written last. Killing the build at any moment and running the same call
+  again rebuilds only the shards that are missing and ends byte-identical to an uninterrupted build.
+  Returns the :class:`~torch_backswap.bankfiles.BankManifest`; load it with
+  :meth:`BackgroundBank.load(out) <torch_backswap.bank.BackgroundBank.load>` or stream it with
+  :class:`~torch_backswap.streaming.StreamingBackgroundBank`.
+* **Distributed** (the sharded build under ``torchrun --nproc_per_node=N``, any number of nodes; gloo on
+  CPU, NCCL on GPU): rank 0 lists the missing shards and broadcasts the list, rank ``r`` builds shards
+  ``todo[r::N]``, rank 0 writes the manifest after a barrier. Same files, byte for byte, as one process.
+  The process group is taken from ``torch.distributed`` if initialised, else created from torchrun's
+  environment (and destroyed at the end). Progress shows on rank 0 only, with the global images/s.
+
+Determinism: batches never straddle a shard boundary and each batch is filled with the inpainter's own
+seeded generator (``PyramidInpainter(seed=0)`` re-seeds on every call), so every shard depends only on its
+images and the settings — never on the rank, the number of processes or where a resumed run started.
+(An inpainter with ``seed=None`` draws from the global RNG and is not reproducible.)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._io import BackswapFileError
+from .bank import BackgroundBank, _as_size, _resize_uint8, to_uint8_rgb
+from .bankfiles import (
+    MANIFEST,
+    BankManifest,
+    ShardInfo,
+    read_bank_header,
+    sha256_file,
+    shard_name,
+    write_shard,
+)
+
+__all__ = ["build_bank"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _int_labels(values: Any, name: str) -> Tensor:
+    """``values`` as int64 ``(N,)``; non-integer values raise ``ValueError`` naming ``name`` and them."""
+    try:
+        t = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be integer class indices, got {values!r}") from err
+    t = t.flatten() if t.ndim == 0 else t
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of integer class indices, got shape {tuple(t.shape)}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be integer class indices, got dtype {t.dtype}")
+    if t.dtype.is_floating_point:
+        bad = ~torch.isfinite(t) | (t != t.round())
+        if bool(bad.any()):
+            raise ValueError(f"{name} must be integer class indices, got non-integer values {t[bad][:5].tolist()}")
+    t = t.to(torch.long)
+    if t.numel() and bool((t < 0).any()):
+        raise ValueError(f"{name} must be >= 0, got {t[t < 0][:5].tolist()}")
+    return t
+
+
+def _item_to_tensor(item: Any) -> Tensor:
+    """One image (PIL, tensor ``(C, H, W)`` or ``(H, W)``, tv_tensors.Image) → uint8 ``(3, H, W)``."""
+    from PIL import Image as PILImage
+
+    if isinstance(item, PILImage.Image):
+        from torchvision.transforms.v2 import functional as TF
+
+        item = TF.pil_to_tensor(item.convert("RGB"))
+    if not isinstance(item, Tensor):
+        raise TypeError(f"images must be tensors or PIL images, got {type(item).__name__}")
+    t = item.as_subclass(Tensor)
+    if t.ndim == 2:
+        t = t[None]
+    return to_uint8_rgb(t[None])[0]
+
+
+def _split_sample(sample: Any) -> tuple[Any, Any]:
+    if isinstance(sample, dict):
+        return sample.get("image", next(iter(sample.values()))), sample.get("label", sample.get("labels"))
+    if isinstance(sample, (tuple, list)):
+        return sample[0], (sample[1] if len(sample) > 1 else None)
+    return sample, None
+
+
+class _Collate:
+    """Collate ``image`` / ``(image, label, ...)`` / ``{"image", "label"}`` samples → uint8 ``(B, 3, H, W)``
+    at ``size`` and int64 labels (``None`` when the samples carry none). Picklable for worker processes."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
+
+    def __call__(self, batch: list) -> tuple[Tensor, Tensor | None]:
+        images, labels = [], []
+        for sample in batch:
+            img, lab = _split_sample(sample)
+            images.append(_resize_uint8(_item_to_tensor(img)[None], self.size)[0])
+            labels.append(lab)
+        if any(lab is None for lab in labels):
+            return torch.stack(images), None
+        return torch.stack(images), _int_labels([torch.as_tensor(x).item() for x in labels], "labels yielded by the dataset")
+
+
+class _Source:
+    """The images to build from: a tensor, a sequence of images or a map-style dataset."""
+
+    def __init__(self, images: Any, labels: Any, size: tuple[int, int] | None, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.labels = None if labels is None else _int_labels(labels, "labels")
+        if isinstance(images, Tensor):
+            x = images[None] if images.ndim == 3 else images
+            if x.ndim != 4:
+                raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+            self.tensor, self.dataset, self.n = x, None, int(x.shape[0])
+            if self.labels is None:
+                raise ValueError("build_bank needs labels for a tensor of images: pass labels=, got labels=None")
+            self.size = size or (int(x.shape[-2]), int(x.shape[-1]))
+        else:
+            if not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
+                raise TypeError(
+                    f"images must be a tensor, a sequence or a map-style dataset, got {type(images).__name__}"
+                )
+            self.tensor, self.dataset, self.n = None, images, len(images)
+            if size is None and self.n:
+                size = tuple(_item_to_tensor(_split_sample(images[0])[0]).shape[-2:])
+            self.size = size
+        if self.n == 0:
+            raise ValueError("build_bank got no images")
+        if self.labels is not None and self.labels.shape[0] != self.n:
+            raise ValueError(f"labels has {self.labels.shape[0]} entries for {self.n} images")
+
+    def batches(self, ranges: list[tuple[int, int]]) -> Iterator[tuple[int, Tensor, Tensor | None]]:
+        """``(start, uint8 images (b, 3, H, W) at size, labels or None)`` for each ``(start, stop)`` range."""
+        if self.tensor is not None:
+            for s, e in ranges:
+                x = _resize_uint8(to_uint8_rgb(self.tensor[s:e]), self.size)
+                yield s, x, None if self.labels is None else self.labels[s:e]
+            return
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=[list(range(s, e)) for s, e in ranges], num_workers=self.num_workers,
+            collate_fn=_Collate(self.size),
+        )
+        for (s, e), (x, lab) in zip(ranges, loader):
+            yield s, x, lab if self.labels is None else self.labels[s:e]
+
+
+def _segmenter_name(segmenter: Any) -> str | None:
+    if segmenter is None or isinstance(segmenter, (str, os.PathLike)):
+        return None if segmenter is None else str(segmenter)
+    for attr in ("name_or_path", "_name_or_path", "pretrained_name"):
+        value = getattr(segmenter, attr, None)
+        if isinstance(value, (str, os.PathLike)):
+            return str(value)
+    return type(segmenter).__name__
+
+
+def _inpainter_name(fill: Any) -> str:
+    from .inpaint import Inpainter
+
+    if isinstance(fill, Inpainter):
+        return repr(fill)
+    if hasattr(fill, "__qualname__"):  # a function: its repr holds a memory address
+        return f"{getattr(fill, '__module__', '')}.{fill.__qualname__}"
+    return type(fill).__qualname__
+
+
+def _ready_segmenter(segmenter: Any, device: torch.device) -> Any:
+    """A segmenter in eval mode on ``device`` that is never the caller's module moved or switched:
+    the caller's module itself when it already is in eval mode on ``device``, else a deep copy."""
+    from .segmenter import PatchSegmenter
+
+    if isinstance(segmenter, (str, os.PathLike)):
+        return PatchSegmenter.from_pretrained(segmenter).eval().to(device)
+    if isinstance(segmenter, torch.nn.Module):
+        tensors = [*segmenter.parameters(), *segmenter.buffers()]
+        on_device = all(t.device == device for t in tensors)
+        if segmenter.training or any(m.training for m in segmenter.modules()) or not on_device:
+            segmenter = copy.deepcopy(segmenter).eval().to(device)
+    return segmenter
+
+
+# ----------------------------------------------------------------------------------------------------------
+# distributed context
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Dist:
+    """rank / world size of a torch.distributed run (or of one process), with the few collectives we use."""
+
+    def __init__(self, device: torch.device) -> None:
+        import torch.distributed as dist
+
+        self.dist, self.created = dist, False
+        env_world = int(os.environ.get("WORLD_SIZE", "1"))
+        if dist.is_available() and not dist.is_initialized() and env_world > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            self.created = True
+        self.active = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+        nccl = self.active and dist.get_backend() == "nccl"
+        self.comm_device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        box = [obj if self.rank == 0 else None]
+        self.dist.broadcast_object_list(box, src=0, device=self.comm_device)
+        return box[0]
+
+    def gather(self, obj: Any) -> list:
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=self.comm_device)
+        self.dist.all_reduce(t)
+        return int(t.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.dist.barrier()
+
+    def close(self) -> None:
+        if self.created:
+            self.dist.destroy_process_group()
+
+
+def _default_device(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the build
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Segment + inpaint batches of a :class:`_Source` on one device."""
+
+    def __init__(self, source: _Source, segmenter: Any, fill: Any, holes: Tensor | None, loose: float,
+                 device: torch.device) -> None:
+        self.source, self.segmenter, self.fill, self.loose, self.device = source, segmenter, fill, loose, device
+        self.holes = holes
+        if holes is not None and holes.shape[0] != source.n:
+            raise ValueError(f"holes has {holes.shape[0]} masks for {source.n} images")
+
+    def backgrounds(self, start: int, x: Tensor) -> Tensor:
+        from .segmenter import segment_probability
+
+        size = self.source.size
+        x = x.to(self.device)
+        b = x.shape[0]
+        with torch.no_grad():
+            if self.holes is not None:
+                hole = self.holes[start : start + b].to(self.device)
+                hole = hole > 0.5 if hole.dtype.is_floating_point else hole.bool()
+                if tuple(hole.shape[-2:]) != size:
+                    hole = torch.nn.functional.interpolate(hole.float(), size=size, mode="nearest") > 0.5
+            else:
+                hole = segment_probability(self.segmenter, x, size) > self.loose
+            # uint8 in -> uint8 out: the inpainter rounds exactly as to_uint8_rgb would
+            filled = self.fill(x, hole)
+        return to_uint8_rgb(filled) if filled.dtype != torch.uint8 else filled
+
+
+def _batch_ranges(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + batch_size, stop)) for s in range(start, stop, batch_size)]
+
+
+def build_bank(
+    images: Tensor | Sequence | torch.utils.data.Dataset,
+    labels: Tensor | Sequence[int] | None = None,
+    segmenter: Any = None,
+    inpainter: Any = "pyramid",
+    *,
+    holes: Tensor | None = None,
+    size: int | Sequence[int] | None = None,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    loose_threshold: float | None = None,
+    classes: Sequence[str] | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    metadata: dict | None = None,
+    out: str | os.PathLike | None = None,
+    shard_size: int | None = None,
+) -> BackgroundBank | BankManifest:
+    """Segment every image, fill its loose mask with the inpainter and keep the uint8 result.
+
+    Args:
+        images: uint8/float tensor ``(N, C, H, W)`` (C in 1/3/4), a sequence of images (PIL / tensors), or
+            a map-style dataset whose items are ``image`` or ``(image, label, ...)`` /
+            ``{"image": ..., "label": ...}``.
+        labels: ``(N,)`` integer class labels (optional when the dataset yields them; non-integer values
+            such as ``[0.5, 1.7]`` raise ``ValueError``).
+        segmenter: a :class:`~torch_backswap.segmenter.PatchSegmenter`, a name / path for
+            ``PatchSegmenter.from_pretrained``, or any callable ``images -> (B, S, S) logits``. Never moved
+            or switched to eval mode: a module in training mode or on another device is deep-copied.
+            Not needed when ``holes`` are given.
+        inpainter: name or object for :func:`~torch_backswap.inpaint.get_inpainter`.
+        holes: optional ``(N, 1, H, W)`` given hole masks (bool / float > 0.5) instead of a segmenter
+            (resized to ``size`` with nearest neighbour).
+        size: bank resolution ``(H, W)`` or int; every image is resized to it (antialiased; the aspect
+            ratio is not kept). Default: the first image's size.
+        batch_size: images per segment-and-inpaint step.
+        device: where segmentation and inpainting run (an in-memory bank is returned on this device).
+            Under torchrun ``"cuda"`` means ``cuda:LOCAL_RANK``.
+        loose_threshold: foreground probability above which a pixel is a hole (default
+            :data:`~torch_backswap.segmenter.LOOSE_THRESHOLD` = 0.1, the paper's loose mask).
+        classes: class names stored with the bank.
+        num_workers: DataLoader workers to decode a dataset.
+        progress: show a tqdm bar (unit: images, so it reports images/s; rank 0 only).
+        metadata: extra JSON-serialisable metadata to store.
+        out: ``None``; a ``.safetensors`` file to save the in-memory bank to; or, with ``shard_size``,
+            the directory of a sharded, resumable build.
+        shard_size: backgrounds per shard (makes the build sharded, resumable and distributable).
+
+    Returns:
+        The in-memory :class:`~torch_backswap.bank.BackgroundBank` (without ``shard_size``), or the
+        :class:`~torch_backswap.bankfiles.BankManifest` of the sharded bank in ``out``. Either carries
+        ``build_stats = {"images", "seconds", "images_per_s"}`` (images built by all ranks in this run).
+
+    Example:
+        >>> import torch
+        >>> images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+        >>> holes = torch.zeros(4, 1, 16, 16, dtype=torch.bool); holes[:, :, 4:12, 4:12] = True
+        >>> bank = build_bank(images, [0, 1, 0, 1], holes=holes, progress=False)
+        >>> len(bank), bank.size
+        (4, (16, 16))
+    """
+    from .inpaint import get_inpainter
+    from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
+        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+    if shard_size is not None and out is None:
+        raise ValueError("shard_size needs out=<directory> to write the shards to, got out=None")
+    loose = LOOSE_THRESHOLD if loose_threshold is None else float(loose_threshold)
+    if not 0.0 <= loose <= 1.0:
+        raise ValueError(f"loose_threshold must be in [0, 1], got {loose_threshold!r}")
+    if segmenter is None and holes is None:
+        raise ValueError("build_bank needs a segmenter (or given holes), got segmenter=None")
+    if shard_size is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("a distributed build (WORLD_SIZE > 1) writes shards: pass out=<directory> and shard_size")
+    device = _default_device(device)
+    source = _Source(images, labels, _as_size(size), num_workers)
+    seg_name = None if holes is not None else _segmenter_name(segmenter)
+    fill = get_inpainter(inpainter)
+    builder = _Builder(source, None if holes is not None else _ready_segmenter(segmenter, device), fill, holes,
+                       loose, device)
+    settings = {
+        "segmenter": seg_name,
+        "inpainter": _inpainter_name(fill),
+        "loose_threshold": loose,
+        "tight_threshold": TIGHT_THRESHOLD,
+        "source_count": source.n,
+    }
+    if shard_size is None:
+        bank = _build_in_memory(builder, batch_size, classes, dict(settings, **(metadata or {})), progress)
+        if out is not None:
+            bank.save(out)
+        return bank
+    settings.update({"resolution": list(source.size), "batch_size": batch_size, "shard_size": shard_size,
+                     "device_type": device.type, "given_holes": holes is not None})
+    return _build_shards(builder, Path(out), shard_size, batch_size, classes, settings, dict(metadata or {}),
+                         progress)
+
+
+def _build_in_memory(builder: _Builder, batch_size: int, classes: Sequence[str] | None, meta: dict,
+                     progress: bool) -> BackgroundBank:
+    from tqdm.auto import tqdm
+
+    source = builder.source
+    out_bg, out_lab = [], []
+    start = time.perf_counter()
+    with tqdm(total=source.n, unit="img", desc="building background bank", disable=not progress) as bar:
+        for s, x, lab in source.batches(_batch_ranges(0, source.n, batch_size)):
+            out_bg.append(builder.backgrounds(s, x))
+            out_lab.append(lab)
+            bar.update(x.shape[0])
+            bar.set_postfix(images_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.0f}")
+    seconds = time.perf_counter() - start
+    if any(lab is None for lab in out_lab):
+        raise ValueError("build_bank needs labels: pass labels= or a dataset yielding (image, label)")
+    bank = BackgroundBank(torch.cat(out_bg), torch.cat(out_lab).to(builder.device), classes, meta)
+    bank.build_stats = {"images": source.n, "seconds": seconds, "images_per_s": source.n / max(seconds, 1e-9)}
+    return bank
+
+
+def _existing_shard(path: Path, index: int, count: int, settings: dict) -> ShardInfo | None:
+    """The :class:`ShardInfo` of a complete shard from an earlier run, ``None`` when absent or unreadable;
+    ``ValueError`` when it was built with other settings (never mix two builds in one directory)."""
+    if not path.is_file():
+        return None
+    try:
+        meta = read_bank_header(path)
+    except BackswapFileError:
+        return None  # written by no build of ours (shards are renamed into place whole): rebuild it
+    if meta.get("builder") != settings or meta.get("shard") != index or meta.get("count") != count:
+        raise ValueError(
+            f"{path} was built with other settings ({meta.get('builder')!r}, shard {meta.get('shard')!r}, "
+            f"{meta.get('count')!r} images) than this run ({settings!r}, shard {index}, {count} images); "
+            "use another output directory or delete it"
+        )
+    return ShardInfo(path.name, count, path.stat().st_size, sha256_file(path))
+
+
+def _build_shards(builder: _Builder, out: Path, shard_size: int, batch_size: int, classes: Sequence[str] | None,
+                  settings: dict, metadata: dict, progress: bool) -> BankManifest:
+    from tqdm.auto import tqdm
+
+    source = builder.source
+    n_shards = math.ceil(source.n / shard_size)
+    bounds = [(k * shard_size, min((k + 1) * shard_size, source.n)) for k in range(n_shards)]
+    classes = None if classes is None else [str(c) for c in classes]
+    shard_meta = {"builder": settings, **({"user": metadata} if metadata else {})}
+    dist = _Dist(builder.device)
+    try:
+        if dist.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if (out / MANIFEST).is_file():
+                done = BankManifest.read(out)
+                if done.builder != settings or done.metadata != metadata or done.classes != classes:
+                    raise ValueError(f"{out} holds a finished bank built with other settings ({done.builder!r}); "
+                                     "use another output directory or delete it")
+            found = {k: _existing_shard(out / shard_name(k), k, e - s, shard_meta) for k, (s, e) in enumerate(bounds)}
+            plan = {"todo": [k for k, info in found.items() if info is None],
+                    "found": {k: info for k, info in found.items() if info is not None}}
+        else:
+            plan = None
+        plan = dist.broadcast(plan)
+        mine = plan["todo"][dist.rank :: dist.world]
+        rounds = math.ceil(len(plan["todo"]) / dist.world)
+        todo_images = sum(bounds[k][1] - bounds[k][0] for k in plan["todo"])
+        written: dict[int, ShardInfo] = {}
+        start = time.perf_counter()
+        with tqdm(total=todo_images, unit="img", desc=f"building {out.name} ({dist.world} proc)",
+                  disable=not progress or dist.rank != 0) as bar:
+            for r in range(rounds):
+                n_done = 0
+                if r < len(mine):
+                    k = mine[r]
+                    bgs, labs = [], []
+                    for s, x, lab in source.batches(_batch_ranges(*bounds[k], batch_size)):
+                        if lab is None:
+                            raise ValueError("build_bank needs labels: pass labels= or a dataset yielding (image, label)")
+                        bgs.append(builder.backgrounds(s, x).cpu())
+                        labs.append(lab)
+                        if dist.world == 1:
+                            bar.update(x.shape[0])
+                    written[k] = write_shard(out, k, torch.cat(bgs), torch.cat(labs), classes, shard_meta)
+                    n_done = written[k].count
+                n_done = dist.sum(n_done)
+                if dist.world > 1:
+                    bar.update(n_done)
+                bar.set_postfix(images_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.0f}")
+        seconds = time.perf_counter() - start
+        everything = dict(plan["found"])
+        for part in dist.gather(written):
+            everything.update(part)
+        manifest = BankManifest(out, tuple(source.size), classes, shard_size,
+                                [everything[k] for k in range(n_shards)], settings, metadata)
+        if dist.rank == 0:
+            manifest.write()
+        dist.barrier()
+    finally:
+        dist.close()
+    manifest.build_stats = {"images": todo_images, "seconds": seconds, "images_per_s": todo_images / max(seconds, 1e-9)}
+    return manifest
