@@ -135,7 +135,7 @@ def read_json_object(path: str | os.PathLike, what: str) -> dict:
         bad = raw[err.start:err.start + 1]
         raise BackswapFileError(path, f"{what} is not UTF-8 text (byte {err.start} is {bad!r})") from err
     except json.JSONDecodeError as err:
-        problem = "empty file" if not raw.strip() else f"{err.msg} at line {err.lineno}, column {err.colno}"
+        problem = "empty file" if not raw.strip() else f"{err.msg} (line {err.lineno}, column {err.colno})"
         raise BackswapFileError(path, f"{what} is not valid JSON: {problem}") from err
     except RecursionError as err:
         raise BackswapFileError(path, f"{what} is not valid JSON: nested too deeply") from err
