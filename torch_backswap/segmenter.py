@@ -411,33 +411,90 @@ class PatchSegmenter(
         """Load a segmenter from a local directory, the Hub or the bundled weights (see
         :func:`torch_backswap.hub.resolve_pretrained`). Reads ``config.json`` (JSON) and
         ``model.safetensors`` only – never a pickle. ``overrides`` replace config entries (e.g.
-        ``dropout``); the model is returned in eval mode."""
-        from safetensors.torch import load_file
+        ``dropout``); the model is returned in eval mode.
+
+        Raises:
+            PretrainedNotFoundError: no directory, Hub repo or bundled copy holds both files.
+            BackswapFileError: naming ``config.json`` (not UTF-8 / not JSON / not an object / invalid values) or
+                ``model.safetensors`` (empty, truncated, corrupt, another format, or tensors that do not fit
+                the model the config describes); the underlying error is chained.
+        """
+        from ._io import BackswapFileError, load_safetensors, read_json_object
 
         directory = resolve_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
                                        local_files_only=local_files_only)
-        with open(directory / "config.json", encoding="utf-8") as handle:
-            config = json.load(handle)
-        if not isinstance(config, dict):
-            raise ValueError(f"{directory / 'config.json'}: expected a JSON object, got {type(config).__name__}")
+        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+        config = read_json_object(config_path, "segmenter config")
         known = cls._hub_mixin_init_parameters
         unknown = sorted(set(config) - set(known))
         if unknown:
-            warnings.warn(f"{directory / 'config.json'}: ignoring unknown keys {unknown}", stacklevel=2)
+            warnings.warn(f"{config_path}: ignoring unknown keys {unknown}", stacklevel=2)
         kwargs = {k: v for k, v in config.items() if k in known}
-        kwargs.update(overrides)
         kwargs["pretrained_backbone"] = False  # the weights come from the file
-        model = cls(**kwargs)
-        state = load_file(str(directory / "model.safetensors"), device=str(map_location))
+        try:
+            model = cls(**{**kwargs, **overrides, "pretrained_backbone": False})
+        except (TypeError, ValueError) as err:
+            if overrides:  # blame the file only if its own values fail, too
+                try:
+                    cls(**kwargs)
+                except (TypeError, ValueError):
+                    pass
+                else:
+                    raise
+            raise BackswapFileError(config_path, f"invalid segmenter config: {err}") from err
+        state = load_safetensors(weights_path, "segmenter weights file", device=str(map_location))
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        problems = []
+        if reshaped:
+            k = reshaped[0]
+            problems.append(f"{len(reshaped)} of another shape (e.g. {k!r}: file {tuple(state[k].shape)}, "
+                            f"model {tuple(expected[k].shape)})")
+        if strict and missing:
+            problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if strict and unexpected:
+            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if problems:
+            raise BackswapFileError(weights_path, "segmenter weights do not fit the model config.json describes: "
+                                    f"tensors {', '.join(problems)}")
         model.load_state_dict(state, strict=strict)
         model.to(map_location)
         model.eval()
         return model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> str | None:  # type: ignore[override]
-        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` (unless present) to
-        ``save_directory`` (see :meth:`huggingface_hub.ModelHubMixin.save_pretrained` for ``kwargs``)."""
-        return super().save_pretrained(Path(save_directory), **kwargs)
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        config: dict | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict | None = None,
+        **push_to_hub_kwargs,
+    ) -> str | None:
+        """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` (unless present) to
+        ``save_directory``, each durably (:mod:`torch_backswap._io`: a temporary file unique to this writer,
+        ``fsync``, ``os.replace``): an interrupted save leaves each file old or new, never half written.
+        ``config`` replaces :attr:`config`; ``push_to_hub`` and the rest behave as in
+        :meth:`huggingface_hub.ModelHubMixin.save_pretrained`. Returns the commit URL when pushing, else ``None``.
+        """
+        from safetensors.torch import save_model
+
+        from ._io import atomic_write_text, write_with
+
+        directory = Path(save_directory)
+        config = self.config if config is None else dict(config)
+        write_with(directory / "model.safetensors", lambda tmp: save_model(self, str(tmp)))
+        atomic_write_text(directory / "config.json", json.dumps(config, sort_keys=True, indent=2))
+        if not (directory / "README.md").exists():  # never overwrite a model card
+            card = self.generate_model_card(**(model_card_kwargs or {}))
+            write_with(directory / "README.md", card.save)
+        if push_to_hub:
+            return self.push_to_hub(repo_id=repo_id or directory.name, config=config,
+                                    model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+        return None
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, backbone={self.backbone_name!r}, input_size={self.input_size}"
