@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._io import atomic_write_text
 from .labels import PatchLabels
 from .metrics import cell_balanced_accuracy
 from .segmenter import PatchSegmenter, prepare_images
@@ -185,11 +186,8 @@ def _evaluate(model: PatchSegmenter, images: Tensor, grids: Tensor, batch_size: 
 def _save(model: PatchSegmenter, output_dir: Path | None, history: list[dict], info: dict) -> None:
     if output_dir is None:
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    tmp = output_dir / "history.json.tmp"
-    tmp.write_text(json.dumps({"history": history, **info}, indent=2))
-    os.replace(tmp, output_dir / "history.json")
+    model.save_pretrained(output_dir)  # durable: each file via _io (unique temp, fsync, replace)
+    atomic_write_text(output_dir / "history.json", json.dumps({"history": history, **info}, indent=2))
 
 
 def finetune_segmenter(

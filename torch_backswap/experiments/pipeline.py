@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from torch_backswap._io import write_with
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.build import build_bank as _build_bank
 from torch_backswap.experiments.classifier import build_classifier, evaluate_groups, train_classifier
@@ -192,8 +193,8 @@ def save_swap_grid(
         grid = F.interpolate(grid[None].float(), scale_factor=scale, mode="nearest")[0].to(torch.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
-    return path
+    image = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    return write_with(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def format_group_table(results: dict[str, dict]) -> str:
