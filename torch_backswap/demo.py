@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from torch_backswap._io import atomic_write_text
 from torch_backswap.experiments.pipeline import (
     build_bank,
     format_group_table,
@@ -121,7 +122,7 @@ def run_demo(
         "classifiers": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()},
         "seconds": time.perf_counter() - start,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=float))
     say("5/5 test accuracy (group-balanced test set, held-out background photos):")
     if progress:
         print(table)
