@@ -28,8 +28,8 @@ from torch_backswap.experiments.pipeline import (
     build_bank,
     format_group_table,
     load_splits,
-    predict_masks,
     save_swap_grid,
+    segment_images,
     segmenter_quality,
     simulated_patch_labels,
     train_and_evaluate,
@@ -90,24 +90,24 @@ def run_demo(
         f"{after['patch_balanced_accuracy']:.3f}, tight-mask IoU {before['tight_mask_iou']:.3f} -> "
         f"{after['tight_mask_iou']:.3f}")
 
-    _, tight, loose = predict_masks(seg, splits.train.images)
+    _, tight, loose = segment_images(seg, splits.train.images)
     bank = build_bank(splits.train, loose, progress=progress)
     bank.save(out / "bank.safetensors")
     say(f"3/5 background bank: {len(bank)} backgrounds ({bank.build_stats['images_per_s']:.0f} images/s)")
 
-    swap = BackgroundSwap(bank, masks=tight, seed=seed)
+    swap = BackgroundSwap(bank, seed=seed)
     results = {}
     _, results["erm"] = train_and_evaluate(splits, epochs=epochs, seed=seed, progress=progress, desc="ERM")
     say(f"4/5 ERM: worst-group {results['erm']['worst_group']:.3f}")
     _, results["backswap"] = train_and_evaluate(
-        splits, swap=swap, epochs=epochs, seed=seed, progress=progress, desc="BackSwap"
+        splits, swap=swap, alphas=tight, epochs=epochs, seed=seed, progress=progress, desc="BackSwap"
     )
     say(f"4/5 BackSwap: worst-group {results['backswap']['worst_group']:.3f}")
 
     n_show = 8
     show = torch.arange(n_show) * (len(splits.train) // n_show)
     grid_swap = BackgroundSwap(bank, seed=seed + 1)
-    swapped = grid_swap.swap_batch(splits.train.images[show], splits.train.labels[show], masks=tight[show])
+    swapped = grid_swap.swap_batch(splits.train.images[show], splits.train.labels[show], alphas=tight[show])
     holes_filled = bank.backgrounds[show]
     save_swap_grid(out / "swap_grid.png", splits.train.images[show], tight[show], holes_filled, swapped)
 

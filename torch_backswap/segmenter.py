@@ -29,11 +29,12 @@ Backbones:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,8 @@ __all__ = [
     "logits_to_probability",
     "prepare_images",
     "probability_to_mask",
+    "eval_mode",
+    "segment_logits",
     "segment_probability",
     "segmenter_input",
 ]
@@ -143,15 +146,16 @@ def probability_to_mask(prob: Tensor, threshold: float, feather: float = 0.0) ->
 
 
 def segmenter_input(images: Tensor, segmenter: Any) -> Tensor:
-    """Shrink a uint8 CPU batch to the segmenter's own input size before it runs.
+    """Shrink a large uint8 CPU batch to the segmenter's own input size before it runs.
 
-    A :class:`~torch_backswap.segmenter.PatchSegmenter` converts its input to float at full resolution and
-    then resizes it to ``input_size`` (antialiased). For uint8 images on the CPU this does the resize
-    first, on the uint8 bytes in channels-last layout (torch's vectorised uint8 antialias path), so the
-    segmenter never touches the full-resolution image: ~20x less work for that step at 224 px. The
-    only difference is the rounding of the resized pixels to whole grey levels, which moves the
-    foreground probabilities by less than 0.02 (tested). Anything else (float images, GPU, callables
-    without an ``input_size``, images already at that size) is returned unchanged.
+    A :class:`PatchSegmenter` converts its input to float at full resolution and then resizes it to
+    ``input_size`` (antialiased). For uint8 images on the CPU that are *larger* than ``input_size`` this does
+    the resize first, on the uint8 bytes in channels-last layout (torch's vectorised uint8 antialias path),
+    so the segmenter never touches the full-resolution image: ~20x less work for that step at 224 px. The
+    only difference is the rounding of the resized pixels to whole grey levels, which moves the foreground
+    probabilities by less than 0.02 (tested). Anything else (float images, GPU, callables without an
+    ``input_size``, images at or below that size) is returned unchanged: upsampling in uint8 would only add
+    rounding.
 
     Args:
         images: ``(B, 3, H, W)``.
@@ -167,26 +171,56 @@ def segmenter_input(images: Tensor, segmenter: Any) -> Tensor:
         or images.device.type != "cpu"
         or images.ndim != 4
         or images.shape[1] != 3
-        or tuple(images.shape[-2:]) == (size, size)
+        or images.shape[-2] <= size
+        or images.shape[-1] <= size
     ):
         return images
     x = images.contiguous(memory_format=torch.channels_last)
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def segment_probability(segmenter: Any, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-    """Foreground probability ``(B, 1, H, W)`` float32 of ``images`` at ``size`` (default: the images' size).
+@contextlib.contextmanager
+def eval_mode(module: Any) -> Iterator[Any]:
+    """Run ``module`` in eval mode under ``torch.no_grad`` and restore its previous mode afterwards.
 
-    Runs ``segmenter`` once at its own input size (see :func:`segmenter_input`) under ``torch.no_grad``
-    and upsamples the cell probabilities once, straight to ``size``
-    (:func:`~torch_backswap.segmenter.logits_to_probability`).
+    Anything that is not an ``nn.Module`` (a plain callable) is used as is.
     """
+    was_training = isinstance(module, nn.Module) and module.training
+    if was_training:
+        module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        if was_training:
+            module.train()
+
+
+def segment_logits(segmenter: Any, images: Tensor) -> Tensor:
+    """The one route from images to cell logits, for a :class:`PatchSegmenter` or any callable
+    ``images (B, 3, H, W) -> (B, S, S) logits``.
+
+    Runs in eval mode without gradients (:func:`eval_mode`), on :func:`segmenter_input`, on the segmenter's
+    device. Returns float ``(B, S, S)`` logits on the images' device.
+    """
+    seg_device = next((t.device for t in segmenter.parameters()), None) if isinstance(segmenter, nn.Module) else None
+    x = segmenter_input(images, segmenter)
+    if seg_device is not None and x.device != seg_device:
+        x = x.to(seg_device)
+    with eval_mode(segmenter):
+        logits = segmenter(x)
+    if not isinstance(logits, Tensor) or logits.ndim not in (3, 4) or logits.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"the segmenter must return ({images.shape[0]}, S, S) logits, got {getattr(logits, 'shape', type(logits))}"
+        )
+    return (logits[:, 0] if logits.ndim == 4 else logits).to(images.device)
+
+
+def segment_probability(segmenter: Any, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    """Foreground probability ``(B, 1, H, W)`` float32 of ``images`` at ``size`` (default: the images' size):
+    :func:`segment_logits`, then :func:`logits_to_probability` (one upsampling, straight to ``size``)."""
     out_size = tuple(images.shape[-2:]) if size is None else tuple(size)
-    with torch.no_grad():
-        logits = segmenter(segmenter_input(images, segmenter))
-    if not isinstance(logits, Tensor) or logits.ndim not in (3, 4):
-        raise ValueError(f"the segmenter must return (B, S, S) logits, got {getattr(logits, 'shape', type(logits))}")
-    return logits_to_probability(logits.to(images.device), out_size)
+    return logits_to_probability(segment_logits(segmenter, images), out_size)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -368,21 +402,23 @@ class PatchSegmenter(
         logits = self.net(self.normalize(images))
         return logits[0] if unbatched else logits
 
-    @torch.no_grad()
-    def predict_probability(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        """Foreground probability ``(B,1,H,W)`` float32 in ``[0,1]``, at ``size`` (default: the images'
-        ``(H, W)``). Runs in eval mode (the previous mode is restored)."""
-        if images.ndim == 3:
-            images = images[None]
-        out_size = tuple(images.shape[-2:]) if size is None else size
-        was_training = self.training
-        self.eval()
-        try:
-            return logits_to_probability(self(images), out_size)
-        finally:
-            self.train(was_training)
+    def predict_logits(self, images: Tensor) -> Tensor:
+        """Cell logits ``(B, S, S)`` float32 of ``(B, C, H, W)`` (or ``(C, H, W)``) uint8 / float images, in eval
+        mode without gradients (the previous mode is restored): :func:`segment_logits`.
 
-    @torch.no_grad()
+        Example:
+            >>> import torch
+            >>> seg = PatchSegmenter(grid_size=4, input_size=32)
+            >>> tuple(seg.predict_logits(torch.zeros(2, 3, 40, 50, dtype=torch.uint8)).shape)
+            (2, 4, 4)
+        """
+        return segment_logits(self, images[None] if images.ndim == 3 else images)
+
+    def predict_probability(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """Foreground probability ``(B, 1, H, W)`` float32 in ``[0, 1]`` at ``size`` (default: the images'
+        ``(H, W)``): :func:`segment_probability`."""
+        return segment_probability(self, images[None] if images.ndim == 3 else images, size)
+
     def predict_masks(
         self,
         images: Tensor,
@@ -391,7 +427,9 @@ class PatchSegmenter(
         loose: float = LOOSE_THRESHOLD,
         feather: float = 0.0,
     ) -> tuple[Tensor, Tensor]:
-        """``(tight, loose)`` masks ``(B,1,H,W)`` float in ``[0,1]`` (see :func:`probability_to_mask`)."""
+        """``(tight, loose)`` masks ``(B, 1, H, W)`` float32 in ``[0, 1]`` from one
+        :meth:`predict_probability` (see :func:`probability_to_mask`): the tight mask is the cut-out, the
+        loose mask the hole to inpaint."""
         prob = self.predict_probability(images, size)
         return probability_to_mask(prob, tight, feather), probability_to_mask(prob, loose, feather)
 

@@ -1,38 +1,40 @@
 """``BackgroundSwap``: a torchvision v2 transform that pastes each image's object onto a new background.
 
-Per sample (segmenter → tight mask → one jitter → blend onto a bank background)::
+Per sample, inside any ``Compose`` (PIL, tensor or ``tv_tensors.Image`` in; the same type out)::
 
-    swap = BackgroundSwap(bank, segmenter)                       # or BackgroundSwap.from_pretrained(name, bank=bank)
+    swap = BackgroundSwap(bank, segmenter)
     train_tf = v2.Compose([swap, v2.RandomResizedCrop(224, scale=(0.7, 1.0)), v2.RandomHorizontalFlip(), ...])
 
-Per batch, in the style of ``CutMix`` / ``MixUp`` (labels pass through unchanged)::
+Per batch, like ``v2.CutMix`` (labels found by ``labels_getter`` and returned unchanged)::
 
-    images, labels = swap(images, labels)                        # (B, C, H, W) uint8 or float
+    images, labels = swap(images, labels)                              # (B, C, H, W) uint8 or float
     loader = DataLoader(ds, batch_size=64, collate_fn=swap.collate_fn)   # collate, then one batched swap
 
-Where the work happens
-----------------------
-* Main process: on the bank's device. With a GPU bank, the fastest pattern is ``num_workers`` decoding on
-  CPU and the swap applied to the batch **after** ``.to(device)`` (``images, labels = swap(images.cuda(),
-  labels)``), or ``collate_fn=swap.collate_fn`` with ``num_workers=0``.
-* DataLoader worker processes: always CPU, from the bank's CPU tensors (``bank.share_memory_()`` shares
-  one copy across workers) and a CPU copy of the segmenter made in the main process — CUDA is never
-  touched in a worker. If no CPU copy of a CUDA segmenter exists, one clear ``RuntimeError`` says how to
-  set it up.
+What is the object
+------------------
+The object's alpha is an :class:`~torch_backswap.alpha.ObjectAlpha` in the sample (e.g. from
+:class:`~torch_backswap.alpha.ObjectAlphaDataset` for a fixed dataset), or else the segmenter's tight mask.
+Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object (see
+:func:`~torch_backswap.functional.move_masks` / :func:`~torch_backswap.functional.move_boxes`); labels and
+every other item pass through untouched. A sample that is not swapped (``p``, no object found, an object
+smaller than ``min_foreground``) comes back bit-identical, every part of it.
 
-Randomness
-----------
-``seed=None`` (default) draws from torch's global RNG, which DataLoader already seeds differently per
-worker; with ``seed=int`` (or ``generator=``) the swap owns its stream: the same seed gives the same
-outputs, each worker derives its stream from ``(seed, worker seed)`` (different per worker and epoch,
-reproducible under ``torch.manual_seed``) and each distributed rank from ``(seed, rank)``.
+How one call runs
+-----------------
+:meth:`make_params` samples the call's random choices once
+(:func:`~torch_backswap.functional.sample_params`), finds the object's alpha, and composites the batch
+(:func:`~torch_backswap.functional.swap_backgrounds`); :meth:`transform` then returns each input in its own
+kind (image, object alpha, other masks, boxes). :attr:`last_record` holds the call's per-sample provenance
+(:class:`~torch_backswap.functional.SwapRecord`); :meth:`swap_batch` takes ``params=`` to replay a call.
+``forward`` only adds the label lookup in front of torchvision's skeleton, exactly as ``v2.CutMix`` does.
+
+Devices, workers and randomness: see :mod:`torch_backswap._runtime`.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import PIL.Image
 import torch
@@ -40,99 +42,60 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
+from ._checks import (
+    check_choice,
+    check_fraction,
+    check_images,
+    check_labels,
+    check_non_negative,
+    describe,
+    value_range_of,
+)
+from ._image import from_rgb, mask_to_alpha, pil_to_tensor, resize_alpha, tensor_to_pil, to_rgb
+from ._runtime import SwapRuntime, parse_device
+from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
-from .segmenter import segmenter_input
-from .composite import REFERENCE_SIZE, composite, jitter_affine, sample_jitter, soft_alpha
+from .composite import REFERENCE_SIZE, sample_jitter
+from .functional import (
+    SwapParams,
+    SwapRecord,
+    gather_backgrounds,
+    move_alpha,
+    move_boxes,
+    move_masks,
+    sample_params,
+    swap_backgrounds,
+)
+from .segmenter import TIGHT_THRESHOLD, probability_to_mask, segment_probability
 
-__all__ = ["BackgroundSwap", "BackgroundSwapCollate"]
+__all__ = ["BackgroundSwap", "BackgroundSwapCollate", "default_labels_getter"]
 
 _LABEL_KEYS = ("label", "labels", "target", "targets", "y")
-_INDEX_KEYS = ("index", "idx")
 
 
-def _module_device(module: Any) -> torch.device | None:
-    if isinstance(module, nn.Module):
-        for t in module.parameters():
-            return t.device
-        for t in module.buffers():
-            return t.device
+def default_labels_getter(sample: Any) -> Any:
+    """Find the labels of a sample the way ``v2.CutMix`` does: the value of the first key named ``label``,
+    ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or the second item of an
+    ``(image, label, ...)`` tuple. Returns ``None`` when there is none."""
+    if isinstance(sample, dict):
+        by_lower = {str(k).lower(): k for k in sample}
+        for key in _LABEL_KEYS:
+            if key in by_lower:
+                return sample[by_lower[key]]
+        return None
+    if isinstance(sample, (tuple, list)) and len(sample) >= 2:
+        candidate = sample[1]
+        if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image, dict)):
+            return None
+        return candidate
     return None
 
 
-def _cpu_copy(module: Any) -> Any:
-    """A CPU version of ``module`` (itself when it already is one or is not a Module)."""
-    dev = _module_device(module)
-    if dev is None or dev.type == "cpu":
-        return module
-    return copy.deepcopy(module).cpu()
-
-
-def _mask_to_alpha(mask: Tensor, *, compact: bool = False) -> Tensor:
-    """Given foreground masks (bool, uint8 0/1 or 0/255, float [0, 1]) → alpha, same shape.
-
-    ``compact=False``: float alpha in [0, 1]. ``compact=True``: the same alpha without the float copy where
-    the composite kernels read the mask as it is — bool stays bool, uint8 0/255 stays uint8 (read as
-    ``value / 255``), uint8 0/1 becomes bool; floats are checked and clamped as before. Both give the
-    same composite, bit for bit (the kernels convert exactly as this function does).
-    """
-    m = mask.as_subclass(Tensor)
-    if m.dtype == torch.bool:
-        return m if compact else m.float()
-    if m.dtype == torch.uint8:
-        scaled = m.numel() > 0 and int(m.amax()) > 1
-        if compact:
-            return m if scaled else m > 0
-        return m.float() / (255.0 if scaled else 1.0)
-    if m.dtype.is_floating_point:
-        if not bool(torch.isfinite(m).all()):
-            raise ValueError("masks contain NaN or inf values")
-        return m.float().clamp(0.0, 1.0)
-    return m > 0 if compact else (m > 0).float()
-
-
-def _drop_specks(alpha: Tensor, min_fraction: float) -> Tensor:
-    """Zero the alpha of samples whose foreground (alpha > 0.5) covers less than ``min_fraction`` of the image.
-
-    Works on every compact alpha dtype (bool, uint8 0..255, float); returns a new tensor only when a
-    sample is dropped.
-    """
-    if alpha.dtype == torch.bool:
-        solid = alpha
-    elif alpha.dtype == torch.uint8:
-        solid = alpha > 127
-    else:
-        solid = alpha > 0.5
-    small = solid.flatten(1).float().mean(1) < min_fraction
-    if not bool(small.any()):
-        return alpha
-    alpha = alpha.clone()
-    alpha[small] = 0
-    return alpha
-
-
-def _float_alpha(alpha: Tensor) -> Tensor:
-    """A compact alpha of :func:`_mask_to_alpha` (bool / uint8 0..255 / float) → float32 in [0, 1]."""
-    if alpha.dtype == torch.uint8:
-        return alpha.float() / 255.0
-    return alpha.float()
-
-
-def _as_batch_masks(
-    masks: Tensor, b: int, size: tuple[int, int], name: str = "masks", *, compact: bool = False
-) -> Tensor:
-    m = masks.as_subclass(Tensor) if isinstance(masks, Tensor) else torch.as_tensor(masks)
-    if m.ndim == 2:
-        m = m[None, None]
-    elif m.ndim == 3:
-        m = m[:, None] if m.shape[0] == b and b != 1 else m[None] if m.shape[0] == 1 else m[:, None]
-    if m.ndim != 4 or m.shape[0] != b or m.shape[1] != 1:
-        raise ValueError(f"{name} must be (B, 1, H, W) (or (B, H, W)) with B={b}, got shape {tuple(masks.shape)}")
-    alpha = _mask_to_alpha(m, compact=compact)
-    if tuple(alpha.shape[-2:]) != tuple(size):
-        alpha = torch.nn.functional.interpolate(_float_alpha(alpha), size=size, mode="bilinear", align_corners=False)
-    return alpha
+def _is_image(item: Any) -> bool:
+    return isinstance(item, (PIL.Image.Image, tv_tensors.Image)) or (
+        isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
+    )
 
 
 class BackgroundSwap(v2.Transform):
@@ -140,35 +103,40 @@ class BackgroundSwap(v2.Transform):
 
     Args:
         bank: a :class:`~torch_backswap.bank.BackgroundBank` (or a path to a saved one).
-        segmenter: a :class:`~torch_backswap.segmenter.PatchSegmenter` or any callable
-            ``images (B, 3, H, W) uint8|float -> (B, S, S) logits``. Optional when masks are given (a
-            ``tv_tensors.Mask`` in the sample, ``masks=`` cache, or ``swap_batch(masks=...)``).
-        p: probability per sample of swapping (others are returned unchanged).
-        strategy: background sampling, ``"class_balanced"`` (paper), ``"uniform"`` or ``"other_class"``
-            (needs labels in the sample).
-        tight_threshold: foreground probability of the tight mask (paper: 0.67).
+        segmenter: a :class:`~torch_backswap.segmenter.PatchSegmenter` or any callable ``images (B, 3, H, W)
+            uint8|float -> (B, S, S) logits``. Optional when samples carry an :class:`ObjectAlpha`.
+        p: probability per sample of swapping (the others are returned unchanged).
+        strategy: background sampling: ``"class_balanced"`` (paper), ``"uniform"`` or ``"other_class"``
+            (needs labels).
+        tight_threshold: foreground probability of the cut-out (default 0.67, the paper's).
         feather: ramp width in probability units around ``tight_threshold`` (soft edges).
-        feather_px: extra inward Gaussian feathering of the alpha in pixels (useful for hard given masks).
-        scale, degrees, translate_px, reference_size: foreground jitter, see
-            :func:`~torch_backswap.composite.sample_jitter` (paper: 0.5–1.5, ±30°, ±32 px at 224 px,
-            scaled with the image size; the object is kept inside the frame).
-        harmonize: colour harmonisation strength in [0, 1] (0 = off).
-        interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the foreground.
-        seed: own random stream (see module docs); ``None`` uses the global RNG.
-        generator: explicit ``torch.Generator`` for the main process (overrides ``seed`` there).
-        min_foreground: samples whose cut-out (alpha > 0.5) covers less than this fraction of the image are
-            returned unchanged: a speck of a missed object pasted on a new background would be an image
-            without its object that still carries the object's label (default 0.01; 0 disables).
-        masks: optional mask cache for fixed datasets, ``(N, 1, H, W)`` (bool / uint8 / float), looked up
-            by the sample's ``"index"`` key (dict samples) or ``swap_batch(indices=...)``. Only valid when
-            no geometric transform runs before the swap.
+        feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
+        scale, degrees, translate_px, reference_size: the object's jitter (paper: 0.5–1.5, ±30°, ±32 px at
+            224 px, scaled with the image size; the object is kept inside the frame).
+        harmonize: colour harmonisation strength in ``[0, 1]`` (0 = off).
+        interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
+        min_foreground: samples whose cut-out covers less than this fraction of the image are left
+            unchanged (a missed object's speck would carry the label alone; default 0.01, 0 disables).
+        value_range: ``(low, high)`` of float images (default ``(0, 1)``; uint8 is always 0..255). Float
+            images outside the range raise ``ValueError`` instead of being blended as garbage.
+        labels_getter: ``"default"`` (:func:`default_labels_getter`), a callable ``sample -> labels``, or
+            ``None`` (never look for labels). Labels may be ints, lists, NumPy arrays, ``(B,)`` tensors or
+            ``(B, K)`` one-hot / soft labels (the class is the argmax); they are returned unchanged.
+        seed: the swap's own random stream (see :mod:`torch_backswap._runtime`); ``None`` uses the global RNG.
+        generator: explicit CPU ``torch.Generator`` for the main process (overrides ``seed`` there).
 
-    Inputs: a single image (PIL, ``(C, H, W)`` tensor, ``tv_tensors.Image``; uint8 or float in [0, 1];
-    C = 1 gray, 3 RGB, 4 RGBA) or a batch ``(B, C, H, W)``, alone or inside a tuple / dict sample. The
-    output has the input's type, dtype, shape, mode and device; other items pass through untouched,
-    except a ``tv_tensors.Mask`` of the foreground, which is used as the alpha and returned moved with the
-    object. Gray images come back gray (luma), RGBA comes back with an opaque alpha channel. An image in
-    which no foreground is found is returned unchanged. NaN values raise ``ValueError``.
+    Example:
+        >>> import torch
+        >>> from torch_backswap import BackgroundBank, BackgroundSwap, ObjectAlpha
+        >>> bank = BackgroundBank(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]))
+        >>> swap = BackgroundSwap(bank, seed=0)
+        >>> image = torch.full((3, 32, 32), 255, dtype=torch.uint8)
+        >>> alpha = torch.zeros(1, 32, 32); alpha[:, 8:24, 8:24] = 1
+        >>> out, moved = swap(image, ObjectAlpha(alpha))
+        >>> out.shape, out.dtype, int(out[:, 0, 0].sum()), type(moved).__name__
+        (torch.Size([3, 32, 32]), torch.uint8, 0, 'ObjectAlpha')
+        >>> swap.last_record.swapped.tolist()
+        [True]
     """
 
     def __init__(
@@ -187,472 +155,372 @@ class BackgroundSwap(v2.Transform):
         reference_size: int = REFERENCE_SIZE,
         harmonize: float = 0.0,
         interpolation: str = "bilinear",
+        min_foreground: float = 0.01,
+        value_range: tuple[float, float] | None = None,
+        labels_getter: str | Callable[[Any], Any] | None = "default",
         seed: int | None = None,
         generator: torch.Generator | None = None,
-        masks: Tensor | None = None,
-        min_foreground: float = 0.01,
     ) -> None:
         super().__init__()
-        from .segmenter import TIGHT_THRESHOLD
-
         if isinstance(bank, (str, os.PathLike)):
             bank = BackgroundBank.load(bank)
-        if not isinstance(bank, BackgroundBank):
-            raise TypeError(f"bank must be a BackgroundBank or a path to one, got {type(bank).__name__}")
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p!r}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if not (hasattr(bank, "sample_indices") and hasattr(bank, "gather")):
+            raise TypeError(f"bank must be a BackgroundBank or a path to one, got {describe(bank)}")
+        self.p = check_fraction("p", p)
+        self.strategy = check_choice("strategy", strategy, STRATEGIES)
         if strategy == "other_class" and len(bank.present_classes) < 2:
             raise ValueError(
                 f"strategy='other_class' needs a bank with at least 2 classes, but the bank only has class "
                 f"{bank.present_classes}"
             )
-        tight = TIGHT_THRESHOLD if tight_threshold is None else float(tight_threshold)
-        if not 0.0 <= tight <= 1.0:
-            raise ValueError(f"tight_threshold must be in [0, 1], got {tight_threshold!r}")
-        if feather < 0 or feather_px < 0:
-            raise ValueError(f"feather and feather_px must be >= 0, got {feather!r}, {feather_px!r}")
-        if interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
-        if not 0.0 <= float(harmonize) <= 1.0:
-            raise ValueError(f"harmonize must be in [0, 1], got {harmonize!r}")
-        if not 0.0 <= float(min_foreground) < 1.0:
-            raise ValueError(f"min_foreground must be in [0, 1), got {min_foreground!r}")
+        self.tight_threshold = check_fraction(
+            "tight_threshold", TIGHT_THRESHOLD if tight_threshold is None else tight_threshold
+        )
+        self.feather = check_non_negative("feather", feather)
+        self.feather_px = check_non_negative("feather_px", feather_px)
+        self.harmonize = check_fraction("harmonize", harmonize)
+        self.interpolation = check_choice("interpolation", interpolation, ("bilinear", "nearest"))
+        self.min_foreground = check_fraction("min_foreground", min_foreground, upper_open=True)
+        self.value_range = value_range_of("value_range", value_range)
         if segmenter is not None and not callable(segmenter):
-            raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {type(segmenter).__name__}")
-        sample_jitter(1, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size)
+            raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
+        if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
+            raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
+        sample_jitter(0, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size)
         self.bank = bank
         self.segmenter = segmenter
-        self._cpu_segmenter = [_cpu_copy(segmenter)]  # list: not registered as a submodule
-        self.p = float(p)
-        self.strategy = strategy
-        self.tight_threshold = tight
-        self.feather = float(feather)
-        self.feather_px = float(feather_px)
-        self.min_foreground = float(min_foreground)
         self.scale = scale
         self.degrees = degrees
         self.translate_px = float(translate_px)
         self.reference_size = int(reference_size)
-        self.harmonize = float(harmonize)
-        self.interpolation = interpolation
+        self.labels_getter = labels_getter
         self.seed = seed
-        self.generator = generator
-        self.masks = None if masks is None else masks.as_subclass(Tensor).detach().cpu()
-        self._gen: torch.Generator | None = None
-        self._gen_key: tuple | None = None
+        self.runtime = SwapRuntime(segmenter, seed, generator)
+        self.last_record: SwapRecord | None = None
 
     # ------------------------------------------------------------------------------------------------
-    # construction helpers
+    # construction, devices
     # ------------------------------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(
-        cls,
-        segmenter_name_or_path: str | os.PathLike,
-        bank: BackgroundBank | str | os.PathLike,
-        **kwargs: Any,
+        cls, segmenter_name_or_path: str | os.PathLike, bank: BackgroundBank | str | os.PathLike, **kwargs: Any
     ) -> "BackgroundSwap":
         """Load a pretrained :class:`PatchSegmenter` (local dir → Hub → bundled) and wrap it with ``bank``.
 
-        ``kwargs`` go to :class:`BackgroundSwap` (``revision``, ``cache_dir``, ``local_files_only`` go to
-        ``PatchSegmenter.from_pretrained``).
+        ``revision``, ``cache_dir`` and ``local_files_only`` go to ``PatchSegmenter.from_pretrained``, the
+        other ``kwargs`` to :class:`BackgroundSwap`.
         """
         from .segmenter import PatchSegmenter
 
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
-        segmenter = PatchSegmenter.from_pretrained(segmenter_name_or_path, **hub_kwargs)
-        return cls(bank, segmenter.eval(), **kwargs)
+        return cls(bank, PatchSegmenter.from_pretrained(segmenter_name_or_path, **hub_kwargs), **kwargs)
 
     def to(self, *args: Any, **kwargs: Any) -> "BackgroundSwap":
-        """Move the segmenter and the bank (keeping CPU copies for DataLoader workers). Returns self."""
-        device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None and torch.device(device).type != "cpu" and isinstance(self.segmenter, nn.Module):
-            cpu_seg = self._cpu_segmenter[0]
-            if cpu_seg is self.segmenter:  # about to move: keep a separate CPU copy for workers
-                cpu_seg = copy.deepcopy(cpu_seg)
-            self._cpu_segmenter = [_cpu_copy(cpu_seg)]
+        """Move the segmenter and the bank (a CPU copy of the segmenter stays for DataLoader workers)."""
+        device = parse_device(*args, **kwargs)
+        self.runtime.moved(self.segmenter, device)
         super().to(*args, **kwargs)
         if device is not None:
             self.bank = self.bank.to(device)
         return self
 
     def share_memory(self) -> "BackgroundSwap":
-        """Put the bank's (and the mask cache's) CPU tensors in shared memory for DataLoader workers."""
+        """Put the bank's CPU tensors in shared memory so DataLoader workers read one copy."""
         self.bank.share_memory_()
-        if self.masks is not None:
-            self.masks.share_memory_()
         super().share_memory()
         return self
 
-    def cache_masks(self, images: Tensor, *, batch_size: int = 64, progress: bool = True) -> Tensor:
-        """Segment a fixed dataset once and keep the alphas as the mask cache (uint8 ``(N, 1, H, W)``).
-
-        ``images``: ``(N, C, H, W)`` uint8/float. Samples then need an ``"index"`` key (dict samples) or
-        ``swap_batch(indices=...)``. Returns the cache.
-        """
-        from tqdm.auto import tqdm
-
-        from .bank import to_uint8_rgb
-
-        out = []
-        for i in tqdm(range(0, images.shape[0], batch_size), desc="caching masks", disable=not progress):
-            x = to_uint8_rgb(images[i : i + batch_size])
-            alpha = self._segment(x.to(self._compute_device()), self._active_segmenter())
-            out.append((alpha * 255.0).add_(0.5).to(torch.uint8).cpu())
-        self.masks = torch.cat(out)
-        return self.masks
-
     @property
     def collate_fn(self) -> "BackgroundSwapCollate":
-        """A ``collate_fn``: ``default_collate`` then one batched swap on the bank's device."""
+        """A ``collate_fn``: ``default_collate``, then one batched swap on the bank's device."""
         return BackgroundSwapCollate(self)
-
-    # ------------------------------------------------------------------------------------------------
-    # processes, devices, randomness
-    # ------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _worker():
-        return torch.utils.data.get_worker_info()
-
-    def _active_bank(self) -> BackgroundBank:
-        return self.bank.cpu() if self._worker() is not None else self.bank
-
-    def _compute_device(self) -> torch.device:
-        return self._active_bank().device
-
-    def _active_segmenter(self):
-        if self._worker() is None:
-            return self.segmenter
-        seg = self._cpu_segmenter[0] if self._cpu_segmenter else None
-        dev = _module_device(seg)
-        if dev is not None and dev.type != "cpu":
-            info = self._worker()
-            raise RuntimeError(
-                f"BackgroundSwap runs in DataLoader worker {info.id}, but its segmenter is on {dev} and no CPU copy "
-                "exists; worker processes must not use CUDA. Either create the swap with a CPU segmenter and move it "
-                "with swap.to(device) (which keeps a CPU copy for workers), or apply the swap to batches in the main "
-                "process after .to(device): `images, labels = swap(images.to(device), labels)` or "
-                "DataLoader(..., collate_fn=swap.collate_fn, num_workers=0)."
-            )
-        return seg
-
-    def _generator_for_call(self) -> torch.Generator | None:
-        info = self._worker()
-        if info is None:
-            if self.generator is not None:
-                return self.generator
-            if self.seed is None:
-                return None
-            rank = 0
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                rank = torch.distributed.get_rank()
-            key = ("main", os.getpid(), rank)
-            seed = (int(self.seed) + 1_000_003 * rank) % (2**63)
-        else:
-            if self.seed is None and self.generator is None:
-                return None  # DataLoader seeds each worker's global RNG differently
-            base = int(self.seed) if self.seed is not None else int(self.generator.initial_seed())
-            key = ("worker", os.getpid(), info.id, info.seed)
-            seed = (base * 6364136223846793005 + int(info.seed)) % (2**63)
-        if self._gen_key != key:
-            self._gen = torch.Generator().manual_seed(seed)
-            self._gen_key = key
-        return self._gen
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_gen"] = None
-        state["_gen_key"] = None
         modules = dict(state.get("_modules", {}))
         if modules.get("segmenter") is not None:
-            modules["segmenter"] = self._cpu_segmenter[0]  # a pickled swap is a CPU swap
+            modules["segmenter"] = self.runtime.cpu_segmenter  # a pickled swap is a CPU swap
             state["_modules"] = modules
+        state["last_record"] = None
         return state
 
     # ------------------------------------------------------------------------------------------------
-    # the batched core
+    # the torchvision skeleton
     # ------------------------------------------------------------------------------------------------
 
-    def _segment(self, x: Tensor, segmenter) -> Tensor:
-        """Tight, feathered alpha ``(B, 1, H, W)`` float from the segmenter's logits."""
-        from .segmenter import logits_to_probability, probability_to_mask
+    def forward(self, *inputs: Any) -> Any:
+        """torchvision's ``Transform.forward`` with one step in front, as in ``v2.CutMix``: find the labels."""
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        labels, explicit = self._find_labels(sample)
+        flat, spec = tree_flatten(sample)
+        self.check_inputs(flat)
+        needs = self._needs_transform_list(flat)
+        params = self.make_params([x for x, n in zip(flat, needs) if n], labels=labels, labels_explicit=explicit)
+        return tree_unflatten([self.transform(x, params) if n else x for x, n in zip(flat, needs)], spec)
 
-        if segmenter is None:
-            raise ValueError(
-                "BackgroundSwap has no segmenter and no mask for this sample: pass segmenter=..., a tv_tensors.Mask "
-                "in the sample, or a masks= cache with an 'index' key"
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        for item in flat_inputs:
+            if isinstance(item, tv_tensors.Video):
+                raise TypeError("BackgroundSwap does not support tv_tensors.Video; swap the frames as a batch of images")
+            keypoints = getattr(tv_tensors, "KeyPoints", None)
+            if keypoints is not None and isinstance(item, keypoints):
+                raise TypeError("BackgroundSwap cannot keep tv_tensors.KeyPoints consistent yet; drop them before the swap")
+
+    def make_params(
+        self, flat_inputs: list[Any], labels: Any = None, labels_explicit: bool = True, params: SwapParams | None = None
+    ) -> dict:
+        """Sample the call's choices once, find the object's alpha and composite the batch.
+
+        ``labels`` are the sample's labels (found by ``labels_getter``); ``params`` replays an earlier call.
+
+        Returns a dict with the image item, the composited images, the object alpha before / after and the
+        :class:`SwapRecord` (also kept as :attr:`last_record`).
+        """
+        images = [x for x in flat_inputs if _is_image(x)]
+        if not images:
+            raise TypeError(
+                "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or "
+                f"a tv_tensors.Image (got {[type(x).__name__ for x in flat_inputs]})"
             )
-        seg_dev = _module_device(segmenter)
-        # shrink uint8 CPU batches to the segmenter's input size first (it never sees the full frame)
-        xin = segmenter_input(x, segmenter)
-        xin = xin if seg_dev is None or seg_dev == xin.device else xin.to(seg_dev)
-        was_training = getattr(segmenter, "training", False)
-        if was_training:
-            segmenter.eval()
-        try:
-            with torch.no_grad():
-                logits = segmenter(xin)
-        finally:
-            if was_training:
-                segmenter.train()
-        if not isinstance(logits, Tensor) or logits.ndim not in (3, 4):
-            raise ValueError(f"the segmenter must return (B, S, S) logits, got {getattr(logits, 'shape', type(logits))}")
-        prob = logits_to_probability(logits.to(x.device), tuple(x.shape[-2:]))
-        return probability_to_mask(prob, self.tight_threshold, self.feather)
+        if len(images) > 1:
+            raise ValueError(
+                f"BackgroundSwap got {len(images)} images in one sample ({[type(x).__name__ for x in images]}); it swaps "
+                "one image (or one batch) per call"
+            )
+        image = images[0]
+        alphas = [x for x in flat_inputs if isinstance(x, ObjectAlpha)]
+        if len(alphas) > 1:
+            raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
+        x, single = self._as_batch(image)
+        b = x.shape[0]
+        if any(isinstance(i, tv_tensors.BoundingBoxes) for i in flat_inputs) and not single:
+            raise ValueError("BoundingBoxes can be moved with the object only for single images, got a batch of images")
+        given = None
+        if alphas:
+            given = self._as_batch_alpha(alphas[0], b, tuple(x.shape[-2:]), single)
+        out, record = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
+        moved = None if given is None else move_alpha(given, record, interpolation=self.interpolation)
+        return {"image": image, "output": out, "single": single, "record": record, "moved_alpha": moved}
+
+    def transform(self, inpt: Any, params: dict) -> Any:
+        """Return one input of the sample in its own kind (see the module docs)."""
+        record: SwapRecord = params["record"]
+        if inpt is params["image"]:
+            return self._output_like(inpt, params["output"], record, params["single"])
+        if isinstance(inpt, ObjectAlpha):
+            moved = params["moved_alpha"]
+            return inpt if moved is None else tv_tensors.wrap(moved.reshape(inpt.shape), like=inpt)
+        if isinstance(inpt, tv_tensors.Mask):
+            return self._move_mask(inpt, params)
+        if isinstance(inpt, tv_tensors.BoundingBoxes):
+            return self._move_boxes(inpt, record)
+        return inpt
+
+    # ------------------------------------------------------------------------------------------------
+    # batches
+    # ------------------------------------------------------------------------------------------------
 
     def swap_batch(
         self,
         images: Tensor,
-        labels: Tensor | Sequence[int] | None = None,
+        labels: Any = None,
         *,
-        masks: Tensor | None = None,
-        indices: Tensor | Sequence[int] | None = None,
-        return_masks: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Swap backgrounds of an RGB batch (the functional core of the transform).
+        alphas: Tensor | None = None,
+        params: SwapParams | None = None,
+        return_record: bool = False,
+    ) -> Tensor | tuple[Tensor, SwapRecord]:
+        """Swap a batch of images directly (the fast path for a precomputed alpha tensor).
 
         Args:
-            images: ``(B, 3, H, W)`` uint8 or float in [0, 1] (any device; computed on the bank's device
-                in the main process, on CPU in workers; returned on the images' device).
-            labels: ``(B,)`` or ``(B, K)`` foreground labels (needed by ``strategy="other_class"``).
-            masks: given foreground masks ``(B, 1, H, W)`` / ``(B, H, W)`` (skips the segmenter).
-            indices: ``(B,)`` dataset indices into the ``masks=`` cache.
-            return_masks: also return the warped foreground alpha ``(B, 1, H, W)`` float (where the object
-                now is; the input alpha for samples left unchanged).
+            images: ``(B, C, H, W)`` uint8 or float (C = 1, 3 or 4).
+            labels: ``(B,)`` / ``(B, K)`` labels in any form :func:`~torch_backswap._checks.check_labels` takes
+                (needed by ``strategy="other_class"``).
+            alphas: ``(B, 1, H, W)`` or ``(B, H, W)`` object alphas (bool / uint8 / float); default: segment.
+            params: :class:`SwapParams` of an earlier call to replay it (e.g. ``swap.last_record.params``).
+            return_record: also return the :class:`SwapRecord`.
 
         Returns:
-            Images of the input's dtype, shape and device (and the alphas with ``return_masks``).
+            Images of the input's dtype, shape and device (and the record).
         """
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-        if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
-            raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
-        x_in = images.as_subclass(Tensor)
-        if x_in.dtype.is_floating_point and bool(torch.isnan(x_in).any()):
-            raise ValueError("BackgroundSwap got an image with NaN values; fix the input pipeline (NaN cannot be composited)")
-        b, _, h, w = x_in.shape
-        in_device = x_in.device
-        bank = self._active_bank()
-        device = bank.device
-        gen = self._generator_for_call()
-        x = x_in.to(device)
+        x = self._check_batch(images, "images")
+        given = None
+        if alphas is not None:
+            given = self._as_batch_alpha(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas")
+        out, record = self._swap(x, labels, given, params, single=False, labels_explicit=True)
+        out = self._restore(out, x, record)
+        return (out, record) if return_record else out
 
-        if labels is not None:
-            labels = torch.as_tensor(labels)
-            if labels.shape[0] != b:
-                raise ValueError(f"labels must have {b} entries (one per image), got shape {tuple(labels.shape)}")
-        elif self.strategy == "other_class":
-            raise ValueError("strategy='other_class' needs labels: pass them with the images (e.g. swap(images, labels))")
-
-        # which samples to swap
-        if self.p >= 1.0:
-            chosen = None
-        else:
-            apply = torch.rand(b, generator=gen) < self.p
-            chosen = apply.nonzero().flatten()
-        if masks is None and indices is not None:
-            if self.masks is None:
-                raise ValueError("indices were given but the swap has no masks= cache")
-            idx = torch.as_tensor(indices).long().cpu()
-            masks = self.masks.index_select(0, idx)
-        sub = x if chosen is None else x.index_select(0, chosen.to(device))
-        n = sub.shape[0]
-        if masks is not None:
-            alpha_all = _as_batch_masks(masks, b, (h, w), compact=True).to(device)
-            alpha = alpha_all if chosen is None else alpha_all.index_select(0, chosen.to(device))
-        else:
-            alpha_all = None
-            alpha = self._segment(sub, self._active_segmenter()) if n else sub.new_zeros(0, 1, h, w, dtype=torch.float32)
-        if self.feather_px > 0 and n:
-            alpha = soft_alpha(alpha, self.feather_px)
-        if self.min_foreground > 0 and n:
-            alpha = _drop_specks(alpha, self.min_foreground)
-        sub_labels = None if labels is None else (labels if chosen is None else labels[chosen])
-        backgrounds = bank.sample(n, sub_labels, self.strategy, gen, size=(h, w))
-        params = sample_jitter(
-            n,
-            scale=self.scale,
-            degrees=self.degrees,
-            translate_px=self.translate_px,
-            reference_size=self.reference_size,
-            generator=gen,
-        )
-        out_sub = sub
-        matrices = None
-        if n:
-            matrices = jitter_affine(params, (h, w), alpha)
-            out_sub = composite(
-                sub, alpha, backgrounds, matrices, harmonize=self.harmonize, mode=self.interpolation, inplace=True
-            )
-        if chosen is None:
-            out = out_sub
-        else:
-            out = x.clone()
-            if n:
-                out.index_copy_(0, chosen.to(device), out_sub)
-        out = out.to(in_device)
-        if not return_masks:
-            return out
-        # where the object is now: warp the alpha with the same matrices
-        if alpha_all is None:
-            alpha_all = torch.zeros(b, 1, h, w, device=device)
-            if n:
-                alpha_all = alpha_all.index_copy(0, chosen.to(device), alpha) if chosen is not None else alpha
-        moved = _float_alpha(alpha_all).clone()
-        if n:
-            from kornia.geometry.transform import warp_affine
-
-            warped = warp_affine(_float_alpha(alpha), matrices, (h, w), mode=self.interpolation, align_corners=True)
-            if chosen is None:
-                moved = warped
-            else:
-                moved.index_copy_(0, chosen.to(device), warped)
-        return out, moved.to(in_device)
+    def segment(self, images: Tensor) -> Tensor:
+        """The tight, feathered object alpha the swap would use: float ``(B, 1, H, W)`` in ``[0, 1]`` of
+        ``(B, C, H, W)`` images (segment a fixed dataset once, then pass it as :class:`ObjectAlpha`)."""
+        x = self._check_batch(images, "images")
+        return self._segment(to_rgb(x).contiguous())
 
     # ------------------------------------------------------------------------------------------------
-    # torchvision plumbing
+    # internals
     # ------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _find_labels(sample: Any) -> Any:
-        if isinstance(sample, dict):
-            for key in _LABEL_KEYS:
-                if key in sample:
-                    return sample[key]
-            return None
-        if isinstance(sample, (tuple, list)) and len(sample) >= 2:
-            lab = sample[1]
-            if isinstance(lab, (int, bool)) or (isinstance(lab, Tensor) and not isinstance(lab, tv_tensors.TVTensor) and lab.ndim <= 2):
-                return lab
-        return None
+    def _find_labels(self, sample: Any) -> tuple[Any, bool]:
+        if self.labels_getter is None:
+            return None, False
+        if self.labels_getter == "default":
+            return default_labels_getter(sample), False
+        return self.labels_getter(sample), True
 
-    @staticmethod
-    def _find_index(sample: Any) -> Any:
-        if isinstance(sample, dict):
-            for key in _INDEX_KEYS:
-                if key in sample:
-                    return sample[key]
-        return None
+    def _check_batch(self, images: Any, name: str) -> Tensor:
+        return check_images(images, name, value_range=self.value_range)
 
-    def forward(self, *inputs: Any) -> Any:
-        sample = inputs if len(inputs) > 1 else inputs[0]
-        flat, spec = tree_flatten(sample)
-        needs = self._needs_transform_list(flat)
-        image_pos = None
-        mask_pos = None
-        for i, (item, need) in enumerate(zip(flat, needs)):
-            if isinstance(item, tv_tensors.Mask):
-                if mask_pos is None:
-                    mask_pos = i
-                continue
-            if not need or image_pos is not None:
-                continue
-            if isinstance(item, (PIL.Image.Image, tv_tensors.Image)) or (
-                isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
-            ):
-                image_pos = i
-        if image_pos is None:
-            raise TypeError(
-                "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or a "
-                f"tv_tensors.Image (got {[type(x).__name__ for x in flat]})"
-            )
-        image = flat[image_pos]
-        labels = self._find_labels(sample)
-        index = self._find_index(sample)
-        mask = flat[mask_pos] if mask_pos is not None else None
-        new_image, new_mask = self._transform_image(image, labels, mask, index)
-        flat = list(flat)
-        flat[image_pos] = new_image
-        if mask_pos is not None:
-            flat[mask_pos] = new_mask
-        return tree_unflatten(flat, spec)
-
-    def _transform_image(self, image: Any, labels: Any, mask: Any, index: Any) -> tuple[Any, Any]:
-        pil_mode = None
+    def _as_batch(self, image: Any) -> tuple[Tensor, bool]:
         if isinstance(image, PIL.Image.Image):
-            pil_mode = image.mode
-            if pil_mode in ("RGB", "L", "RGBA"):
-                t = TF.pil_to_tensor(image)
-            else:
-                t = TF.pil_to_tensor(image.convert("RGBA" if "A" in pil_mode else "RGB"))
-            single = True
-        elif isinstance(image, Tensor):
-            t = image.as_subclass(Tensor)
-            if t.ndim == 2:
-                t = t[None]
-            if t.ndim not in (3, 4):
-                raise ValueError(f"image tensors must be (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
-            single = t.ndim == 3
-        else:  # pragma: no cover - guarded by forward
-            raise TypeError(f"unsupported image type {type(image).__name__}")
-        x = t[None] if single else t
-        c = x.shape[1]
-        if c not in (1, 3, 4):
-            raise ValueError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c} (shape {tuple(image.shape)})")
-        if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
-            raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {x.dtype}")
-        if x.dtype.is_floating_point and bool(torch.isnan(x).any()):
-            raise ValueError("BackgroundSwap got an image with NaN values; fix the input pipeline (NaN cannot be composited)")
-        b = x.shape[0]
-        rgb = x.expand(-1, 3, -1, -1) if c == 1 else (x[:, :3] if c == 4 else x)
-        rgb = rgb.contiguous()
+            return pil_to_tensor(image)[None], True
+        t = image.as_subclass(Tensor)
+        if t.ndim == 2:
+            t = t[None]
+        single = t.ndim == 3
+        x = check_images(t[None] if single else t, "image", ndims=(4,), value_range=self.value_range)
+        return x, single
 
-        lab = None
-        if labels is not None:
-            lab = torch.as_tensor(labels)
-            if single:
-                lab = lab.reshape(1, *lab.shape[-1:]) if lab.ndim == 1 and lab.numel() > 1 else lab.reshape(1)
-        elif self.strategy == "other_class":
-            raise ValueError(
-                "strategy='other_class' needs the sample's label: pass (image, label) samples, a dict with a 'label' "
-                "key, or swap(images, labels) for batches"
-            )
-        idx = None
-        if index is not None and mask is None and self.masks is not None:
-            idx = torch.as_tensor(index).reshape(-1)
-        m = None
-        if mask is not None:
-            m = mask.as_subclass(Tensor)
-            if single:
-                m = m[None]
-        if mask is not None:
-            out, moved = self.swap_batch(rgb, lab, masks=m, indices=idx, return_masks=True)
-        else:
-            out, moved = self.swap_batch(rgb, lab, indices=idx), None
-
-        # back to the input's channels, type and mode
-        if c == 1:
-            out = TF.rgb_to_grayscale(out, num_output_channels=1)
-        elif c == 4:
-            opaque = torch.full_like(x[:, 3:], 255 if x.dtype == torch.uint8 else 1.0)
-            out = torch.cat([out, opaque], dim=1)
+    def _as_batch_alpha(self, alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha") -> Tensor:
+        if not isinstance(alpha, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {describe(alpha)}")
+        a = alpha.as_subclass(Tensor)
         if single:
-            out = out[0]
-            if isinstance(image, Tensor) and image.ndim == 2:
-                out = out[0]
-        new_mask = None
-        if mask is not None:
-            mm = moved if not single else moved[0]
-            mm = mm.reshape(mask.shape)
-            if mask.dtype == torch.bool:
-                mm = mm > 0.5
-            elif mask.dtype == torch.uint8:
-                scale = 255.0 if bool((mask.as_subclass(Tensor) > 1).any()) else 1.0
-                mm = (mm * scale).add_(0.5).to(torch.uint8) if scale > 1 else (mm > 0.5).to(torch.uint8)
-            elif not mask.dtype.is_floating_point:
-                mm = (mm > 0.5).to(mask.dtype)
-            else:
-                mm = mm.to(mask.dtype)
-            new_mask = tv_tensors.wrap(mm, like=mask)
-        if pil_mode is not None:
-            pil = TF.to_pil_image(out)
-            return (pil if pil.mode == pil_mode else pil.convert(pil_mode)), new_mask
-        if isinstance(image, tv_tensors.TVTensor):
-            return tv_tensors.wrap(out, like=image), new_mask
-        return out, new_mask
+            a = a.reshape(1, 1, *a.shape[-2:]) if a.ndim in (2, 3) and (a.ndim == 2 or a.shape[0] == 1) else a
+        elif a.ndim == 3:
+            a = a[:, None]
+        if a.ndim != 4 or a.shape[0] != b or a.shape[1] != 1:
+            form = "(1, H, W) or (H, W)" if single else f"({b}, 1, H, W) or ({b}, H, W)"
+            raise ValueError(f"{name} must be {form} for this input, got shape {tuple(alpha.shape)}")
+        return resize_alpha(mask_to_alpha(a), size)
+
+    def _labels(self, labels: Any, b: int, single: bool, explicit: bool) -> Tensor | None:
+        if labels is None:
+            return None
+        if single and isinstance(labels, Tensor) and labels.ndim == 1 and labels.numel() > 1:
+            labels = labels[None]  # one soft / one-hot label vector
+        try:
+            return check_labels(labels, b)
+        except ValueError:
+            if explicit or self.strategy == "other_class":
+                raise
+            return None  # the default heuristic found something that is not a label (e.g. a mask target)
+
+    def _segment(self, rgb: Tensor) -> Tensor:
+        segmenter = self.runtime.segmenter(self.segmenter)
+        if segmenter is None:
+            raise ValueError(
+                "BackgroundSwap has no segmenter and the sample carries no ObjectAlpha: pass segmenter=..., or put "
+                "the object's alpha in the sample as torch_backswap.ObjectAlpha (see ObjectAlphaDataset)"
+            )
+        prob = segment_probability(segmenter, rgb)
+        return probability_to_mask(prob, self.tight_threshold, self.feather)
+
+    def _swap(
+        self,
+        x: Tensor,
+        labels: Any,
+        given: Tensor | None,
+        params: SwapParams | None,
+        *,
+        single: bool,
+        labels_explicit: bool,
+    ) -> tuple[Tensor, SwapRecord]:
+        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)`` + record."""
+        b, _, h, w = x.shape
+        lab = self._labels(labels, b, single, labels_explicit)
+        if lab is None and self.strategy == "other_class":
+            raise ValueError(
+                "strategy='other_class' needs the samples' labels: pass (image, label) samples, a dict with a 'label' "
+                "key, swap(images, labels) for batches, or a labels_getter"
+            )
+        bank = self.runtime.bank(self.bank)
+        device = bank.device
+        gen = self.runtime.generator_for_call()
+        if params is None:
+            params = sample_params(
+                b, bank, lab, p=self.p, strategy=self.strategy, scale=self.scale, degrees=self.degrees,
+                translate_px=self.translate_px, reference_size=self.reference_size, generator=gen,
+            )
+        elif len(params) != b:
+            raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
+        rgb = to_rgb(x).to(device)
+        if self.value_range is not None and rgb.dtype.is_floating_point:
+            lo, hi = self.value_range
+            rgb = (rgb - lo) / (hi - lo)
+        rgb = rgb.contiguous()
+        chosen = params.apply.nonzero().flatten()
+        if given is not None:
+            alpha = given.to(device)
+        elif int(chosen.numel()) == b:
+            alpha = self._segment(rgb)
+        else:  # segment only the samples that swap
+            alpha = torch.zeros(b, 1, h, w, device=device)
+            if chosen.numel():
+                alpha[chosen.to(device)] = self._segment(rgb.index_select(0, chosen.to(device)))
+        backgrounds = gather_backgrounds(bank, params, (h, w))
+        out, record = swap_backgrounds(
+            rgb, alpha, backgrounds, params, min_foreground=self.min_foreground, feather_px=self.feather_px,
+            harmonize=self.harmonize, interpolation=self.interpolation,
+        )
+        labels_of_bank = bank.labels.to(record.bank_indices.device)
+        record.background_labels = torch.where(
+            record.swapped, labels_of_bank[record.bank_indices.clamp_min(0)], record.background_labels
+        )
+        if self.value_range is not None and out.dtype.is_floating_point:
+            lo, hi = self.value_range
+            out = out * (hi - lo) + lo
+        self.last_record = record
+        return out, record
+
+    def _restore(self, out_rgb: Tensor, x: Tensor, record: SwapRecord) -> Tensor:
+        """Swapped RGB → the input's channels and device; samples not swapped are the input's bytes."""
+        swapped = record.swapped.to(x.device)
+        return from_rgb(out_rgb.to(x.device), x, swapped)
+
+    def _output_like(self, image: Any, out_rgb: Tensor, record: SwapRecord, single: bool) -> Any:
+        if not bool(record.swapped.any()):
+            return image  # nothing changed: the input itself, bit for bit
+        if isinstance(image, PIL.Image.Image):
+            x = pil_to_tensor(image)[None]
+            return tensor_to_pil(self._restore(out_rgb, x, record)[0], image.mode)
+        t = image.as_subclass(Tensor)
+        x = t[None, None] if t.ndim == 2 else (t[None] if t.ndim == 3 else t)
+        out = self._restore(out_rgb, x, record).reshape(t.shape)
+        return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
+
+    def _move_mask(self, mask: tv_tensors.Mask, params: dict) -> Any:
+        record: SwapRecord = params["record"]
+        if not bool(record.swapped.any()):
+            return mask
+        moved = params["moved_alpha"]
+        if moved is None:  # segmenter alpha: the object is where the record's matrices put the cut-out
+            raise ValueError(
+                "BackgroundSwap cannot keep this tv_tensors.Mask consistent: the object's alpha came from the segmenter, "
+                "so which mask pixels belong to the object is unknown. Put the object's alpha in the sample as "
+                "torch_backswap.ObjectAlpha, or drop the mask before the swap"
+            )
+        m = mask.as_subclass(Tensor)
+        batched = m.reshape(1, *m.shape) if params["single"] else m
+        if batched.shape[-2:] != moved.shape[-2:]:
+            raise ValueError(
+                f"tv_tensors.Mask of shape {tuple(mask.shape)} does not match the image size {tuple(moved.shape[-2:])}"
+            )
+        out = move_masks(batched, moved, record)
+        return tv_tensors.wrap(out.reshape(m.shape), like=mask)
+
+    def _move_boxes(self, boxes: tv_tensors.BoundingBoxes, record: SwapRecord) -> Any:
+        from torchvision.transforms.v2 import functional as TF
+
+        if not bool(record.swapped[0]):
+            return boxes
+        xyxy = TF.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
+        moved = move_boxes(xyxy.as_subclass(Tensor), record.matrices[0].cpu(), tuple(boxes.canvas_size))
+        moved = tv_tensors.wrap(moved.to(boxes.dtype if boxes.dtype.is_floating_point else torch.float32), like=xyxy)
+        out = TF.convert_bounding_box_format(moved, new_format=boxes.format)
+        if not boxes.dtype.is_floating_point:
+            out = tv_tensors.wrap(out.as_subclass(Tensor).round().to(boxes.dtype), like=boxes)
+        return out
 
     def extra_repr(self) -> str:
         seg = type(self.segmenter).__name__ if self.segmenter is not None else None
@@ -669,16 +537,15 @@ class BackgroundSwapCollate:
     Args:
         swap: the :class:`BackgroundSwap` to apply.
         collate_fn: the base collation (default ``torch.utils.data.default_collate``).
-        device: ``"bank"`` (default): move the batch's tensors to the bank's device first, so the swap and
-            the result live there (GPU with ``num_workers=0``; always CPU in workers); ``None``: leave
-            tensors where they are. Note ``pin_memory=True`` cannot pin tensors that are already on a GPU.
+        device: ``"bank"`` (default): move the batch's tensors to the bank's device first (GPU with
+            ``num_workers=0``; always CPU in workers); ``None``: leave tensors where they are.
 
     Picklable, so it works with worker processes started by fork, spawn or forkserver.
     """
 
     def __init__(self, swap: BackgroundSwap, collate_fn: Callable | None = None, device: str | None = "bank") -> None:
         if not isinstance(swap, BackgroundSwap):
-            raise TypeError(f"swap must be a BackgroundSwap, got {type(swap).__name__}")
+            raise TypeError(f"swap must be a BackgroundSwap, got {describe(swap)}")
         if device not in ("bank", None):
             raise ValueError(f"device must be 'bank' or None, got {device!r}")
         self.swap = swap
@@ -688,8 +555,7 @@ class BackgroundSwapCollate:
     def __call__(self, samples: list) -> Any:
         batch = self.collate_fn(samples)
         if samples:
-            # default_collate stacks tv_tensors into plain tensors: re-wrap images and masks so the swap
-            # sees them (a collated tv_tensors.Mask is used as the alpha, like in the per-sample path)
+            # default_collate stacks tv_tensors into plain tensors: re-wrap images and masks so the swap sees them
             first, _ = tree_flatten(samples[0])
             flat, spec = tree_flatten(batch)
             if len(first) == len(flat):
@@ -702,7 +568,7 @@ class BackgroundSwapCollate:
                 ]
                 batch = tree_unflatten(flat, spec)
         if self.device == "bank":
-            dev = self.swap._compute_device()
+            dev = self.swap.runtime.bank(self.swap.bank).device
             if dev.type != "cpu":
                 batch = tree_map(lambda t: t.to(dev) if isinstance(t, Tensor) else t, batch)
         return self.swap(batch)

@@ -1,0 +1,368 @@
+"""The swap as pure batched functions: sample the random choices, then apply them to every part of a sample.
+
+Three steps, each a plain function of tensors (no state, no I/O), on any device:
+
+1. :func:`sample_params` — the random choices of one call as plain data (:class:`SwapParams`): which samples
+   swap, which bank background each gets, the object's jitter. Pass the same params again to **replay** a
+   swap exactly.
+2. :func:`swap_backgrounds` — composite each object, jittered, onto its background; returns the images and a
+   :class:`SwapRecord` (per-sample provenance: swapped or not, bank index, background class, jitter, the
+   affine matrix used).
+3. :func:`move_alpha`, :func:`move_masks`, :func:`move_boxes` — move the object's alpha, other masks and
+   boxes with the same matrices, so every part of a sample stays consistent.
+
+Example:
+    >>> import torch
+    >>> from torch_backswap import BackgroundBank
+    >>> from torch_backswap.functional import gather_backgrounds, sample_params, swap_backgrounds
+    >>> bank = BackgroundBank(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
+    >>> images = torch.full((2, 3, 32, 32), 200, dtype=torch.uint8)
+    >>> alphas = torch.zeros(2, 1, 32, 32); alphas[:, :, 8:20, 8:20] = 1
+    >>> params = sample_params(2, bank, generator=torch.Generator().manual_seed(0))
+    >>> out, record = swap_backgrounds(images, alphas, gather_backgrounds(bank, params, (32, 32)), params)
+    >>> record.swapped.tolist(), out.dtype, int(out[0, 0, 0, 0])   # the corner now shows the bank's black
+    ([True, True], torch.uint8, 0)
+    >>> again, _ = swap_backgrounds(images, alphas, gather_backgrounds(bank, params, (32, 32)), params)
+    >>> bool((again == out).all())   # replay: same params, same result
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._image import float_alpha
+from .composite import REFERENCE_SIZE, JitterParams, composite, jitter_affine, mask_bboxes, sample_jitter, soft_alpha
+
+__all__ = [
+    "SwapParams",
+    "SwapRecord",
+    "drop_specks",
+    "gather_backgrounds",
+    "move_alpha",
+    "move_boxes",
+    "move_masks",
+    "sample_params",
+    "swap_backgrounds",
+]
+
+
+@dataclass
+class SwapParams:
+    """The random choices of one swap call, one row per sample (plain data: log it, save it, replay it).
+
+    Attributes:
+        apply: ``(B,)`` bool — sampled to be swapped (probability ``p``).
+        bank_indices: ``(B,)`` int64 — the bank background for each applied sample, ``-1`` elsewhere.
+        jitter: :class:`~torch_backswap.composite.JitterParams` with ``B`` rows (identity where not applied).
+    """
+
+    apply: Tensor
+    bank_indices: Tensor
+    jitter: JitterParams
+
+    def __len__(self) -> int:
+        return int(self.apply.shape[0])
+
+    def to(self, device: torch.device | str) -> "SwapParams":
+        return SwapParams(self.apply.to(device), self.bank_indices.to(device), self.jitter.to(device))
+
+
+@dataclass
+class SwapRecord:
+    """What one swap call did to each sample (provenance).
+
+    Attributes:
+        swapped: ``(B,)`` bool — the sample got a new background (applied, and its object was big enough).
+        bank_indices: ``(B,)`` int64 — index of the background in the bank, ``-1`` where not swapped.
+        background_labels: ``(B,)`` int64 — class of that background's source image, ``-1`` where not swapped.
+        scale, angle: ``(B,)`` float32 — the object's jitter (1 and 0 where not swapped).
+        translate: ``(B, 2)`` float32 — requested shift as a fraction of ``(W, H)`` (clipped in ``matrices``).
+        matrices: ``(B, 2, 3)`` float32 source→destination pixel matrices actually used (identity where not
+            swapped).
+        params: the :class:`SwapParams` that produced this record (pass them back to replay).
+    """
+
+    swapped: Tensor
+    bank_indices: Tensor
+    background_labels: Tensor
+    scale: Tensor
+    angle: Tensor
+    translate: Tensor
+    matrices: Tensor
+    params: SwapParams
+
+    def __len__(self) -> int:
+        return int(self.swapped.shape[0])
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per sample: ``swapped``, ``bank_index``, ``background_label``, ``scale``,
+        ``angle``, ``translate``, ``matrix``."""
+        cols = {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self) if f.name != "params"}
+        return [
+            {
+                "swapped": cols["swapped"][i],
+                "bank_index": cols["bank_indices"][i],
+                "background_label": cols["background_labels"][i],
+                "scale": cols["scale"][i],
+                "angle": cols["angle"][i],
+                "translate": cols["translate"][i],
+                "matrix": cols["matrices"][i],
+            }
+            for i in range(len(self))
+        ]
+
+
+def sample_params(
+    batch_size: int,
+    bank: Any,
+    labels: Tensor | None = None,
+    *,
+    p: float = 1.0,
+    strategy: str = "class_balanced",
+    scale: float | tuple[float, float] = (0.5, 1.5),
+    degrees: float | tuple[float, float] = 30.0,
+    translate_px: float = 32.0,
+    reference_size: int = REFERENCE_SIZE,
+    generator: torch.Generator | None = None,
+) -> SwapParams:
+    """Sample which samples swap, their bank backgrounds and their jitter — once per call.
+
+    Draws, in this order, from ``generator`` (CPU; default: the global RNG): the per-sample coin
+    (only when ``p < 1``), the bank indices (:meth:`BackgroundBank.sample_indices`), the jitter
+    (:func:`~torch_backswap.composite.sample_jitter`).
+
+    Args:
+        batch_size: ``B``.
+        bank: a :class:`~torch_backswap.bank.BackgroundBank` (anything with ``sample_indices``).
+        labels: ``(B,)`` int64 class indices of the objects (needed by ``strategy="other_class"``).
+        p: probability per sample of swapping.
+        strategy: ``"class_balanced"`` (paper), ``"uniform"`` or ``"other_class"``.
+        scale, degrees, translate_px, reference_size: the jitter ranges (see ``sample_jitter``).
+        generator: CPU ``torch.Generator``.
+
+    Returns:
+        :class:`SwapParams` with ``batch_size`` rows, on the CPU.
+    """
+    if p >= 1.0:
+        apply = torch.ones(batch_size, dtype=torch.bool)
+    else:
+        apply = torch.rand(batch_size, generator=generator) < p
+    chosen = apply.nonzero().flatten()
+    n = int(chosen.numel())
+    sub_labels = None if labels is None else (labels if n == batch_size else labels[chosen])
+    idx = bank.sample_indices(n, sub_labels, strategy, generator).cpu()
+    jit = sample_jitter(
+        n, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size, generator=generator
+    )
+    if n == batch_size:
+        return SwapParams(apply, idx.long(), jit)
+    bank_indices = torch.full((batch_size,), -1, dtype=torch.long)
+    bank_indices[chosen] = idx.long()
+    full = JitterParams(
+        scale=torch.ones(batch_size), angle=torch.zeros(batch_size), translate=torch.zeros(batch_size, 2)
+    )
+    full.scale[chosen], full.angle[chosen], full.translate[chosen] = jit.scale, jit.angle, jit.translate
+    return SwapParams(apply, bank_indices, full)
+
+
+def gather_backgrounds(bank: Any, params: SwapParams, size: tuple[int, int]) -> Tensor:
+    """The bank backgrounds the params chose: uint8 ``(k, 3, H, W)``, one row per applied sample, at ``size``."""
+    idx = params.bank_indices[params.apply]
+    return bank.gather(idx.to(bank.device), size=size)
+
+
+def drop_specks(alpha: Tensor, min_fraction: float) -> Tensor:
+    """Zero the alpha of samples whose object (alpha > 0.5) covers less than ``min_fraction`` of the image.
+
+    A missed object's speck pasted on a new background would be an image without its object that still
+    carries the object's label. Works on every compact alpha dtype; returns a new tensor only when a
+    sample is dropped.
+    """
+    if min_fraction <= 0 or alpha.shape[0] == 0:
+        return alpha
+    if alpha.dtype == torch.bool:
+        solid = alpha
+    elif alpha.dtype == torch.uint8:
+        solid = alpha > 127
+    else:
+        solid = alpha > 0.5
+    small = solid.flatten(1).float().mean(1) < min_fraction
+    if not bool(small.any()):
+        return alpha
+    alpha = alpha.clone()
+    alpha[small] = 0
+    return alpha
+
+
+def _check_rows(name: str, t: Tensor, rows: tuple[int, ...], size: tuple[int, int], channels: int | None) -> None:
+    if not isinstance(t, Tensor) or t.ndim != 4 or t.shape[0] not in rows or tuple(t.shape[-2:]) != tuple(size):
+        want = " or ".join(str(r) for r in dict.fromkeys(rows))
+        raise ValueError(
+            f"{name} must be ({want}, {channels or 'C'}, {size[0]}, {size[1]}), "
+            f"got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+        )
+    if channels is not None and t.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channel(s), got shape {tuple(t.shape)}")
+
+
+def swap_backgrounds(
+    images: Tensor,
+    alphas: Tensor,
+    backgrounds: Tensor,
+    params: SwapParams,
+    *,
+    min_foreground: float = 0.01,
+    feather_px: float = 0.0,
+    harmonize: float = 0.0,
+    interpolation: str = "bilinear",
+) -> tuple[Tensor, SwapRecord]:
+    """Paste each applied sample's object, jittered, onto its background.
+
+    Args:
+        images: ``(B, 3, H, W)`` uint8, or float in ``[0, 1]``.
+        alphas: ``(B, 1, H, W)`` object alpha: bool, uint8 (``value / 255``) or float in ``[0, 1]``; or
+            ``(k, 1, H, W)`` with one row per applied sample.
+        backgrounds: ``(k, 3, H, W)`` (uint8 or float) with one row per applied sample (see
+            :func:`gather_backgrounds`), or ``(B, 3, H, W)`` (rows of samples not applied are ignored).
+        params: :class:`SwapParams` with ``B`` rows (:func:`sample_params`).
+        min_foreground: samples whose object covers less of the image are left unchanged (0 disables).
+        feather_px: inward Gaussian feathering of the alpha in pixels (for hard given masks).
+        harmonize: colour harmonisation strength in ``[0, 1]``.
+        interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
+
+    Returns:
+        ``(images, record)``: images of the input's dtype and device (samples not swapped are the input
+        bytes, unchanged), and the :class:`SwapRecord`.
+    """
+    b, _, h, w = images.shape
+    if len(params) != b:
+        raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
+    device = images.device
+    apply = params.apply.to(device)
+    chosen = apply.nonzero().flatten()
+    n = int(chosen.numel())
+    all_rows = n == b
+    _check_rows("alphas", alphas, (b, n), (h, w), 1)
+    _check_rows("backgrounds", backgrounds, (n, b), (h, w), 3)
+    sub = images if all_rows else images.index_select(0, chosen)
+    alpha = alphas if alphas.shape[0] == n else alphas.index_select(0, chosen.to(alphas.device))
+    bgs = backgrounds if backgrounds.shape[0] == n else backgrounds.index_select(0, chosen.to(backgrounds.device))
+    alpha, bgs = alpha.to(device), bgs.to(device)
+    jitter = params.jitter if all_rows else params.jitter[chosen.cpu()]
+    eye = torch.eye(2, 3, device=device).expand(b, 2, 3).contiguous()
+    swapped = torch.zeros(b, dtype=torch.bool, device=device)
+    matrices = eye
+    out = images
+    if n:
+        if feather_px > 0:
+            alpha = soft_alpha(alpha, feather_px)
+        alpha = drop_specks(alpha, min_foreground)
+        m_sub = jitter_affine(jitter, (h, w), alpha)
+        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=True)
+        _, has_object = mask_bboxes(alpha)
+        if all_rows:
+            out, matrices, swapped = out_sub, m_sub, has_object
+        else:
+            out = images.clone()
+            out.index_copy_(0, chosen, out_sub)
+            matrices = eye.clone().index_copy_(0, chosen, m_sub)
+            swapped = swapped.index_copy(0, chosen, has_object)
+    idx = params.bank_indices.to(device)
+    never = torch.full_like(idx, -1)
+    bank_indices = torch.where(swapped, idx, never)
+    record = SwapRecord(
+        swapped=swapped,
+        bank_indices=bank_indices,
+        background_labels=never.clone(),  # filled by the caller that holds the bank (see BackgroundSwap)
+        scale=torch.where(swapped, params.jitter.scale.to(device), torch.ones_like(params.jitter.scale, device=device)),
+        angle=torch.where(swapped, params.jitter.angle.to(device), torch.zeros_like(params.jitter.angle, device=device)),
+        translate=torch.where(swapped[:, None], params.jitter.translate.to(device), 0.0),
+        matrices=torch.where(swapped[:, None, None], matrices, eye),
+        params=params,
+    )
+    return out, record
+
+
+def move_alpha(alpha: Tensor, record: SwapRecord, *, interpolation: str = "bilinear") -> Tensor:
+    """Where the object is after the swap: ``(B, 1, H, W)`` alpha warped with ``record.matrices``.
+
+    Samples not swapped come back as the input, bit for bit; swapped ones keep the input's dtype (bool / integer
+    alphas are thresholded at 0.5, uint8 ``0..255`` alphas rounded).
+    """
+    from kornia.geometry.transform import warp_affine
+
+    if not bool(record.swapped.any()):
+        return alpha
+    a = alpha.as_subclass(Tensor)
+    h, w = a.shape[-2:]
+    warped = warp_affine(float_alpha(a), record.matrices.to(a.device), (h, w), mode=interpolation, align_corners=True)
+    warped = _cast_like(warped, a)
+    return torch.where(record.swapped.to(a.device)[:, None, None, None], warped, a)
+
+
+def _cast_like(values: Tensor, like: Tensor) -> Tensor:
+    if like.dtype == torch.bool:
+        return values > 0.5
+    if like.dtype == torch.uint8:
+        if like.numel() and int(like.amax()) > 1:
+            return (values * 255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        return (values > 0.5).to(torch.uint8)
+    if like.dtype.is_floating_point:
+        return values.to(like.dtype)
+    return (values > 0.5).to(like.dtype)
+
+
+def move_masks(masks: Tensor, moved_alpha: Tensor, record: SwapRecord, *, background_value: int | float = 0) -> Tensor:
+    """Move the other masks of a sample with the object (nearest neighbour), like a geometric transform would.
+
+    The swapped image shows only the object from the input: inside the moved object (``moved_alpha > 0.5``)
+    each mask keeps its own values (class ids, instance masks, ...), moved with the object; everywhere else
+    it becomes ``background_value`` (the new background is unlabelled).
+
+    Args:
+        masks: ``(B, ..., H, W)`` any dtype (e.g. ``(B, H, W)`` class ids, ``(B, N, H, W)`` instance masks).
+        moved_alpha: ``(B, 1, H, W)`` the object's alpha after the swap (:func:`move_alpha`).
+        record: the call's :class:`SwapRecord`.
+        background_value: value for pixels of the new background.
+
+    Returns:
+        ``masks``' shape and dtype; samples not swapped unchanged.
+    """
+    from kornia.geometry.transform import warp_affine
+
+    if not bool(record.swapped.any()):
+        return masks
+    m = masks.as_subclass(Tensor)
+    b, h, w = m.shape[0], m.shape[-2], m.shape[-1]
+    flat = m.reshape(b, -1, h, w)
+    work = flat.to(torch.float64 if flat.dtype in (torch.int32, torch.int64) else torch.float32)
+    warped = warp_affine(work, record.matrices.to(work), (h, w), mode="nearest", align_corners=True)
+    inside = (float_alpha(moved_alpha.as_subclass(Tensor)) > 0.5).to(m.device)
+    warped = torch.where(inside, warped, torch.full_like(warped, float(background_value)))
+    warped = (warped > 0.5) if m.dtype == torch.bool else warped.round().to(m.dtype) if not m.dtype.is_floating_point else warped.to(m.dtype)
+    out = torch.where(record.swapped.to(m.device)[:, None, None, None], warped, flat)
+    return out.reshape(m.shape)
+
+
+def move_boxes(boxes: Tensor, matrix: Tensor, canvas_size: tuple[int, int]) -> Tensor:
+    """Move ``(N, 4)`` XYXY boxes of one image with its ``(2, 3)`` matrix and clamp them to the canvas.
+
+    The new box is the bounding box of the four moved corners (the convention of torchvision's
+    ``affine`` on boxes). Returns float ``(N, 4)`` XYXY.
+    """
+    x0, y0, x1, y1 = boxes.to(torch.float32).unbind(-1)
+    xs = torch.stack([x0, x1, x0, x1], -1)
+    ys = torch.stack([y0, y0, y1, y1], -1)
+    m = matrix.to(torch.float32)
+    tx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+    ty = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    h, w = canvas_size
+    out = torch.stack([tx.amin(-1), ty.amin(-1), tx.amax(-1), ty.amax(-1)], -1)
+    out[:, 0::2] = out[:, 0::2].clamp(0, w)
+    out[:, 1::2] = out[:, 1::2].clamp(0, h)
+    return out
