@@ -13,6 +13,16 @@ plasma-workspace-wallpapers``)::
 The curation decisions (which photos were dropped after looking at them, the photo split and the bird
 split) are fixed in this file so that rebuilding gives the same pack; they are written to
 ``manifest.json``.
+
+Versions (``--version``): **1** is the original pack (folder ``assets/stampbirds``, 1 water photo in val and
+in test); **2** (folder ``assets/stampbirds_v2``, the default of :class:`StampBirds`) adds held-out photos
+from ``lomiri-wallpapers-16.04`` / ``lomiri-wallpapers-20.04`` so that val and test have 3 water and 4-5
+land photos each (see ``V2_CANDIDATES`` for every candidate photo looked at and why it was kept or
+dropped). Version 2 keeps every version-1 train photo at the same position with the same bytes, so the
+train split is identical in both versions. Rebuild version 2 with (after also installing
+``lomiri-wallpapers-16.04 lomiri-wallpapers-20.04``)::
+
+    python -m torch_backswap.datasets.build_stampbirds_pack --version 2 --out torch_backswap/datasets/assets/stampbirds_v2
 """
 
 from __future__ import annotations
@@ -26,11 +36,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from torch_backswap._io import atomic_write_text, write_with
 from torch_backswap.datasets.stamp_composite import load_stamp_rgba
 
-__all__ = ["build_pack", "main", "PACK_VERSION"]
+__all__ = ["PACK_FOLDERS", "PACK_VERSION", "build_pack", "main"]
 
-PACK_VERSION = 1
+PACK_VERSION = 2
+"""The latest pack version (the default of :class:`~torch_backswap.datasets.StampBirds`)."""
+PACK_FOLDERS = {1: "stampbirds", 2: "stampbirds_v2"}
+"""Folder of each bundled pack version under ``torch_backswap/datasets/assets``."""
 
 STAMP_DIR = "/usr/share/tuxpaint/stamps/animals/birds"
 MAX_STAMP_SIDE = 192
@@ -118,6 +132,129 @@ PHOTO_SPLIT = {
     "sheep": "test", "sun_behind_leaves": "test", "FallenLeaf": "test",
 }
 
+# ---- Version 2 -------------------------------------------------------------------------------------------
+# Version 1 has one water photo in val and one in test, so one photograph decides a group. Version 2 adds the
+# photos below. Val/test photos must not be ones the bundled segmenter was trained on
+# (weights/train_default_segmenter.py: the v1 train photos plus EXTRA_TRAIN_PHOTOS — lighthouse,
+# spiders_web, sun_behind_clouds, wool_mill_machine, Blinds, FreshFlower, LadyBird, Storm, RainDrops, Wood,
+# Altai, Autumn, Canopee, Cascade, ColdRipple, EveningGlow, BytheWater, Kite, PastelHills, SafeLanding,
+# Volna). Every raster image of the candidate packages was looked at (contact sheets); only three water
+# photographs are not in that list (ocean_waves, summer_1am, Infinite-Sea), so each is cut into a left and
+# a right half: the left half goes to val and the right half to test (disjoint pixels; val and test then
+# share photographs, but no val/test crop shares a pixel with a train photo or with the other split).
+# Regions are (left, top, right, bottom) fractions of the photo after trimming dark borders.
+BACKGROUNDS = "/usr/share/backgrounds/"
+V2_REGIONS = {
+    # v1 entries kept at their v1 position (so train photo ids do not move), now cut in half:
+    "ocean_waves": ("ocean_waves_left", (0.0, 0.0, 0.5, 1.0)),
+    "summer_1am": ("summer_1am_right", (0.5, 0.0, 1.0, 1.0)),
+}
+V2_EXTRA_PHOTOS = [
+    # (name, place, source, region or None)
+    ("ocean_waves_right", "water", "/usr/share/tuxpaint/templates/ocean_waves.jpg", (0.5, 0.0, 1.0, 1.0)),
+    ("summer_1am_left", "water", "plasma:summer_1am", (0.0, 0.0, 0.5, 1.0)),
+    ("infinite_sea_left", "water", BACKGROUNDS + "Infinite-Sea_by_Aury88.jpg", (0.0, 0.72, 0.5, 1.0)),
+    ("infinite_sea_right", "water", BACKGROUNDS + "Infinite-Sea_by_Aury88.jpg", (0.5, 0.72, 1.0, 1.0)),
+    ("picosdeeuropa", "land", BACKGROUNDS + "picosdeeuropa_by_Aitzol_Berasategi.jpg", (0.0, 0.25, 1.0, 1.0)),
+    ("aitzgorri", "land", BACKGROUNDS + "aitzgorri_by_Aitzol_Berasategi.jpg", (0.0, 0.3, 1.0, 1.0)),
+    ("seeding", "land", BACKGROUNDS + "seeding_by_Clements_Engelhardt.jpg", None),
+]
+V2_PHOTO_SPLIT = {
+    **{k: v for k, v in PHOTO_SPLIT.items() if k not in V2_REGIONS},
+    # water: 4 / 3 / 3 (val and test: the two halves of the same three photographs)
+    "ocean_waves_left": "val", "summer_1am_left": "val", "infinite_sea_left": "val",
+    "ocean_waves_right": "test", "summer_1am_right": "test", "infinite_sea_right": "test",
+    # land: 11 / 4 / 5
+    "picosdeeuropa": "val",
+    "aitzgorri": "test", "seeding": "test",
+}
+V2_PHOTOGRAPH = {  # halves -> the photograph they are cut from
+    "ocean_waves_left": "ocean_waves", "ocean_waves_right": "ocean_waves",
+    "summer_1am_left": "summer_1am", "summer_1am_right": "summer_1am",
+    "infinite_sea_left": "Infinite-Sea_by_Aury88", "infinite_sea_right": "Infinite-Sea_by_Aury88",
+}
+V2_PHOTO_NOTES = {
+    "infinite_sea_left": "digital artwork (a night sky over a calm sea); only the sea band below the horizon is used",
+    "infinite_sea_right": "digital artwork (a night sky over a calm sea); only the sea band below the horizon is used",
+    "picosdeeuropa": "mountain meadow with a path and rock faces; the sky (top quarter) is cut off",
+    "aitzgorri": "autumn forest over a green meadow; the sky and far mountains (top 30 %) are cut off",
+    "seeding": "dandelion clocks in a meadow, back-lit",
+}
+# Default split sizes of a version-2 pack (written to its manifest): a larger, group-balanced test split.
+V2_DEFAULT_N = {"train": 3000, "val": 600, "test": 2400}
+V2_LICENCES = {  # per-file licences of the lomiri photos (from their Debian copyright file)
+    "Infinite-Sea_by_Aury88.jpg": "CC-BY-SA-3.0 (Aury88, 2019)",
+    "picosdeeuropa_by_Aitzol_Berasategi.jpg": "CC-BY-4.0 (Aitzol Berasategi, 2018)",
+    "aitzgorri_by_Aitzol_Berasategi.jpg": "CC-BY-4.0 (Aitzol Berasategi, 2018)",
+    "seeding_by_Clements_Engelhardt.jpg": "CC0-1.0 (Clemens Engelhardt, 2018)",
+}
+V2_SOURCE_PACKAGES = {"/usr/share/backgrounds/Infinite-Sea": "lomiri-wallpapers-20.04",
+                      BACKGROUNDS: "lomiri-wallpapers-16.04"}
+
+# Every candidate looked at for version 2 and not kept (verdict: not a photo / neither / mixed / water or
+# land but trained on by the bundled segmenter / contains an animal). Sources not listed here are either kept
+# above, in version 1, or are sizes of the same artwork.
+_ABSTRACT = "not a photo: abstract or vector artwork"
+V2_CANDIDATES = {
+    "gnome-backgrounds": {f"/usr/share/backgrounds/gnome/{n}-{v}.webp": _ABSTRACT + (" (flat colour)" if n == "vnc" else "")
+                          for n in ("adwaita", "grid", "licorice", "pixels", "symbolic", "truchet", "vnc", "wood")
+                          for v in ("d", "l")},
+    "ukui-wallpapers": {BACKGROUNDS + n: _ABSTRACT for n in (
+        "2004default.jpg", "calla.png", "city.png", "desert.png", "firstgeneration.jpg", "fluent-color.png",
+        "focal-ubuntukylin.png", "goldfish.png", "rhythm.jpg", "rollpaper.png", "string.jpg", "the-mouse.jpg")},
+    "sway-backgrounds": {"/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_*.png": _ABSTRACT + " (logo on a gradient)"},
+    "desktop-base": {"/usr/share/desktop-base/*-theme (wallpaper SVGs; grub/login PNG previews looked at)":
+                     _ABSTRACT + " (Debian release themes)"},
+    "lomiri-wallpapers": {BACKGROUNDS + "lomiri-default-background.png": _ABSTRACT,
+                          BACKGROUNDS + "warty-final-ubuntu.png": _ABSTRACT},
+    "lomiri-wallpapers-16.04": {
+        BACKGROUNDS + "Bridge_by_Sander_Klootwijk.jpg": "mixed: bridge cables across a sky over a tidal flat (sand and "
+                                                   "thin water channels in the bottom eighth)",
+        BACKGROUNDS + "Dragonfly_by_Bolly.jpg": "neither: foliage against a sky with a large dragonfly in the middle "
+                                           "(a winged animal that could read as a bird)",
+        BACKGROUNDS + "Picture_0B_by_freespace.jpg": "neither: a fig on a plate (still life)",
+        BACKGROUNDS + "Picture_1A_by_freespace.jpg": "neither: paint brushes (still life)",
+        BACKGROUNDS + "Wine_by_Jakkub_Mede.jpg": "neither: an interior",
+        BACKGROUNDS + "analogpattern_by_Peter_Nerlich.jpg": "not a photo: texture pattern",
+        BACKGROUNDS + "free_by_Peter_Nerlich.jpg": "neither: a toy bird under lamps (and a bird)",
+        BACKGROUNDS + "friends_by_Aitzol_Berasategi.jpg": "neither: two dogs at a window",
+        BACKGROUNDS + "greentock_by_Peter_Nerlich.jpg": "neither: a clock face",
+        BACKGROUNDS + "life_by_Aitzol_Berasategi.jpg": "mixed: a forest stream; rocks and trees fill most of the frame, "
+                                                  "even a crop of the stream is half rock",
+        BACKGROUNDS + "sunset_by_Aitzol_Berasategi.jpg": "neither: mostly sky with a sun flare over a hill top",
+        BACKGROUNDS + "umang_by_Abhishek_Mudgal.jpg": _ABSTRACT,
+    },
+    "lomiri-wallpapers-20.04": {
+        BACKGROUNDS + "Fossa_by_Jasper_Roks.jpg": _ABSTRACT,
+        BACKGROUNDS + "Kleiber_by_Lukas_Baubkus.jpg": "contains a bird (a nuthatch on a tree trunk): a bird in the background",
+        BACKGROUNDS + "Painting-Colors_by__herobrine7gamer.jpg": _ABSTRACT,
+    },
+    "mate-backgrounds": {
+        **{f"/usr/share/backgrounds/mate/abstract/{n}": _ABSTRACT for n in (
+            "Arc-Colors-Transparent-Wallpaper.png", "Elephants.jpg", "Flow.png", "Gulp.png", "Silk.png",
+            "Spring.png", "Waves.png")},
+        **{f"/usr/share/backgrounds/mate/desktop/{n}": _ABSTRACT for n in (
+            "Float-into-MATE.png", "GreenTraditional.jpg", "MATE-Stripes-Dark.png", "MATE-Stripes-Light.png",
+            "Stripes.png", "Ubuntu-Mate-Cold-no-logo.png", "Ubuntu-Mate-Dark-no-logo.png",
+            "Ubuntu-Mate-Radioactive-no-logo.png", "Ubuntu-Mate-Warm-no-logo.png")},
+        "/usr/share/backgrounds/mate/nature/YellowFlower.jpg": "neither: flower macro (no place)",
+        "/usr/share/backgrounds/mate/nature/TwoWings.jpg": "neither: dandelion seeds macro on a blurred background",
+        "/usr/share/backgrounds/mate/nature/Dune.jpg": "mixed: dune grass with the sea across the top third (as in v1)",
+        **{f"/usr/share/backgrounds/mate/nature/{n}": "trained on by the bundled segmenter (not usable in val/test); "
+                                                      "not a water/land scene either"
+           for n in ("Blinds.jpg", "FreshFlower.jpg", "LadyBird.jpg", "Storm.jpg")},
+    },
+    "plasma-workspace-wallpapers": {
+        **{f"plasma:{n}": _ABSTRACT for n in (
+            "Cluster", "ColorfulCups", "Elarun", "Flow", "FlyingKonqui", "Grey", "Honeywave", "IceCold", "Kay",
+            "Kokkini", "MilkyWay", "Opal", "Patak", "Shell")},
+        **{f"plasma:{n}": "trained on by the bundled segmenter (not usable in val/test); a render or not water/land"
+           for n in ("Altai", "Autumn", "Canopee", "Cascade", "Kite", "PastelHills", "SafeLanding")},
+        **{f"plasma:{n}": "dropped in v1 (see DROPPED_PHOTOS) and trained on by the bundled segmenter"
+           for n in ("BytheWater", "ColdRipple", "EveningGlow", "Volna")},
+    },
+}
+
 SOURCE_PACKAGE = {
     "/usr/share/tuxpaint/templates/": "tuxpaint-data",
     "/usr/share/backgrounds/mate/": "mate-backgrounds",
@@ -127,7 +264,7 @@ SOURCE_PACKAGE = {
 
 
 def _package_of(source: str) -> str:
-    for prefix, pkg in SOURCE_PACKAGE.items():
+    for prefix, pkg in [*SOURCE_PACKAGE.items(), *V2_SOURCE_PACKAGES.items()]:
         if source.startswith(prefix):
             return pkg
     raise ValueError(f"source must lie in one of the curated packages, got {source!r}")
@@ -177,6 +314,30 @@ def _trim_dark_borders(img: Image.Image, threshold: int = 12) -> Image.Image:
     return img.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
 
 
+def _crop_region(img: Image.Image, region: tuple[float, float, float, float] | None) -> Image.Image:
+    """Crop ``(left, top, right, bottom)`` fractions of ``img`` (``None``: the whole image)."""
+    if region is None:
+        return img
+    w, h = img.size
+    left, top, right, bottom = region
+    return img.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
+
+
+def _photo_list(version: int) -> tuple[list[tuple[str, str, str, tuple | None]], dict[str, str]]:
+    """``[(name, place, source, region)]`` in manifest order and the photo split of a pack version."""
+    if version == 1:
+        return [(n, p, s, None) for n, p, s in PHOTOS], PHOTO_SPLIT
+    photos = []
+    for name, place, source in PHOTOS:
+        name, region = V2_REGIONS.get(name, (name, None))
+        photos.append((name, place, source, region))
+    return photos + list(V2_EXTRA_PHOTOS), V2_PHOTO_SPLIT
+
+
+def _packages(version: int) -> list[str]:
+    return PACKAGES + (["lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04"] if version >= 2 else [])
+
+
 def _downscale_short_side(img: Image.Image, short: int) -> Image.Image:
     w, h = img.size
     scale = short / min(w, h)
@@ -215,6 +376,14 @@ def _notice(manifest: dict) -> str:
         "",
         "Source packages (Debian versions used to build the pack):",
     ]
+    if manifest["version"] >= 2:
+        lines[10:10] = [
+            "Exception (pack version 2): the photos taken from lomiri-wallpapers-16.04 / -20.04 keep their own",
+            "Creative Commons licences, named per file below (CC-BY-4.0, CC-BY-SA-3.0, CC0-1.0; the licence",
+            "statements are at the end of this NOTICE). Some photos are a region of the original (cropped, or",
+            "cut into a left and a right half); that is the modification made.",
+            "",
+        ]
     for pkg, version in manifest["source_packages"].items():
         lines.append(f"  - {pkg} {version}")
     lines += ["", "Files and their sources", "-----------------------", ""]
@@ -228,6 +397,10 @@ def _notice(manifest: dict) -> str:
             extra = f"; author {info['author']}"
             if info.get("upstream_license"):
                 extra += f", upstream metadata.json lists licence {info['upstream_license']}"
+        if info.get("licence"):
+            extra += f"; licence {info['licence']}"
+        if info.get("region"):
+            extra += f"; region {info['region']} (left, top, right, bottom fractions)"
         lines.append(f"{info['file']}  <-  {info['source']}  ({info['package']}{extra})")
     lines += [
         "",
@@ -246,8 +419,12 @@ def _notice(manifest: dict) -> str:
         "mate-backgrounds": ["Upstream-Name", "Files: nature/Aqua.jpg", "Files: nature/GreenMeadow.jpg",
                              "License: GPL-2+"],
         "plasma-workspace-wallpapers": ["Upstream-Name", "Files: *", "License: GPL-2+"],
+        # Both lomiri packages ship the same copyright file: take each kept file's paragraph once.
+        "lomiri-wallpapers-16.04": ["Upstream-Name", "Files: 16.04/aitzgorri", "Files: 16.04/picosdeeuropa",
+                                    "Files: 16.04/seeding", "License: CC-BY-4.0", "License: CC0-1.0"],
+        "lomiri-wallpapers-20.04": ["Files: 20.04/Infinite-Sea", "License: CC-BY-SA-3.0"],
     }
-    for pkg in PACKAGES:
+    for pkg in manifest["source_packages"]:
         text = _copyright_statement(pkg)
         lines += ["", f"### {pkg}", "", _extract_paragraphs(text, keys_by_pkg[pkg])]
         if pkg == "tuxpaint-data":
@@ -271,8 +448,10 @@ def _dpkg_version(pkg: str) -> str:
     return "unknown"
 
 
-def build_pack(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
-    """Build the pack into ``out`` and return the manifest (also written to ``out/manifest.json``)."""
+def build_pack(out: str | os.PathLike, *, overwrite: bool = False, version: int = PACK_VERSION) -> dict:
+    """Build pack ``version`` (1 or 2) into ``out`` and return the manifest (also written to ``out/manifest.json``)."""
+    if version not in PACK_FOLDERS:
+        raise ValueError(f"version must be one of {sorted(PACK_FOLDERS)}, got {version!r}")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"out {str(out)!r} is not empty; pass overwrite=True (--overwrite) to replace it")
@@ -286,7 +465,8 @@ def build_pack(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
         for name in names:
             src = Path(STAMP_DIR) / f"{name}.png"
             rgba = load_stamp_rgba(src, max_side=MAX_STAMP_SIDE)
-            Image.fromarray(rgba, "RGBA").save(out / "birds" / f"{name}.png", optimize=True)
+            write_with(out / "birds" / f"{name}.png",
+                       lambda p, rgba=rgba: Image.fromarray(rgba, "RGBA").save(p, format="PNG", optimize=True))
             entry = {
                 "file": f"birds/{name}.png", "class": label_name, "label": int(label_name == "waterbird"),
                 "split": "test" if name in TEST_BIRDS else "train",
@@ -299,35 +479,47 @@ def build_pack(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
                 entry["note"] = BIRD_NOTES[name]
             birds[name] = entry
 
+    photo_list, photo_split = _photo_list(version)
     photos: dict[str, dict] = {}
-    for name, place, source in PHOTOS:
+    for name, place, source, region in photo_list:
         path = _resolve_photo(source)
         entry = {"place": place, "label": int(place == "water"), "source": str(path),
                  "package": _package_of(source)}
         if source.startswith("plasma:"):
             entry.update({k: v for k, v in _plasma_metadata(source).items() if v})
+        if path.name in V2_LICENCES:
+            entry["licence"] = V2_LICENCES[path.name]
         if name in DROPPED_PHOTOS:
             entry.update({"dropped": True, "reason": DROPPED_PHOTOS[name]})
             photos[name] = entry
             continue
         with Image.open(path) as im:
             img = _trim_dark_borders(im.convert("RGB"))
-        img = _downscale_short_side(img, PHOTO_SHORT_SIDE)
-        img.save(out / "photos" / f"{name}.jpg", quality=JPEG_QUALITY, optimize=True)
-        entry.update({"file": f"photos/{name}.jpg", "split": PHOTO_SPLIT[name], "size": list(img.size)})
+        img = _downscale_short_side(_crop_region(img, region), PHOTO_SHORT_SIDE)
+        write_with(out / "photos" / f"{name}.jpg",
+                   lambda p, img=img: img.save(p, format="JPEG", quality=JPEG_QUALITY, optimize=True))
+        entry.update({"file": f"photos/{name}.jpg", "split": photo_split[name], "size": list(img.size)})
+        if region is not None:
+            entry["region"] = list(region)
+        if name in V2_PHOTOGRAPH:
+            entry["photograph"] = V2_PHOTOGRAPH[name]
+        if name in V2_PHOTO_NOTES:
+            entry["note"] = V2_PHOTO_NOTES[name]
         photos[name] = entry
 
-    missing = [n for n, e in photos.items() if not e.get("dropped") and n not in PHOTO_SPLIT]
+    missing = [n for n, e in photos.items() if not e.get("dropped") and n not in photo_split]
     if missing:
         raise RuntimeError(f"photos without a split: {missing}")
+    minimum = 1 if version == 1 else 3
     for place in ("water", "land"):
         for split in ("train", "val", "test"):
-            if not any(e.get("split") == split and e["place"] == place for e in photos.values()):
-                raise RuntimeError(f"no {place} photo in split {split!r}")
+            count = sum(e.get("split") == split and e["place"] == place for e in photos.values())
+            if count < minimum:
+                raise RuntimeError(f"{count} {place} photos in split {split!r}; version {version} needs >= {minimum}")
 
     manifest = {
         "name": "StampBirds",
-        "version": PACK_VERSION,
+        "version": version,
         "classes": ["landbird", "waterbird"],
         "places": ["land", "water"],
         "conventions": "label 1 = waterbird, place 1 = water, group = 2*label + place",
@@ -335,7 +527,7 @@ def build_pack(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
                            "test; whole bird families are held out together.",
         "photo_split_note": "by photo: a val/test background crop never comes from a train photo; chosen by hand so "
                             "each held-out photo has a related (but different) train photo.",
-        "source_packages": {pkg: _dpkg_version(pkg) for pkg in PACKAGES},
+        "source_packages": {pkg: _dpkg_version(pkg) for pkg in _packages(version)},
         "max_stamp_side": MAX_STAMP_SIDE,
         "photo_short_side": PHOTO_SHORT_SIDE,
         "jpeg_quality": JPEG_QUALITY,
@@ -349,8 +541,22 @@ def build_pack(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
         "birds": birds,
         "photos": photos,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "NOTICE").write_text(_notice(manifest), encoding="utf-8")
+    if version >= 2:
+        manifest["photo_split_note"] += (
+            " Version 2: only three water photographs of the candidate packages were neither in version 1's "
+            "train split nor trained on by the bundled segmenter, so each is cut into a left half (val) and a "
+            "right half (test): val and test share photographs but not pixels.")
+        manifest["default_n"] = dict(V2_DEFAULT_N)
+        manifest["heldout_photo_sampling"] = "balanced"
+        manifest["heldout_photo_sampling_note"] = (
+            "val/test: within each place every photo of the pool gets the same number of samples (+-1), so no "
+            "photo is over-represented by chance; train draws photos uniformly at random (as in version 1).")
+        manifest["candidates_reviewed"] = V2_CANDIDATES
+        manifest["segmenter_training_photos_excluded_from_val_test"] = (
+            "weights/train_default_segmenter.py trains on the train photos plus EXTRA_TRAIN_PHOTOS; none of those "
+            "is in this pack's val or test split.")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "NOTICE", _notice(manifest))
     shutil.copyfile("/usr/share/common-licenses/GPL-2", out / "COPYING")
     shutil.copyfile("/usr/share/common-licenses/LGPL-3", out / "COPYING.LGPL-3")
     shutil.copyfile("/usr/share/common-licenses/GPL-3", out / "COPYING.GPL-3")
@@ -361,8 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder, e.g. torch_backswap/datasets/assets/stampbirds")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing pack")
+    parser.add_argument("--version", type=int, default=PACK_VERSION, choices=sorted(PACK_FOLDERS),
+                        help="pack version (1: the original pack; 2: more held-out photos)")
     args = parser.parse_args(argv)
-    manifest = build_pack(args.out, overwrite=args.overwrite)
+    manifest = build_pack(args.out, overwrite=args.overwrite, version=args.version)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
     kept = [n for n, e in manifest["photos"].items() if not e.get("dropped")]
     print(f"wrote {args.out}: {len(manifest['birds'])} birds, {len(kept)} photos "

@@ -22,26 +22,31 @@ from PIL import Image
 
 from torch_backswap.datasets.stamp_composite import render_layout, sample_layout
 
-__all__ = ["StampBirds", "default_root", "load_pack"]
+__all__ = ["PACK_VERSIONS", "StampBirds", "default_root", "load_pack"]
 
 SPLITS = ("train", "val", "test")
 BACKGROUND_HOLDOUTS = ("photo", "crop")
-DEFAULT_N = {"train": 3000, "val": 600, "test": 1200}
+DEFAULT_N = {"train": 3000, "val": 600, "test": 1200}  # packs whose manifest has no "default_n" (version 1)
 GROUP_NAMES = ["landbird_on_land", "landbird_on_water", "waterbird_on_land", "waterbird_on_water"]
+PACK_VERSIONS = {1: "stampbirds", 2: "stampbirds_v2"}
+"""Bundled pack versions and their folders under ``torch_backswap/datasets/assets``."""
+LATEST_VERSION = max(PACK_VERSIONS)
 
 
-def default_root() -> Path:
-    """Folder of the asset pack shipped with the package."""
-    return Path(__file__).resolve().parent / "assets" / "stampbirds"
+def default_root(version: int = LATEST_VERSION) -> Path:
+    """Folder of the asset pack of ``version`` (1 or 2) shipped with the package."""
+    if isinstance(version, bool) or version not in PACK_VERSIONS:
+        raise ValueError(f"version must be one of {sorted(PACK_VERSIONS)}, got {version!r}")
+    return Path(__file__).resolve().parent / "assets" / PACK_VERSIONS[version]
 
 
-def load_pack(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Read an asset pack: manifest plus decoded stamps and photos.
+def load_pack(root: str | os.PathLike | None = None, version: int = LATEST_VERSION) -> dict[str, Any]:
+    """Read an asset pack (``root``, or the bundled pack of ``version``): manifest plus decoded stamps and photos.
 
     Returns a dict with ``manifest`` (the JSON), ``bird_names``/``photo_names`` (lists, in manifest
     order, dropped photos left out), ``stamps`` (RGBA PIL images) and ``photos`` (RGB PIL images).
     """
-    root = default_root() if root is None else Path(root)
+    root = default_root(version) if root is None else Path(root)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"root {str(root)!r} has no manifest.json; build the pack with "
@@ -70,14 +75,15 @@ class StampBirds(torch.utils.data.Dataset):
     """Waterbirds-style dataset of bird cut-outs pasted on water / land photos.
 
     Args:
-        root: asset-pack folder; ``None`` → the pack bundled with the package.
+        root: asset-pack folder; ``None`` → the pack of ``version`` bundled with the package.
         split: ``"train"``, ``"val"`` or ``"test"``.
         image_size: side S of the square images (e.g. 64, 128, 224).
         correlation: train split only — probability that the place matches the class (waterbird on
             water, landbird on land). Applied exactly: per class, ``round(n_class * (1 - correlation))``
             samples get the opposite place. Val/test are always group balanced.
-        n: number of samples; ``None`` → 3000 (train), 600 (val), 1200 (test). For val/test, group counts
-            differ by at most one when ``n`` is not a multiple of 4.
+        n: number of samples; ``None`` → the pack's default: 3000 (train), 600 (val) and 2400 (test) for
+            version 2, 1200 (test) for version 1. For val/test, group counts differ by at most one when ``n``
+            is not a multiple of 4.
         seed: seed of the compositing (each split draws from its own stream derived from it).
         background_holdout: ``"photo"`` — val/test crops come from held-out photos (the hard, honest
             setting); ``"crop"`` — every split crops from the train photos (the easier setting like
@@ -90,6 +96,11 @@ class StampBirds(torch.utils.data.Dataset):
         bird_scale: range of the bird's longest side as a fraction of S.
         crop_scale: range of the background crop side as a fraction of the photo's short side.
         progress: show a tqdm bar while compositing.
+        version: bundled pack version when ``root`` is None: **2** (default; 3 water and 4-5 land held-out
+            photos in val and in test, a 2400-image test split, every held-out photo used equally often) or
+            1 (the original pack: 1 water photo in val and in test; reproduces the version-1 figures
+            exactly). The train split is the same in both versions. With an explicit ``root`` the pack's
+            manifest decides, and ``version`` must match it if given.
 
     Attributes (N samples, tensors on CPU):
         images: uint8 (N,3,S,S). labels: int64 (N,), 1 = waterbird. places: int64 (N,), 1 = water
@@ -121,14 +132,18 @@ class StampBirds(torch.utils.data.Dataset):
         bird_scale: tuple[float, float] = (0.45, 0.8),
         crop_scale: tuple[float, float] = (0.5, 1.0),
         progress: bool = False,
+        version: int | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         image_size = _check_int("image_size", image_size, 8)
         if isinstance(correlation, bool) or not isinstance(correlation, (int, float)) or not 0.0 <= correlation <= 1.0:
             raise ValueError(f"correlation must be a float in [0, 1], got {correlation!r}")
-        n = DEFAULT_N[split] if n is None else _check_int("n", n, 1)
-        if split != "train" and n < 4:
+        if version is not None and (isinstance(version, bool) or version not in PACK_VERSIONS):
+            raise ValueError(f"version must be one of {sorted(PACK_VERSIONS)} or None, got {version!r}")
+        if n is not None:
+            n = _check_int("n", n, 1)
+        if split != "train" and n is not None and n < 4:
             raise ValueError(f"n must be >= 4 for the group-balanced {split!r} split, got {n!r}")
         seed = _check_int("seed", seed, 0)
         if background_holdout not in BACKGROUND_HOLDOUTS:
@@ -140,7 +155,7 @@ class StampBirds(torch.utils.data.Dataset):
         if target_transform is not None and not callable(target_transform):
             raise ValueError(f"target_transform must be callable or None, got {target_transform!r}")
 
-        self.root = default_root() if root is None else Path(root)
+        self.root = default_root(LATEST_VERSION if version is None else version) if root is None else Path(root)
         self.split = split
         self.image_size = image_size
         self.correlation = float(correlation)
@@ -154,6 +169,13 @@ class StampBirds(torch.utils.data.Dataset):
         pack = load_pack(self.root)
         manifest = pack["manifest"]
         self.manifest = manifest
+        self.version = int(manifest.get("version", 1))
+        if version is not None and version != self.version:
+            raise ValueError(f"version={version!r} does not match the pack at root {str(self.root)!r} "
+                             f"(its manifest says version {self.version})")
+        if n is None:
+            n = int(manifest.get("default_n", DEFAULT_N)[split])
+        balanced_photos = manifest.get("heldout_photo_sampling") == "balanced" and split != "train"
         self.bird_names: list[str] = pack["bird_names"]
         self.photo_names: list[str] = pack["photo_names"]
         bird_label = np.array([manifest["birds"][b]["label"] for b in self.bird_names])
@@ -183,7 +205,11 @@ class StampBirds(torch.utils.data.Dataset):
                 raise ValueError(f"root {str(self.root)!r} has no {'water' if value else 'land'} photo in split "
                                  f"{photo_pool_split!r}")
             idx = np.nonzero(places == value)[0]
-            photo_ids[idx] = pool[rng.integers(0, len(pool), size=len(idx))]
+            if balanced_photos:
+                # every photo of the pool the same number of times (+-1), in random order
+                photo_ids[idx] = rng.permutation(np.resize(pool, len(idx)))
+            else:
+                photo_ids[idx] = pool[rng.integers(0, len(pool), size=len(idx))]
 
         layout = sample_layout(bird_ids, photo_ids, rng, stamp_scale=bird_scale, crop_scale=crop_scale, flip=True)
         out = render_layout(pack["stamps"], pack["photos"], layout, image_size, progress=progress)
@@ -250,6 +276,7 @@ class StampBirds(torch.utils.data.Dataset):
             f"    Number of datapoints: {len(self)}",
             f"    Root location: {self.root}",
             f"    Split: {self.split}",
+            f"    Pack version: {self.version}",
             f"    Image size: {self.image_size}",
             f"    Correlation: {self.correlation}" if self.split == "train" else "    Groups: balanced",
             f"    Background holdout: {self.background_holdout}",
