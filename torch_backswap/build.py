@@ -418,7 +418,7 @@ def _build_in_memory(builder: _Builder, batch_size: int, classes: Sequence[str] 
     return bank
 
 
-def _existing_shard(path: Path, index: int, count: int, settings: dict) -> ShardInfo | None:
+def _existing_shard(path: Path, index: int, count: int, shard_meta: dict) -> ShardInfo | None:
     """The :class:`ShardInfo` of a complete shard from an earlier run, ``None`` when absent or unreadable;
     ``ValueError`` when it was built with other settings (never mix two builds in one directory)."""
     if not path.is_file():
@@ -427,10 +427,11 @@ def _existing_shard(path: Path, index: int, count: int, settings: dict) -> Shard
         meta = read_bank_header(path)
     except BackswapFileError:
         return None  # written by no build of ours (shards are renamed into place whole): rebuild it
-    if meta.get("builder") != settings or meta.get("shard") != index or meta.get("count") != count:
+    got = {k: meta.get(k) for k in shard_meta} | {"shard": meta.get("shard"), "count": meta.get("count")}
+    want = dict(shard_meta, shard=index, count=count)
+    if got != want:
         raise ValueError(
-            f"{path} was built with other settings ({meta.get('builder')!r}, shard {meta.get('shard')!r}, "
-            f"{meta.get('count')!r} images) than this run ({settings!r}, shard {index}, {count} images); "
+            f"{path} was built with other settings than this run: {got!r} != {want!r}; "
             "use another output directory or delete it"
         )
     return ShardInfo(path.name, count, path.stat().st_size, sha256_file(path))
@@ -449,14 +450,16 @@ def _build_shards(builder: _Builder, out: Path, shard_size: int, batch_size: int
     try:
         if dist.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            if (out / MANIFEST).is_file():
-                done = BankManifest.read(out)
-                if done.builder != settings or done.metadata != metadata or done.classes != classes:
-                    raise ValueError(f"{out} holds a finished bank built with other settings ({done.builder!r}); "
-                                     "use another output directory or delete it")
+            for stale in [*out.glob(".shard-*.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:  # left by a killed run
+                stale.unlink(missing_ok=True)
             found = {k: _existing_shard(out / shard_name(k), k, e - s, shard_meta) for k, (s, e) in enumerate(bounds)}
             plan = {"todo": [k for k, info in found.items() if info is None],
                     "found": {k: info for k, info in found.items() if info is not None}}
+            if (out / MANIFEST).is_file():
+                done = BankManifest.read(out)
+                if (done.builder, done.metadata, done.classes) != (settings, metadata, classes):
+                    raise ValueError(f"{out} holds a finished bank built with other settings ({done.builder!r}); "
+                                     "use another output directory or delete it")
         else:
             plan = None
         plan = dist.broadcast(plan)

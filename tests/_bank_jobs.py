@@ -1,0 +1,124 @@
+"""Jobs the bank tests run in subprocesses (plain ``python`` or ``python -m torch.distributed.run``).
+
+    python tests/_bank_jobs.py build OUT [--shard-size 4] [--batch-size 2] [--sleep 0.0]
+    python tests/_bank_jobs.py ddp OUT [--steps 3]
+
+``build``: the tiny test bank (24 images at 32 px, 3 classes, a box segmenter, the default pyramid inpainter)
+built sharded into OUT; ``--sleep`` slows every segmenter call so a test can kill the build mid-way.
+``ddp``: a 2-step DDP training smoke run with the swap in the DataLoader's collate; every rank writes
+``OUT/rank{r}.json`` with a digest of each swapped batch, of a swap of one fixed batch, and its losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+N_IMAGES, SIZE, N_CLASSES = 24, 32, 3
+
+
+def scene(n: int = N_IMAGES, size: int = SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic images ``(n, 3, size, size)`` uint8, labels ``(n,)`` and object alphas ``(n, 1, size, size)``."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    alphas = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        y, x = 4 + i % 8, 6 + i % 5
+        alphas[i, :, y : y + 14, x : x + 12] = 1.0
+    return images, torch.arange(n) % N_CLASSES, alphas
+
+
+class BoxSegmenter:
+    """Object logits in the central 2x2 cells of a 4x4 grid; optionally slow (for the kill test)."""
+
+    def __init__(self, sleep: float = 0.0) -> None:
+        self.sleep = sleep
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.sleep:
+            time.sleep(self.sleep)
+        logits = torch.full((images.shape[0], 4, 4), -8.0)
+        logits[:, 1:3, 1:3] = 8.0
+        return logits
+
+
+def build(out: str, shard_size: int, batch_size: int, sleep: float) -> None:
+    from torch_backswap.build import build_bank
+
+    torch.set_num_threads(1)
+    images, labels, _ = scene()
+    build_bank(images, labels, BoxSegmenter(sleep), out=out, shard_size=shard_size, batch_size=batch_size,
+               classes=["a", "b", "c"], metadata={"test": True}, progress=False)
+
+
+def digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def ddp(out: str, steps: int) -> None:
+    """DistributedSampler + ``collate_fn=swap.collate_fn`` + DDP, gloo on CPU."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, DistributedSampler
+    from torchvision import tv_tensors
+
+    from torch_backswap import BackgroundBank, BackgroundSwap
+    from torch_backswap.alpha import ObjectAlpha
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)  # the same model init on every rank (DDP also broadcasts it)
+    images, labels, alphas = scene()
+    bank = BackgroundBank(scene(seed=1)[0], labels)
+    samples = [(tv_tensors.Image(images[i]), ObjectAlpha(alphas[i]), int(labels[i])) for i in range(N_IMAGES)]
+    swap = BackgroundSwap(bank, seed=0)
+    sampler = DistributedSampler(samples, shuffle=True, seed=0)
+    loader = DataLoader(samples, batch_size=4, sampler=sampler, collate_fn=swap.collate_fn)
+    model = DistributedDataParallel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 3)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    record = {"rank": rank, "world": dist.get_world_size(), "batches": [], "losses": []}
+    sampler.set_epoch(0)
+    for step, (x, _alpha, y) in enumerate(loader):
+        if step >= steps:
+            break
+        record["batches"].append(digest(x))
+        loss = torch.nn.functional.cross_entropy(model(x.float() / 255), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        record["losses"].append(float(loss))
+    # the same fixed batch swapped on every rank: the ranks' streams must differ
+    fixed = swap((tv_tensors.Image(images[:4]), ObjectAlpha(alphas[:4]), labels[:4]))
+    record["fixed"] = digest(fixed[0])
+    record["input"] = digest(images[:4])
+    Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("job", choices=["build", "ddp"])
+    parser.add_argument("out")
+    parser.add_argument("--shard-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.job == "build":
+        build(args.out, args.shard_size, args.batch_size, args.sleep)
+    else:
+        os.makedirs(args.out, exist_ok=True)
+        ddp(args.out, args.steps)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
