@@ -150,3 +150,153 @@ def test_build_from_dataset_resizes_any_size_and_mode():
         build_bank(gray, holes=holes, progress=False)
     with pytest.raises(ValueError, match="NaN"):
         build_bank(torch.full((1, 3, 8, 8), float("nan")), [0], holes=holes[:1, :, :8, :8], progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# gather, files: durable saves, every broken file is a BackswapFileError naming it, fuzzing
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_gather_matches_sample_and_checks_indices():
+    bank = _bank()
+    idx = bank.sample_indices(5, generator=torch.Generator().manual_seed(3))
+    out = bank.gather(idx)
+    assert torch.equal(out, bank.sample(5, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(out, bank.backgrounds[idx]) and out.dtype == torch.uint8
+    assert bank.gather([0, 7], size=8).shape == (2, 3, 8, 8)
+    with pytest.raises(IndexError, match=r"\[0, 8\).*\[8\]"):
+        bank.gather([0, 8])
+    with pytest.raises(ValueError, match="integer"):
+        bank.gather(torch.tensor([0.5]))
+
+
+def test_sharded_save_load_round_trip(tmp_path):
+    bank = _bank(classes=["x", "y", "z"])
+    bank.save(tmp_path / "dir", shard_size=3)
+    assert max(p.name for p in (tmp_path / "dir").iterdir()) == "shard-00002.safetensors"
+    loaded = BackgroundBank.load(tmp_path / "dir")
+    assert torch.equal(loaded.backgrounds, bank.backgrounds) and torch.equal(loaded.labels, bank.labels)
+    assert loaded.classes == ["x", "y", "z"] and loaded.metadata == {"note": "test"}
+
+
+def test_threads_saving_one_path_never_collide(tmp_path):
+    import threading
+
+    banks = [_bank(labels=(i % 3,) * 4) for i in range(8)]
+    target = tmp_path / "bank.safetensors"
+    errors = []
+
+    def save(b):
+        try:
+            for _ in range(5):
+                b.save(target)
+        except Exception as err:  # noqa: BLE001 - the test reports any failure
+            errors.append(err)
+
+    threads = [threading.Thread(target=save, args=(b,)) for b in banks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    loaded = BackgroundBank.load(target)  # one writer's complete file, never a mix
+    assert any(torch.equal(loaded.labels, b.labels) for b in banks)
+    assert [p.name for p in tmp_path.iterdir()] == ["bank.safetensors"]  # no temporary file left
+
+
+def _foreign_files(tmp_path, good: bytes):
+    from safetensors.torch import save_file
+
+    def header_meta(meta):
+        save_file({"backgrounds": torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "labels": torch.zeros(1, dtype=torch.long)},
+                  str(tmp_path / "m.safetensors"), metadata={"backswap": meta})
+        return (tmp_path / "m.safetensors").read_bytes()
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+    other = (tmp_path / "x.safetensors").read_bytes()
+    return {
+        "zero-byte": (b"", "not a readable safetensors"),
+        "truncated": (good[: len(good) // 2], "not a readable safetensors"),
+        "not safetensors": (b"PK\x03\x04 a zip file, not a bank" * 4, "not a readable safetensors"),
+        "foreign safetensors": (other, "no 'backswap' metadata"),
+        "metadata a JSON list": (header_meta("[1, 2]"), "must be a JSON object, got list"),
+        "metadata not JSON": (header_meta("{oops"), "unreadable bank metadata"),
+        "other format": (header_meta('{"format": "x"}'), "has format 'x'"),
+        "newer version": (header_meta(json.dumps({"format": "torch-backswap/background-bank", "version": 99})),
+                          "format version 99"),
+    }
+
+
+def test_every_broken_bank_file_is_a_backswap_file_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from torch_backswap._io import BackswapFileError
+
+    good = _bank().save(tmp_path / "good.safetensors").read_bytes()
+    for case, (data, message) in _foreign_files(tmp_path, good).items():
+        path = tmp_path / f"{case.replace(' ', '_')}.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(BackswapFileError, match=message) as info:
+            BackgroundBank.load(path)
+        assert str(path) in str(info.value), case
+        assert isinstance(info.value, ValueError)
+    # missing tensors: a bank header over other tensors
+    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "good.safetensors"), "pt").metadata()["backswap"])
+    save_file({"backgrounds": torch.zeros(8, 3, 16, 16, dtype=torch.uint8)}, str(tmp_path / "half.safetensors"),
+              metadata={"backswap": json.dumps(meta)})
+    with pytest.raises(BackswapFileError, match=r"missing tensors \['labels'\]"):
+        BackgroundBank.load(tmp_path / "half.safetensors")
+    # the underlying error is chained
+    (tmp_path / "z.safetensors").write_bytes(b"")
+    with pytest.raises(BackswapFileError) as info:
+        BackgroundBank.load(tmp_path / "z.safetensors")
+    assert info.value.__cause__ is not None
+
+
+FUZZ_EXAMPLES = {"truncated": 0, "bit_flipped": 0}
+
+
+def _load_or_file_error(path, reference):
+    """Property: a damaged bank file loads as exactly the saved bank, or raises BackswapFileError."""
+    from torch_backswap._io import BackswapFileError
+
+    try:
+        loaded = BackgroundBank.load(path)
+    except BackswapFileError:
+        return "error"
+    assert torch.equal(loaded.backgrounds, reference.backgrounds)
+    assert torch.equal(loaded.labels, reference.labels)
+    assert loaded.classes == reference.classes and loaded.metadata == reference.metadata
+    return "bank"
+
+
+def test_fuzz_truncated_and_bit_flipped_bank_files(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    reference = _bank(labels=(0, 1, 2, 1), size=4, classes=["a", "b", "c"])
+    good = reference.save(tmp_path / "ref.safetensors").read_bytes()
+    path = tmp_path / "fuzz.safetensors"
+    outcomes = {"bank": 0, "error": 0}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.integers(0, len(good) - 1))
+    def truncated(n):
+        path.write_bytes(good[:n])
+        outcomes[_load_or_file_error(path, reference)] += 1
+        FUZZ_EXAMPLES["truncated"] += 1
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 7)), min_size=1, max_size=3))
+    def bit_flipped(flips):
+        data = bytearray(good)
+        for pos, bit in flips:
+            data[pos] ^= 1 << bit
+        path.write_bytes(bytes(data))
+        outcomes[_load_or_file_error(path, reference)] += 1
+        FUZZ_EXAMPLES["bit_flipped"] += 1
+
+    truncated()
+    bit_flipped()
+    print(f"\nbank loader fuzz: {FUZZ_EXAMPLES} examples, outcomes {outcomes}")
+    assert outcomes["error"] > 0 and sum(FUZZ_EXAMPLES.values()) >= 300

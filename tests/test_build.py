@@ -16,7 +16,7 @@ from torch_backswap.bankfiles import MANIFEST, BankManifest
 from torch_backswap.build import build_bank
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bank_jobs import BoxSegmenter, scene  # noqa: E402
+from _bank_jobs import BoxSegmenter, scene
 
 JOBS = Path(__file__).parent / "_bank_jobs.py"
 
