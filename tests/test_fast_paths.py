@@ -10,7 +10,7 @@ from torch_backswap.segmenter import segment_probability, segmenter_input
 from torch_backswap.composite import mask_bboxes
 from torch_backswap.inpaint import ScramblePatches, _scramble_cells
 from torch_backswap.segmenter import PatchSegmenter, logits_to_probability
-from torch_backswap.transform import _mask_to_alpha
+from torch_backswap._image import float_alpha, mask_to_alpha
 
 
 def _naive_bboxes(alpha):
@@ -48,13 +48,13 @@ def test_compact_masks_give_bit_identical_swaps():
     binary = alpha > 0.3
     for mask in (u8, binary, binary.to(torch.uint8)):
         # the old path: masks turned into float alpha first
-        ref, ref_moved = BackgroundSwap(bank, seed=3).swap_batch(images, masks=_mask_to_alpha(mask), return_masks=True)
-        out, moved = BackgroundSwap(bank, seed=3).swap_batch(images, masks=mask, return_masks=True)
+        ref, ref_rec = BackgroundSwap(bank, seed=3).swap_batch(images, alphas=float_alpha(mask_to_alpha(mask)), return_record=True)
+        out, rec = BackgroundSwap(bank, seed=3).swap_batch(images, alphas=mask, return_record=True)
         assert torch.equal(out, ref)
-        assert torch.equal(moved, ref_moved)
+        assert torch.equal(rec.matrices, ref_rec.matrices)
     # p < 1 and resized masks still work with compact masks
     swap = BackgroundSwap(bank, seed=0, p=0.5)
-    out = swap.swap_batch(images, masks=u8[..., ::2, ::2])
+    out = swap.swap_batch(images, alphas=u8[..., ::2, ::2])
     assert out.shape == images.shape and out.dtype == torch.uint8
 
 

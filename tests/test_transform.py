@@ -9,6 +9,7 @@ survive.
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,7 +17,9 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from torch_backswap.alpha import ObjectAlpha, ObjectAlphaDataset
 from torch_backswap.bank import BackgroundBank
+from torch_backswap.functional import move_alpha
 from torch_backswap.transform import BackgroundSwap, BackgroundSwapCollate
 
 H = W = 32
@@ -50,7 +53,7 @@ class _SquareSegmenter(nn.Module):
         return torch.where(frac > 0.99, 10.0, -10.0)
 
 
-def _check_swapped(out, moved, labels_in=None, labels_out=None):
+def _check_swapped(out, moved):
     """out: (B,3,H,W) uint8; moved: (B,1,H,W) alpha of where the object now is."""
     assert out.dtype == torch.uint8 and out.shape[1:] == (3, H, W)
     for i in range(out.shape[0]):
@@ -67,166 +70,290 @@ def _check_swapped(out, moved, labels_in=None, labels_out=None):
         a = ((px.float() - c) @ d) / (d @ d)
         residual = px.float() - (c + a[:, None] * d)
         assert residual.abs().max() <= 2 and a.min() >= -0.01 and a.max() <= 1.01, "source background leaked"
-    if labels_in is not None:
-        assert torch.equal(labels_in, labels_out)
 
 
-def test_batch_known_masks_foreground_from_input_background_from_bank():
+def _moved(alpha, record):
+    return move_alpha(alpha.float(), record)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the swap itself
+
+
+def test_batch_known_alphas_foreground_from_input_background_from_bank():
     images, masks = _scene(6)
     swap = BackgroundSwap(_bank(), seed=0)
     labels = torch.tensor([0, 1, 0, 1, 1, 0])
-    out, moved = swap.swap_batch(images, labels, masks=masks, return_masks=True)
+    out, record = swap.swap_batch(images, labels, alphas=masks, return_record=True)
+    moved = _moved(masks, record)
     _check_swapped(out, moved)
-    # the object really moved/scaled somewhere for at least one sample (jitter is on)
-    assert not torch.equal(moved > 0.5, masks)
-    # as a v2 transform on (images, labels), like CutMix/MixUp: labels pass through unchanged
-    out2, lab2, mask2 = swap(images, labels, tv_tensors.Mask(masks.float()))
+    assert not torch.equal(moved > 0.5, masks)  # the jitter moved the object
+    # as a v2 transform on (images, labels, alpha), like CutMix: labels pass through unchanged (same object)
+    out2, lab2, alpha2 = swap(images, labels, ObjectAlpha(masks.float()))
     assert out2.shape == images.shape and out2.dtype == torch.uint8 and lab2 is labels
-    _check_swapped(out2, mask2.float())
+    assert isinstance(alpha2, ObjectAlpha)
+    _check_swapped(out2, alpha2.float())
 
 
-def test_segment_on_the_fly_matches_given_masks():
+def test_record_is_per_sample_provenance_and_params_replay():
+    images, masks = _scene(5)
+    bank = _bank()
+    swap = BackgroundSwap(bank, seed=4, p=0.6)
+    out, record = swap.swap_batch(images, alphas=masks, return_record=True)
+    rows = record.to_list()
+    assert len(rows) == 5 and swap.last_record is record
+    for i, row in enumerate(rows):
+        if row["swapped"]:
+            assert row["bank_index"] >= 0 and row["background_label"] == int(bank.labels[row["bank_index"]])
+            colour = out[i, :, 0, 0] if not masks[i, 0, 0, 0] else None
+            assert colour is None or torch.equal(colour, BANK_COLOURS[row["bank_index"]])
+        else:
+            assert row["bank_index"] == -1 and row["background_label"] == -1
+            assert torch.equal(out[i], images[i])
+    # replay: the same params give the same bytes, with a swap of another seed
+    again = BackgroundSwap(bank, seed=99, p=0.6).swap_batch(images, alphas=masks, params=record.params)
+    assert torch.equal(again, out)
+
+
+def test_segment_on_the_fly_matches_given_alphas():
     images, masks = _scene(4)
     a = BackgroundSwap(_bank(), _SquareSegmenter(), seed=7)
-    b = BackgroundSwap(_bank(), seed=7, feather=0.1)
     out_a = a.swap_batch(images)
-    # the fake segmenter yields a smooth tight mask; its core must still be the input's object colour
     assert out_a.shape == images.shape
-    out_b, moved = b.swap_batch(images, masks=masks, return_masks=True)
-    _check_swapped(out_b, moved)
     px = out_a.permute(0, 2, 3, 1).reshape(-1, 3)
     assert (px == FG).all(dim=1).sum() > 50  # the object was pasted
+    alpha = a.segment(images)
+    assert alpha.shape == (4, 1, H, W) and alpha.dtype == torch.float32
+    assert ((alpha > 0.5) == masks).float().mean() > 0.9
 
 
-def test_float_input_float_output():
+def test_float_input_float_output_and_value_range():
     images, masks = _scene(3)
-    swap = BackgroundSwap(_bank(), seed=1)
     f = images.float() / 255
-    out, moved = swap.swap_batch(f, masks=masks, return_masks=True)
+    out, record = BackgroundSwap(_bank(), seed=1).swap_batch(f, alphas=masks, return_record=True)
     assert out.dtype == torch.float32 and out.shape == f.shape
-    _check_swapped((out * 255).round().to(torch.uint8), moved)
-    with pytest.raises(ValueError, match="NaN"):
-        swap(torch.full((3, H, W), float("nan")))
+    _check_swapped((out * 255).round().to(torch.uint8), _moved(masks, record))
+    # [-1, 1] images with value_range: the same swap, in the caller's range
+    g = f * 2 - 1
+    out_g = BackgroundSwap(_bank(), seed=1, value_range=(-1, 1)).swap_batch(g, alphas=masks)
+    assert torch.allclose((out_g + 1) / 2, out, atol=1e-5)
 
 
-def test_single_images_all_types_with_mask_in_sample():
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.full((3, H, W), float("nan")), "NaN"),
+        (torch.zeros(3, H, W).index_put_((torch.tensor([0]), torch.tensor([5]), torch.tensor([5])), torch.tensor(float("inf"))), "inf"),
+        (torch.rand(3, H, W) * 255, r"0\.\.255"),
+        (torch.rand(3, H, W) * 2 - 1, r"\[0, 1\]"),
+        (torch.zeros(3, H, W, dtype=torch.int32), "uint8 or floating point"),
+        (torch.zeros(2, H, W), "channels"),
+        (torch.zeros(1, 2, 3, H, W), "shape"),
+    ],
+)
+def test_bad_images_raise_one_clear_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(bad)
+
+
+def test_single_images_all_types_with_alpha_and_other_parts_in_sample():
     images, masks = _scene(1)
     swap = BackgroundSwap(_bank(), seed=3)
-    sample = {"image": tv_tensors.Image(images[0]), "mask": tv_tensors.Mask(masks[0].float()), "label": 1, "meta": "keep"}
+    seg_map = torch.where(masks[0], 7, 3).to(torch.uint8)  # class ids: object 7, background 3
+    boxes = tv_tensors.BoundingBoxes([[8, 6, 20, 16]], format="XYXY", canvas_size=(H, W))
+    sample = {
+        "image": tv_tensors.Image(images[0]),
+        "alpha": ObjectAlpha(masks[0].float()),
+        "seg": tv_tensors.Mask(seg_map),
+        "boxes": boxes,
+        "label": 1,
+        "meta": "keep",
+    }
     out = swap(sample)
-    assert isinstance(out["image"], tv_tensors.Image) and isinstance(out["mask"], tv_tensors.Mask)
-    assert out["label"] == 1 and out["meta"] == "keep" and out["mask"].dtype == torch.float32
-    _check_swapped(out["image"][None].as_subclass(torch.Tensor), out["mask"][None].float())
+    assert isinstance(out["image"], tv_tensors.Image) and isinstance(out["alpha"], ObjectAlpha)
+    assert out["label"] == 1 and out["meta"] == "keep" and out["alpha"].dtype == torch.float32
+    moved = out["alpha"][None].float()
+    _check_swapped(out["image"][None].as_subclass(torch.Tensor), moved)
+    seg = out["seg"].as_subclass(torch.Tensor)[0]
+    assert isinstance(out["seg"], tv_tensors.Mask) and seg.dtype == torch.uint8
+    assert set(seg.unique().tolist()) <= {0, 7}  # the old background's class is gone, the object's moved
+    assert torch.equal(seg == 7, moved[0, 0] > 0.5)
+    # the box moved with the object: it holds the moved object's box
+    ys, xs = torch.nonzero(moved[0, 0] > 0.5, as_tuple=True)
+    x0, y0, x1, y1 = out["boxes"][0].tolist()
+    assert isinstance(out["boxes"], tv_tensors.BoundingBoxes) and out["boxes"].canvas_size == (H, W)
+    assert x0 - 1.5 <= xs.min() and xs.max() <= x1 + 1.5 and y0 - 1.5 <= ys.min() and ys.max() <= y1 + 1.5
     # plain tensor + tuple sample, PIL image
-    seg = BackgroundSwap(_bank(), _SquareSegmenter(), seed=3)
-    t, lab = seg((images[0], 5))
+    seg_swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=3)
+    t, lab = seg_swap((images[0], 5))
     assert type(t) is torch.Tensor and t.shape == (3, H, W) and t.dtype == torch.uint8 and lab == 5
     pil = Image.fromarray(images[0].permute(1, 2, 0).numpy())
-    out_pil = seg(pil)
+    out_pil = seg_swap(pil)
     assert isinstance(out_pil, Image.Image) and out_pil.size == (W, H) and out_pil.mode == "RGB"
+
+
+def test_detection_style_instance_masks_move_with_the_object():
+    images, masks = _scene(1)
+    inst = torch.zeros(2, H, W, dtype=torch.bool)
+    inst[0] = masks[0, 0]
+    inst[1, 0:3, 0:3] = True  # something in the old background
+    out = BackgroundSwap(_bank(), seed=2)(images[0], ObjectAlpha(masks[0]), tv_tensors.Mask(inst))
+    moved, new_inst = out[1], out[2].as_subclass(torch.Tensor)
+    assert new_inst.shape == (2, H, W) and new_inst.dtype == torch.bool
+    assert torch.equal(new_inst[0], moved.as_subclass(torch.Tensor)[0])
+    assert not new_inst[1].any()  # the background object is gone with the old background
+
+
+def test_masks_with_segmenter_alpha_raise_a_clear_error():
+    images, masks = _scene(1)
+    with pytest.raises(ValueError, match="cannot keep this tv_tensors.Mask consistent"):
+        BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0], tv_tensors.Mask(masks[0]))
 
 
 def test_grayscale_rgba_and_odd_sizes():
     seg = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
     gray = torch.randint(0, 256, (1, 20, 28), dtype=torch.uint8)
     assert seg(gray).shape == (1, 20, 28)
-    rgba = torch.rand(4, 40, 24)
-    out = seg(rgba)
-    assert out.shape == (4, 40, 24) and out.dtype == torch.float32 and torch.all(out[3] == 1)
     for mode in ("L", "RGBA", "P"):
         assert seg(Image.new(mode, (30, 18))).mode == mode
     assert seg(torch.rand(2, 3, 50, 70)).shape == (2, 3, 50, 70)  # bank resized on the fly
+    images, masks = _scene(1)
+    rgba = torch.cat([images[0].float() / 255, torch.full((1, H, W), 0.5)])
+    out = BackgroundSwap(_bank(), seed=0)(rgba, ObjectAlpha(masks[0]))[0]
+    assert out.shape == (4, H, W) and torch.all(out[3] == 1)  # swapped: the new background is opaque
+    for size in ((2, 2), (3, 5), (7, 2)):  # tiny and odd sizes: nothing to segment, returned as is
+        tiny = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
+        assert torch.equal(seg(tiny), tiny)
+    with pytest.raises(ValueError, match="at least 2x2 pixels"):
+        seg(torch.zeros(3, 1, 1, dtype=torch.uint8))
 
 
-def test_compose_with_random_resized_crop_on_pil():
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda img: Image.fromarray(img[0].numpy(), mode="L"),
+        lambda img: img[:1].clone(),
+        lambda img: Image.fromarray(torch.cat([img, torch.full((1, H, W), 77, dtype=torch.uint8)]).permute(1, 2, 0).numpy(), mode="RGBA"),
+        lambda img: torch.cat([img, torch.full((1, H, W), 77, dtype=torch.uint8)]),
+        lambda img: tv_tensors.Image(img.float() / 255),
+    ],
+)
+def test_unchanged_samples_are_returned_bit_identical(make):
+    images, _ = _scene(1)
+    image = make(images[0])
+    for swap in (BackgroundSwap(_bank(), _SquareSegmenter(), p=0.0), BackgroundSwap(_bank(), lambda x: torch.full((x.shape[0], 8, 8), -10.0))):
+        out = swap(image)
+        if isinstance(image, Image.Image):
+            assert out.mode == image.mode and np.array_equal(np.asarray(out), np.asarray(image))
+        else:
+            assert type(out) is type(image) and torch.equal(out, image)
+
+
+def test_channels_last_and_non_contiguous_inputs_give_the_same_result():
+    images, masks = _scene(3)
+    ref = BackgroundSwap(_bank(), seed=5).swap_batch(images, alphas=masks)
+    cl = BackgroundSwap(_bank(), seed=5).swap_batch(images.contiguous(memory_format=torch.channels_last), alphas=masks)
+    wide = torch.zeros(3, 3, H, 2 * W, dtype=torch.uint8)
+    wide[..., ::2] = images
+    nc = BackgroundSwap(_bank(), seed=5).swap_batch(wide[..., ::2], alphas=masks)
+    assert torch.equal(ref, cl) and torch.equal(ref, nc)
+
+
+def test_inside_compose_random_apply_and_random_choice():
     images, _ = _scene(1)
     pil = Image.fromarray(images[0].permute(1, 2, 0).numpy())
-    tf = v2.Compose(
-        [
-            BackgroundSwap(_bank(), _SquareSegmenter()),
-            v2.RandomResizedCrop(24, scale=(0.7, 1.0)),
-            v2.RandomHorizontalFlip(),
-            v2.PILToTensor(),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
-    out = tf(pil)
-    assert out.shape == (3, 24, 24) and out.dtype == torch.float32
+    swap = BackgroundSwap(_bank(), _SquareSegmenter())
+    tail = [v2.RandomResizedCrop(24, scale=(0.7, 1.0)), v2.RandomHorizontalFlip(), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)]
+    for head in (swap, v2.RandomApply([swap], p=0.5), v2.RandomChoice([swap, v2.Identity()])):
+        out = v2.Compose([head, *tail])(pil)
+        assert out.shape == (3, 24, 24) and out.dtype == torch.float32
 
 
-def test_empty_foreground_returns_image_unchanged():
-    images, masks = _scene(2)
-    swap = BackgroundSwap(_bank(), seed=0)
-    out = swap.swap_batch(images, masks=torch.zeros_like(masks))
-    assert torch.equal(out, images)
-    blank = torch.zeros(3, H, W, dtype=torch.uint8)
-    assert torch.equal(BackgroundSwap(_bank(), _SquareSegmenter())(blank), blank)
-
-
-def test_speck_of_foreground_is_left_unchanged_but_real_objects_swap():
+def test_empty_and_speck_foregrounds_leave_every_part_unchanged():
     images, masks = _scene(3)
+    assert torch.equal(BackgroundSwap(_bank(), seed=0).swap_batch(images, alphas=torch.zeros_like(masks)), images)
     masks[1] = False
     masks[1, :, 4:6, 4:6] = True  # 4 px of 1024: 0.4 % of the image, below the 1 % default
-    out = BackgroundSwap(_bank(), seed=0).swap_batch(images, masks=masks)
+    out = BackgroundSwap(_bank(), seed=0).swap_batch(images, alphas=masks)
     assert torch.equal(out[1], images[1])
     assert not torch.equal(out[0], images[0]) and not torch.equal(out[2], images[2])
-    # the same speck as uint8 0/255 and float alpha, and with the guard disabled
     for m in (masks.to(torch.uint8) * 255, masks.float()):
-        assert torch.equal(BackgroundSwap(_bank(), seed=0).swap_batch(images, masks=m)[1], images[1])
-    assert not torch.equal(BackgroundSwap(_bank(), seed=0, min_foreground=0).swap_batch(images, masks=masks)[1], images[1])
+        assert torch.equal(BackgroundSwap(_bank(), seed=0).swap_batch(images, alphas=m)[1], images[1])
+    assert not torch.equal(BackgroundSwap(_bank(), seed=0, min_foreground=0).swap_batch(images, alphas=masks)[1], images[1])
+    # a speck sample: the image, its alpha and its other masks all come back as they were
+    seg_map = tv_tensors.Mask(masks[1, 0].to(torch.uint8) * 3)
+    out_img, out_alpha, out_seg = BackgroundSwap(_bank(), seed=0)(images[1], ObjectAlpha(masks[1]), seg_map)
+    assert torch.equal(out_img, images[1]) and torch.equal(out_alpha, masks[1]) and torch.equal(out_seg, seg_map)
     with pytest.raises(ValueError, match="min_foreground"):
         BackgroundSwap(_bank(), min_foreground=1.5)
 
 
 def test_same_seed_same_output_and_p():
     images, masks = _scene(4)
-    a = BackgroundSwap(_bank(), seed=11).swap_batch(images, masks=masks)
-    b = BackgroundSwap(_bank(), seed=11).swap_batch(images, masks=masks)
-    c = BackgroundSwap(_bank(), seed=12).swap_batch(images, masks=masks)
+    a = BackgroundSwap(_bank(), seed=11).swap_batch(images, alphas=masks)
+    b = BackgroundSwap(_bank(), seed=11).swap_batch(images, alphas=masks)
+    c = BackgroundSwap(_bank(), seed=12).swap_batch(images, alphas=masks)
     assert torch.equal(a, b) and not torch.equal(a, c)
     g = torch.Generator().manual_seed(5)
-    d = BackgroundSwap(_bank(), generator=g).swap_batch(images, masks=masks)
-    assert d.shape == images.shape
-    assert torch.equal(BackgroundSwap(_bank(), p=0.0).swap_batch(images, masks=masks), images)
-    half = BackgroundSwap(_bank(), p=0.5, seed=0).swap_batch(images.repeat(8, 1, 1, 1), masks=masks.repeat(8, 1, 1, 1))
+    assert BackgroundSwap(_bank(), generator=g).swap_batch(images, alphas=masks).shape == images.shape
+    assert torch.equal(BackgroundSwap(_bank(), p=0.0).swap_batch(images, alphas=masks), images)
+    half = BackgroundSwap(_bank(), p=0.5, seed=0).swap_batch(images.repeat(8, 1, 1, 1), alphas=masks.repeat(8, 1, 1, 1))
     same = (half == images.repeat(8, 1, 1, 1)).flatten(1).all(1)
     assert 0 < same.sum() < 32
 
 
-def test_mask_cache_by_index():
-    images, masks = _scene(5)
-    swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
-    cache = swap.cache_masks(images, batch_size=2, progress=False)
-    assert cache.shape == (5, 1, H, W) and cache.dtype == torch.uint8
-    out = swap({"image": images[2], "index": 2, "label": 0})
-    assert out["image"].shape == (3, H, W) and out["index"] == 2
-    direct = BackgroundSwap(_bank(), seed=0, masks=masks)
-    out2, moved = direct.swap_batch(images[:3], indices=[0, 1, 2], return_masks=True)
-    _check_swapped(out2, moved)
-
-
-def test_bad_inputs():
+@pytest.mark.parametrize(
+    "labels",
+    [[0, 1], np.array([0, 1]), torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.2, 0.8]]), (0, 1)],
+    ids=["list", "numpy", "tensor", "soft", "tuple"],
+)
+def test_other_class_recognises_every_label_form(labels):
     images, masks = _scene(2)
-    single = BackgroundBank(torch.zeros(2, 3, H, W, dtype=torch.uint8), torch.tensor([0, 0]))
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        BackgroundSwap(single, strategy="other_class")
+    swap = BackgroundSwap(_bank(), strategy="other_class", seed=0)
+    out, record = swap.swap_batch(images, labels, alphas=masks, return_record=True)
+    assert record.background_labels.tolist() == [1, 0]  # the other class's backgrounds only
+    out2, lab2, _ = swap(images, labels, ObjectAlpha(masks))
+    assert lab2 is labels if isinstance(labels, (torch.Tensor, np.ndarray)) else lab2 == labels
+    assert swap.last_record.background_labels.tolist() == [1, 0]
+
+
+def test_label_errors_name_the_argument_and_the_value():
+    images, masks = _scene(2)
     oc = BackgroundSwap(_bank(), strategy="other_class", seed=0)
-    with pytest.raises(ValueError, match="labels"):
-        oc.swap_batch(images, masks=masks)
-    out, moved = oc.swap_batch(images, torch.tensor([0, 1]), masks=masks, return_masks=True)
-    _check_swapped(out, moved)
-    for i, allowed in ((0, BANK_COLOURS[2:]), (1, BANK_COLOURS[:2])):  # the other class's backgrounds only
-        outside = moved[i, 0] <= 0
-        colour = out[i][:, outside][:, 0]
-        assert any(torch.equal(colour, c) for c in allowed)
+    with pytest.raises(ValueError, match="needs the samples' labels"):
+        oc.swap_batch(images, alphas=masks)
+    with pytest.raises(ValueError, match=r"whole class indices.*0\.5"):
+        oc.swap_batch(images, [0.5, 1.7], alphas=masks)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        oc.swap_batch(images, [0, 1, 1], alphas=masks)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        BackgroundSwap(BackgroundBank(torch.zeros(2, 3, H, W, dtype=torch.uint8), torch.tensor([0, 0])), strategy="other_class")
+
+
+def test_a_mask_target_in_a_tuple_is_not_taken_for_labels():
+    images, masks = _scene(1)
+    target = masks[0, 0].to(torch.int64) * 4  # an (H, W) segmentation target, a plain tensor
+    out, tgt = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0], target)
+    assert out.shape == (3, H, W) and tgt is target
+
+
+def test_unsupported_parts_raise_clear_errors():
+    images, masks = _scene(2)
+    swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
+    with pytest.raises(TypeError, match="Video"):
+        swap(tv_tensors.Video(torch.zeros(2, 3, H, W, dtype=torch.uint8)))
+    with pytest.raises(ValueError, match="one image"):
+        swap(tv_tensors.Image(images[0]), tv_tensors.Image(images[1]))
+    with pytest.raises(ValueError, match="BoundingBoxes.*single images"):
+        swap(images, tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(H, W)))
+    with pytest.raises(ValueError, match=r"ObjectAlpha must be \(1, H, W\)"):
+        swap(images[0], ObjectAlpha(torch.ones(3, H, W)))
     with pytest.raises(ValueError, match="no segmenter"):
         BackgroundSwap(_bank())(images[0])
     with pytest.raises(ValueError, match="p must be"):
         BackgroundSwap(_bank(), p=2)
-    with pytest.raises(ValueError, match="channels"):
-        BackgroundSwap(_bank(), _SquareSegmenter())(torch.zeros(2, H, W))
     with pytest.raises(TypeError, match="no image"):
-        BackgroundSwap(_bank(), _SquareSegmenter())({"label": 1})
+        swap({"label": 1})
 
 
 def test_pickles_and_collate():
@@ -251,74 +378,62 @@ def test_cuda_segmenter_in_worker_is_one_clear_error(monkeypatch):
 
     swap = BackgroundSwap(_bank(), _SquareSegmenter())
     swap.segmenter = OnMeta()
-    swap._cpu_segmenter = [swap.segmenter]
-    import torch_backswap.transform as tmod
+    swap.runtime.cpu_segmenter = swap.segmenter
 
     class Info:
         id, seed = 1, 123
 
-    monkeypatch.setattr(tmod.torch.utils.data, "get_worker_info", lambda: Info())
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: Info())
     with pytest.raises(RuntimeError, match="worker 1.*must not use CUDA"):
         swap(torch.zeros(3, H, W, dtype=torch.uint8))
 
 
 class _SceneDataset(torch.utils.data.Dataset):
-    def __init__(self, n=8, transform=None):
+    def __init__(self, n=8):
         self.images, self.masks = _scene(n)
-        self.transform = transform
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
-        sample = {"image": self.images[i], "mask": tv_tensors.Mask(self.masks[i].float()), "label": i % 2, "index": i}
-        return self.transform(sample) if self.transform is not None else sample
+        return {"image": self.images[i], "label": i % 2, "index": i}
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_dataloader_per_sample_and_collate(num_workers):
+def test_dataloader_per_sample_and_collate_with_object_alpha_dataset(num_workers):
     bank = _bank().share_memory_()
     swap = BackgroundSwap(bank, seed=0)
-    ds = _SceneDataset(8, transform=swap)
+    base = _SceneDataset(8)
+    ds = ObjectAlphaDataset(base, base.masks.float(), transform=swap)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=num_workers)
     seen = []
     for batch in loader:
-        _check_swapped(batch["image"], batch["mask"].float())
+        _check_swapped(batch["image"], batch["alpha"].float())
         seen.append(batch["label"])
         assert torch.equal(batch["label"], batch["index"] % 2)
     assert torch.cat(seen).numel() == 8
-    # batched: default_collate then one swap of the batch (masks travel as a tv_tensors.Mask batch)
-    ds2 = _SceneDataset(8)
+    # batched: default_collate then one swap of the batch (the alpha travels as an ObjectAlpha batch)
+    ds2 = ObjectAlphaDataset(base, base.masks.float())
     loader2 = torch.utils.data.DataLoader(ds2, batch_size=4, num_workers=num_workers, collate_fn=swap.collate_fn)
     for batch in loader2:
-        _check_swapped(batch["image"], batch["mask"].float())
+        _check_swapped(batch["image"], batch["alpha"].float())
         assert torch.equal(batch["label"], batch["index"] % 2)
 
 
 def test_workers_get_different_streams():
     images, masks = _scene(1)
-
-    class Same(torch.utils.data.Dataset):
-        def __len__(self):
-            return 4
-
-        def __getitem__(self, i):
-            return {"image": images[0], "mask": tv_tensors.Mask(masks[0].float())}
-
     swap = BackgroundSwap(_bank(), seed=0, scale=(0.6, 1.4))
-    ds = Same()
 
     class Wrapped(torch.utils.data.Dataset):
         def __len__(self):
             return 4
 
         def __getitem__(self, i):
-            return swap(ds[i])["image"]
+            return swap(images[0], ObjectAlpha(masks[0]))[0]
 
     torch.manual_seed(0)
     outs = list(torch.utils.data.DataLoader(Wrapped(), batch_size=2, num_workers=2))
-    # worker 0 produced batch 0, worker 1 batch 1: different streams -> different first samples
-    assert not torch.equal(outs[0][0], outs[1][0])
+    assert not torch.equal(outs[0][0], outs[1][0])  # worker 0 and worker 1: different streams
     torch.manual_seed(0)
     again = list(torch.utils.data.DataLoader(Wrapped(), batch_size=2, num_workers=2))
     assert all(torch.equal(a, b) for a, b in zip(outs, again))  # reproducible under torch.manual_seed

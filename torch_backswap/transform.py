@@ -369,7 +369,7 @@ class BackgroundSwap(v2.Transform):
         return self.labels_getter(sample), True
 
     def _check_batch(self, images: Any, name: str) -> Tensor:
-        return check_images(images, name, value_range=self.value_range)
+        return check_images(images, name, value_range=self.value_range, min_size=2)
 
     def _as_batch(self, image: Any) -> tuple[Tensor, bool]:
         if isinstance(image, PIL.Image.Image):
@@ -378,7 +378,7 @@ class BackgroundSwap(v2.Transform):
         if t.ndim == 2:
             t = t[None]
         single = t.ndim == 3
-        x = check_images(t[None] if single else t, "image", ndims=(4,), value_range=self.value_range)
+        x = check_images(t[None] if single else t, "image", ndims=(4,), value_range=self.value_range, min_size=2)
         return x, single
 
     def _as_batch_alpha(self, alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha") -> Tensor:
