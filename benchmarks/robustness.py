@@ -19,15 +19,23 @@ Methods (``--methods``):
   run at train correlation 0.95 (``--minority-correlation``); everything else at ``--correlation``.
 
 Writes ``benchmarks/results/robustness_<setting>.json`` (every run), its section of
-``benchmarks/RESULTS.md`` and ``benchmarks/figures/robustness_<setting>.png``.
+``benchmarks/RESULTS.md`` and ``benchmarks/figures/robustness_<setting>.png``. The setting is
+``<size>px_corr<correlation>_<photo|crop>[_tight<t>][_v<pack version>]``: the StampBirds pack version 2 (more
+held-out photos, the default) gets ``_v2``; ``--pack-version 1`` reproduces the version-1 files.
+
+Every run records the test accuracy per background photo (``photos``), the run configuration and the git
+commit (plus the hashes of the uncommitted source files it ran with). Tables give mean ± the 95 %
+t-interval half-width over seeds (``t_{0.975, n-1} * s / sqrt(n)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import os
+import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,10 +48,12 @@ HERE = Path(__file__).resolve().parent
 from benchmarks._common import machine_line, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
-from torch_backswap.experiments.classifier import evaluate_groups, fit_last_layer_dfr  # noqa: E402
+from torch_backswap._io import atomic_write_text  # noqa: E402
+from torch_backswap.datasets import StampBirds  # noqa: E402
+from torch_backswap.experiments.classifier import evaluate_groups, fit_last_layer_dfr, predict  # noqa: E402
 from torch_backswap.experiments.pipeline import (  # noqa: E402
     GROUP_NAMES,
-    load_splits,
+    StampBirdsSplits,
     segment_images,
     segmenter_quality,
     simulated_patch_labels,
@@ -59,6 +69,63 @@ SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": 
 MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
 ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", *[m for m in SWAP_METHODS if m != "backswap"],
                "gt_cut", "gt_bank", *MINORITY_METHODS)
+
+
+# Two-sided 95 % quantiles of Student's t, t_{0.975, df}.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086}
+MAIN_METHODS = ("erm", "backswap", "backswap_gt")
+INFILL_METHODS = ("backswap", "gray", "mean", "noise", "scramble_patches")
+# Source files whose content decides a run's figures (hashed into each record next to the git commit).
+CODE_FILES = ("benchmarks/robustness.py", "torch_backswap/experiments/pipeline.py",
+              "torch_backswap/experiments/classifier.py", "torch_backswap/transform.py", "torch_backswap/functional.py",
+              "torch_backswap/build.py", "torch_backswap/inpaint.py", "torch_backswap/finetune.py",
+              "torch_backswap/segmenter.py", "torch_backswap/datasets/stampbirds.py",
+              "torch_backswap/datasets/stamp_composite.py")
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and 95 % t-interval half-width ``t_{0.975,n-1} * s / sqrt(n)`` (half-width nan for one value)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan")
+    return mean, T975.get(n - 1, 1.96) * statistics.stdev(values) / math.sqrt(n)
+
+
+def fmt_ci(values: list[float]) -> str:
+    mean, half = t_interval(values)
+    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def code_version() -> dict:
+    """The git commit the run used, the source files that differed from it and their content hashes."""
+    root = HERE.parent
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [f for f in CODE_FILES if git("status", "--porcelain", "--", f)]
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
+            "uncommitted": {f: hashlib.sha256((root / f).read_bytes()).hexdigest()[:16]
+                            for f in dirty if (root / f).is_file()}}
+
+
+def per_photo_accuracy(preds: torch.Tensor, data: StampBirds) -> dict:
+    """Accuracy per background photo of ``data`` (and per group within it): ``{name: {n, accuracy, groups}}``."""
+    out = {}
+    correct = preds == data.labels
+    for pid in data.photo_ids.unique().tolist():
+        on = data.photo_ids == pid
+        groups = {str(g): float(correct[on & (data.groups == g)].float().mean())
+                  for g in data.groups[on].unique().tolist()}
+        out[data.photo_names[pid]] = {"n": int(on.sum()), "accuracy": float(correct[on].float().mean()),
+                                      "groups": groups}
+    return out
 
 
 def hole_psnr(filled: torch.Tensor, truth: torch.Tensor, holes: torch.Tensor) -> float:
@@ -77,6 +144,9 @@ class Runner:
         self.setting = f"{args.image_size}px_corr{args.correlation}_{args.holdout}"
         if args.tight_threshold != TIGHT_THRESHOLD:
             self.setting += f"_tight{args.tight_threshold}"
+        if args.pack_version != 1:
+            self.setting += f"_v{args.pack_version}"
+        self.code = code_version()
         self.out = Path(args.out_dir) if args.out_dir else HERE
         self.path = self.out / "results" / f"robustness_{self.setting}.json"
         self.records = json.loads(self.path.read_text()) if self.path.exists() else {}
@@ -88,16 +158,16 @@ class Runner:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.records = {**on_disk, **self.records}
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.records, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.records, indent=1, sort_keys=True))
 
     def splits(self, correlation: float):
         if correlation not in self._splits:
             a = self.args
-            self._splits[correlation] = load_splits(
-                image_size=a.image_size, correlation=correlation, n_train=a.n_train, seed=a.data_seed,
-                background_holdout=a.holdout)
+            kw = dict(image_size=a.image_size, correlation=correlation, seed=a.data_seed,
+                      background_holdout=a.holdout, version=a.pack_version)
+            self._splits[correlation] = StampBirdsSplits(
+                train=StampBirds(split="train", n=a.n_train, **kw), val=StampBirds(split="val", **kw),
+                test=StampBirds(split="test", n=a.n_test, **kw))
         return self._splits[correlation]
 
     def learned_masks(self, seed: int):
@@ -125,11 +195,11 @@ class Runner:
                       desc=f"{method} s{seed}")
         extra: dict = {"correlation": correlation}
         if method in ("erm", "erm@0.95"):
-            _, r = train_and_evaluate(splits, **common)
+            model, r = train_and_evaluate(splits, **common)
         elif method == "erm_aug":
-            _, r = train_and_evaluate(splits, randaugment=True, **common)
+            model, r = train_and_evaluate(splits, randaugment=True, **common)
         elif method == "groupdro":
-            _, r = train_and_evaluate(splits, group_dro=True, **common)
+            model, r = train_and_evaluate(splits, group_dro=True, **common)
         elif method == "dfr":
             model, _ = train_and_evaluate(splits, **common)
             fit_last_layer_dfr(model, splits.val.images, splits.val.labels, splits.val.groups, seed=seed)
@@ -157,12 +227,18 @@ class Runner:
             extra["tight_mask_iou_train"] = float(
                 ((tight > 0.5) & (splits.train.alpha > 0.5)).sum() / ((tight > 0.5) | (splits.train.alpha > 0.5)).sum())
             swap = BackgroundSwap(bank, seed=seed)
-            _, r = train_and_evaluate(splits, swap=swap, alphas=tight, **common)
+            model, r = train_and_evaluate(splits, swap=swap, alphas=tight, **common)
         else:
             raise ValueError(f"unknown method {method!r}; choose from {ALL_METHODS}")
         r = {k: v for k, v in r.items() if k != "history"}
         r["groups"] = {str(k): v for k, v in r["groups"].items()}
+        r["photos"] = per_photo_accuracy(predict(model, splits.test.images), splits.test)
         r.update(extra)
+        r["config"] = {"pack_version": splits.test.version, "image_size": a.image_size, "epochs": a.epochs,
+                       "classifier": a.classifier, "n_train": len(splits.train), "n_val": len(splits.val),
+                       "n_test": len(splits.test), "n_labeled": a.n_labeled, "finetune_epochs": a.finetune_epochs,
+                       "data_seed": a.data_seed, "tight_threshold": a.tight_threshold}
+        r["code"] = self.code
         return r
 
     def __call__(self) -> None:
@@ -181,28 +257,71 @@ class Runner:
                       f"({record['seconds']:.0f}s)", flush=True)
         self.report()
 
+    def _runs(self, method: str) -> list[dict]:
+        """Cached runs of ``method``, in seed order."""
+        keys = sorted((k for k in self.records if k.split("/")[0] == method), key=lambda k: int(k.split("seed")[1]))
+        return [self.records[k] for k in keys]
+
+    def targets(self) -> list[str]:
+        """The issue's ruler targets, each stated as met / not met from the cached runs."""
+        wg = {m: [r["worst_group"] for r in self._runs(m)] for m in MAIN_METHODS}
+        if not all(wg.values()):
+            return ["Targets: not all main methods (" + ", ".join(MAIN_METHODS) + ") have runs yet."]
+        ci = {m: t_interval(v) for m, v in wg.items()}
+        lines = ["Targets (worst-group accuracy, mean ± 95 % t-interval over seeds):", ""]
+        n_oracle = len(wg["backswap_gt"])
+        half = ci["backswap_gt"][1]
+        met = n_oracle >= 5 and half <= 0.05
+        lines.append(f"- Oracle (`backswap_gt`) interval ≤ ± 0.05 with ≥ 5 seeds: **{'met' if met else 'NOT met'}** "
+                     f"(± {half:.3f} over {n_oracle} seeds).")
+        lo = {m: c[0] - c[1] for m, c in ci.items()}
+        hi = {m: c[0] + c[1] for m, c in ci.items()}
+        sep = hi["erm"] < lo["backswap"]
+        lines.append(f"- ERM < learned (`backswap`) beyond the intervals: **{'met' if sep else 'NOT met'}** "
+                     f"(ERM upper {hi['erm']:.3f} vs learned lower {lo['backswap']:.3f}).")
+        order = ci["backswap"][0] <= ci["backswap_gt"][0]
+        lines.append(f"- learned ≤ oracle (means): **{'met' if order else 'NOT met'}** "
+                     f"({ci['backswap'][0]:.3f} vs {ci['backswap_gt'][0]:.3f}); the gap is "
+                     f"{'beyond' if hi['backswap'] < lo['backswap_gt'] else 'within'} the intervals.")
+        ratio = ci["backswap"][0] / ci["backswap_gt"][0] if ci["backswap_gt"][0] > 0 else float("nan")
+        lines.append(f"- learned ≥ 0.95 × oracle: **{'met' if ratio >= 0.95 else 'NOT met'}** ({ratio:.2f}×); "
+                     f"learned ≥ ERM + 0.50: **{'met' if ci['backswap'][0] >= ci['erm'][0] + 0.5 else 'NOT met'}** "
+                     f"(+{ci['backswap'][0] - ci['erm'][0]:.3f}).")
+        return lines
+
     def report(self) -> None:
         a = self.args
         rows, plot = [], []
         for method in ALL_METHODS:
-            runs = [v for k, v in self.records.items() if k.split("/")[0] == method]
+            runs = self._runs(method)
             if not runs:
                 continue
-
-            def ms(values):
-                values = list(values)
-                sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                return statistics.mean(values), sd
-
-            wg, avg = ms(r["worst_group"] for r in runs), ms(r["average"] for r in runs)
-            groups = " | ".join(f"{statistics.mean(r['groups'][str(g)] for r in runs):.3f}" for g in GROUP_NAMES)
+            wg = [r["worst_group"] for r in runs]
+            avg = [r["average"] for r in runs]
+            groups = " | ".join(fmt_ci([r["groups"][str(g)] for r in runs]) for g in GROUP_NAMES)
             psnr = [r["bank_hole_psnr_db"] for r in runs if "bank_hole_psnr_db" in r]
             iou = [r["tight_mask_iou_train"] for r in runs if "tight_mask_iou_train" in r]
             psnr_s = f"{statistics.mean(psnr):.1f}" if psnr else "–"
             iou_s = f"{statistics.mean(iou):.3f}" if iou else "–"
-            rows.append(f"| {method} | {runs[0]['correlation']} | {len(runs)} | {avg[0]:.3f} ± {avg[1]:.3f} | "
-                        f"**{wg[0]:.3f} ± {wg[1]:.3f}** | {groups} | {psnr_s} | {iou_s} |")
-            plot.append((method, wg[0], wg[1], avg[0]))
+            rows.append(f"| {method} | {runs[0]['correlation']} | {len(runs)} | {fmt_ci(avg)} | "
+                        f"**{fmt_ci(wg)}** | {groups} | {psnr_s} | {iou_s} |")
+            mean, half = t_interval(wg)
+            plot.append((method, mean, 0.0 if math.isnan(half) else half, statistics.fmean(avg)))
+        photo_rows = []
+        photo_names: list[str] = []
+        for method in ALL_METHODS:
+            for r in self._runs(method):
+                photo_names += [p for p in r.get("photos", {}) if p not in photo_names]
+        for method in ALL_METHODS:
+            runs = [r for r in self._runs(method) if "photos" in r]
+            if not runs or method not in (*MAIN_METHODS, *INFILL_METHODS):
+                continue
+            cells = []
+            for p in photo_names:
+                # the worst of the photo's groups (each photo carries one place, so two groups)
+                vals = [min(r["photos"][p]["groups"].values()) for r in runs if p in r["photos"]]
+                cells.append(fmt_ci(vals) if vals else "–")
+            photo_rows.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
         seg_rows = []
         for k, v in sorted(self.records.items()):
             if k.startswith("backswap/") and "segmenter" in v:
@@ -211,24 +330,43 @@ class Runner:
                     f"| {k.split('/')[1]} | {q['zero_shot_test']['patch_balanced_accuracy']:.3f} | "
                     f"{q['finetuned_test']['patch_balanced_accuracy']:.3f} | {q['zero_shot_test']['tight_mask_iou']:.3f} | "
                     f"{q['finetuned_test']['tight_mask_iou']:.3f} | {q['finetune_val_balanced_accuracy']:.3f} |")
+        configs = {json.dumps(r.get("config", {}), sort_keys=True) for r in self.records.values()
+                   if r.get("correlation") == a.correlation}
+        commits = sorted({r["code"]["commit"][:10] + ("+uncommitted" if r["code"].get("uncommitted") else "")
+                          for r in self.records.values() if "code" in r})
+        base = (f"python -m benchmarks.robustness --holdout {a.holdout} --image-size {a.image_size} "
+                f"--pack-version {a.pack_version} --epochs {a.epochs}"
+                + (f" --n-train {a.n_train}" if a.n_train else "") + (f" --n-test {a.n_test}" if a.n_test else "")
+                + (f" --classifier {a.classifier}" if a.classifier != "small_cnn" else "")
+                + (f" --tight-threshold {a.tight_threshold}" if a.tight_threshold != TIGHT_THRESHOLD else ""))
+        test = self.splits_meta()
         cmd = "python -m benchmarks.robustness " + " ".join(sys.argv[1:])
         md = [
-            f"## Robustness: StampBirds {a.image_size}px, train correlation {a.correlation} "
+            f"## Robustness: StampBirds v{a.pack_version} {a.image_size}px, train correlation {a.correlation} "
             f"(group-label baselines at {a.minority_correlation}), backgrounds held out by {a.holdout}",
             "", f"Rendered by `{cmd}` from the runs cached in `{self.path.relative_to(self.out).as_posix()}`; each row's "
-            f"runs come from `python -m benchmarks.robustness --holdout {a.holdout}"
-            + (f" --tight-threshold {a.tight_threshold}" if a.tight_threshold != TIGHT_THRESHOLD else "")
-            + " --seeds <seeds> --methods <method> --threads 1` (the seed count is in the table).",
+            f"runs come from `{base} --seeds <seeds> --methods <method> --threads 1` (the seed count is in the table). "
+            f"Code: git {', '.join(commits) or 'unrecorded (runs made before commits were pinned)'} (per run in the JSON, "
+            "with hashes of uncommitted source files).",
             "", machine_line(), "",
-            f"Classifier `{a.classifier}` from scratch, {a.epochs} epochs, {a.n_train or 3000} train images; "
-            f"test = group-balanced, {'held-out background photos' if a.holdout == 'photo' else 'crops of the training photos'}. "
-            f"mean ± std over seeds; groups are class/background.",
+            f"Classifier `{a.classifier}` from scratch, {a.epochs} epochs, {test} "
+            f"Cells: mean ± 95 % t-interval half-width over seeds (t_0.975,n-1 · s/√n); groups are class/background.",
+        ]
+        if len(configs) > 1:
+            md += ["", f"**Warning: the cached runs mix {len(configs)} configurations** (see `config` in the JSON)."]
+        md += [
             "",
             "| method | train corr. | seeds | average | worst group | " + " | ".join(GROUP_NAMES.values())
             + " | bank hole PSNR (dB) | tight-mask IoU (train) |",
             "|" + "---|" * (8 + len(GROUP_NAMES) - 1),
             *rows,
         ]
+        if photo_rows:
+            md += ["", "Per test photo: the worse of its two groups (landbird and waterbird on that photo), "
+                   "mean ± 95 % t-interval over seeds:", "",
+                   "| method | seeds | " + " | ".join(photo_names) + " |", "|" + "---|" * (2 + len(photo_names)), *photo_rows]
+        if a.correlation == 1.0 and a.tight_threshold == TIGHT_THRESHOLD:
+            md += ["", *self.targets()]
         if seg_rows:
             md += ["", f"Segmenter (bundled `{a.segmenter}`, fine-tuned on {a.n_labeled} simulated patch labels, "
                    f"{a.finetune_epochs} epochs), on the test split:", "",
@@ -241,6 +379,16 @@ class Runner:
         if self.out == HERE:
             write_section(f"robustness_{self.setting}", "\n".join(md))
         print("\n".join(md))
+
+    def splits_meta(self) -> str:
+        """One sentence on the split sizes and test photos, from the cached runs' configuration."""
+        a = self.args
+        cfg = next((r["config"] for r in self.records.values() if "config" in r), None)
+        where = "held-out background photos" if a.holdout == "photo" else "crops of the training photos"
+        if cfg is None:
+            return f"{a.n_train or 3000} train images; test = group-balanced, {where}."
+        return (f"{cfg['n_train']} train / {cfg['n_val']} val / {cfg['n_test']} test images; test = group-balanced, "
+                f"{where}, each test photo used equally often (pack v{cfg['pack_version']}).")
 
     def bar_plot(self, plot, path: Path) -> None:
         try:
@@ -255,11 +403,12 @@ class Runner:
         fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(names), 3.6))
         xs = range(len(names))
         ax.bar([x - 0.2 for x in xs], avg, 0.4, label="average", color="#9ab")
-        ax.bar([x + 0.2 for x in xs], wg, 0.4, yerr=sd, capsize=3, label="worst group", color="#d63")
+        ax.bar([x + 0.2 for x in xs], wg, 0.4, yerr=sd, capsize=3, label="worst group (95 % t-interval)",
+               color="#d63")
         ax.set_xticks(list(xs), names, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy")
-        ax.set_title(f"StampBirds {self.args.image_size}px, train correlation {self.args.correlation} "
+        ax.set_title(f"StampBirds v{self.args.pack_version} {self.args.image_size}px, train correlation {self.args.correlation} "
                      f"(group-label baselines {self.args.minority_correlation}), test backgrounds: {self.args.holdout}")
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
@@ -277,6 +426,9 @@ def main(argv=None) -> int:
     p.add_argument("--minority-correlation", type=float, default=0.95)
     p.add_argument("--holdout", choices=("photo", "crop"), default="photo")
     p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None, help="test images (default: the pack's, 2400 for v2)")
+    p.add_argument("--pack-version", type=int, default=2, choices=(1, 2),
+                   help="StampBirds pack version (2: more held-out photos; 1 reproduces the version-1 results files)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--n-labeled", type=int, default=300)
