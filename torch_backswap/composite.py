@@ -82,14 +82,6 @@ class JitterParams:
     def __getitem__(self, index) -> "JitterParams":
         return JitterParams(*(getattr(self, f.name)[index] for f in fields(self)))
 
-    @classmethod
-    def identity(cls, batch_size: int, device: torch.device | str | None = None) -> "JitterParams":
-        return cls(
-            torch.ones(batch_size, device=device),
-            torch.zeros(batch_size, device=device),
-            torch.zeros(batch_size, 2, device=device),
-        )
-
 
 def _check_range(name: str, value, *, positive: bool = False) -> tuple[float, float]:
     if isinstance(value, (int, float)):
