@@ -1,12 +1,16 @@
 """Jobs the bank tests run in subprocesses (plain ``python`` or ``python -m torch.distributed.run``).
 
     python tests/_bank_jobs.py build OUT [--shard-size 4] [--batch-size 2] [--sleep 0.0]
-    python tests/_bank_jobs.py ddp OUT [--steps 3]
+    python tests/_bank_jobs.py ddp OUT [--steps 2]
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_bank_jobs.py dist OUT --folder DIR
 
 ``build``: the tiny test bank (24 images at 32 px, 3 classes, a box segmenter, the default pyramid inpainter)
 built sharded into OUT; ``--sleep`` slows every segmenter call so a test can kill the build mid-way.
 ``ddp``: a 2-step DDP training smoke run with the swap in the DataLoader's collate; every rank writes
-``OUT/rank{r}.json`` with a digest of each swapped batch, of a swap of one fixed batch, and its losses.
+``OUT/rank{r}.json`` with a digest of each swapped batch (two runs from the same seeds), of a swap of one
+fixed batch, and its losses.
+``dist``: under torchrun, ``build`` into OUT/build, ``backswap bank FOLDER --shard-size 4`` into OUT/cli, and
+``ddp`` into OUT/ddp — one launch for all the distributed tests.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def ddp(out: str, steps: int) -> None:
     from torch_backswap.alpha import ObjectAlpha
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)  # the same model init on every rank (DDP also broadcasts it)
     images, labels, alphas = scene()
@@ -81,32 +86,36 @@ def ddp(out: str, steps: int) -> None:
     samples = [(tv_tensors.Image(images[i]), ObjectAlpha(alphas[i]), int(labels[i])) for i in range(N_IMAGES)]
     swap = BackgroundSwap(bank, seed=0)
     sampler = DistributedSampler(samples, shuffle=True, seed=0)
-    loader = DataLoader(samples, batch_size=4, sampler=sampler, collate_fn=swap.collate_fn)
     model = DistributedDataParallel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 3)))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    record = {"rank": rank, "world": dist.get_world_size(), "batches": [], "losses": []}
-    sampler.set_epoch(0)
-    for step, (x, _alpha, y) in enumerate(loader):
-        if step >= steps:
-            break
-        record["batches"].append(digest(x))
-        loss = torch.nn.functional.cross_entropy(model(x.float() / 255), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        record["losses"].append(float(loss))
+    record = {"rank": rank, "world": dist.get_world_size(), "batches": [[], []], "losses": []}
+    for run in range(2):  # the same seeds twice: the swapped batches must repeat exactly
+        torch.manual_seed(0)  # DataLoader derives its workers' seeds from it
+        swap = BackgroundSwap(bank, seed=0)
+        loader = DataLoader(samples, batch_size=4, sampler=sampler, collate_fn=swap.collate_fn, num_workers=2)
+        sampler.set_epoch(0)
+        for step, (x, _alpha, y) in enumerate(loader):
+            if step >= steps:
+                break
+            record["batches"][run].append(digest(x))
+            if run == 0:
+                loss = torch.nn.functional.cross_entropy(model(x.float() / 255), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                record["losses"].append(loss.item())
     # the same fixed batch swapped on every rank: the ranks' streams must differ
     fixed = swap((tv_tensors.Image(images[:4]), ObjectAlpha(alphas[:4]), labels[:4]))
     record["fixed"] = digest(fixed[0])
     record["input"] = digest(images[:4])
     Path(out, f"rank{rank}.json").write_text(json.dumps(record))
     dist.barrier()
-    dist.destroy_process_group()
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("job", choices=["build", "ddp"])
+    parser.add_argument("job", choices=["build", "ddp", "dist"])
+    parser.add_argument("--folder", default=None, help="dist: an ImageFolder for the CLI build")
     parser.add_argument("out")
     parser.add_argument("--shard-size", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)
@@ -115,9 +124,38 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.job == "build":
         build(args.out, args.shard_size, args.batch_size, args.sleep)
-    else:
+    elif args.job == "ddp":
         os.makedirs(args.out, exist_ok=True)
         ddp(args.out, args.steps)
+        torch.distributed.destroy_process_group()
+    else:
+        from torch_backswap.cli import main as cli
+
+        import torch.distributed as dist
+
+        build(os.path.join(args.out, "build"), args.shard_size, args.batch_size, 0.0)  # build_bank inits gloo
+        dist.init_process_group("gloo")  # from here on: a group the caller owns, used by the CLI and DDP
+        cli(cli_args(args.folder, os.path.join(args.out, "cli")))
+        os.makedirs(os.path.join(args.out, "ddp"), exist_ok=True)
+        ddp(os.path.join(args.out, "ddp"), args.steps)
+        dist.destroy_process_group()
+
+
+def cli_args(folder: str, out: str) -> list[str]:
+    """``backswap bank`` arguments of the distributed test (the bundled segmenter, 32 px, shards of 4)."""
+    return ["bank", folder, "--out", out, "--shard-size", "4", "--size", "32", "--batch-size", "4", "--no-progress"]
+
+
+def image_folder(root: str) -> str:
+    """An ImageFolder of the 24 test images (3 classes) as PNG files; returns its path."""
+    from PIL import Image
+
+    images, labels, _ = scene()
+    for i in range(N_IMAGES):
+        d = Path(root, f"class{int(labels[i])}")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
+    return root
 
 
 if __name__ == "__main__":

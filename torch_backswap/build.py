@@ -248,6 +248,7 @@ class _Dist:
 
     def close(self) -> None:
         if self.created:
+            self.dist.barrier()
             self.dist.destroy_process_group()
 
 
