@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +200,110 @@ def test_composite_stamps_generic(tmp_path):
         composite_stamps([stamp], [photo], n=0)
     with pytest.raises(ValueError, match="stamp_scale"):
         composite_stamps([stamp], [photo], n=2, stamp_scale=(0.5, 1.5))
+
+
+# --- pack versions --------------------------------------------------------------------------------------------
+
+# sha256 of v1 composites (recipe in _composite_digest), computed with the v1 code and pack before version 2
+# existed (commit 6695b83): version=1 must keep reproducing the old figures exactly.
+V1_DIGEST = "be8fc18285d7098896e57c13cfe26a62c7691923a13157ef548b1aa092dbbe85"
+
+
+def _composite_digest(**kwargs) -> str:
+    h = hashlib.sha256()
+    for split, n in (("train", 64), ("val", 32), ("test", 32)):
+        for holdout in ("photo", "crop"):
+            ds = StampBirds(split=split, n=n, image_size=32, background_holdout=holdout, **kwargs)
+            for t in (ds.images, ds.alpha, ds.labels, ds.places, ds.photo_ids, ds.bird_ids):
+                h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_version1_composites_unchanged():
+    assert _composite_digest(version=1) == V1_DIGEST
+    assert _composite_digest(root=default_root(1)) == V1_DIGEST
+
+
+def test_version2_is_default_and_keeps_the_train_split():
+    v2, v1 = make("train", image_size=32), make("train", image_size=32, version=1)
+    assert v2.version == 2 and v1.version == 1 and v2.root == default_root(2)
+    assert torch.equal(v2.images, v1.images) and torch.equal(v2.alpha, v1.alpha)
+    assert torch.equal(v2.photo_ids, v1.photo_ids) and torch.equal(v2.bird_ids, v1.bird_ids)
+    assert not torch.equal(make("test", image_size=32).images, make("test", image_size=32, version=1).images)
+
+
+def _segmenter_training_sources() -> list[str]:
+    """EXTRA_TRAIN_PHOTOS of weights/train_default_segmenter.py, read without importing the script."""
+    path = Path(__file__).resolve().parents[1] / "weights" / "train_default_segmenter.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "EXTRA_TRAIN_PHOTOS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("EXTRA_TRAIN_PHOTOS not found")
+
+
+def test_version2_heldout_photos():
+    m = json.loads((default_root(2) / "manifest.json").read_text(encoding="utf-8"))
+    kept = {k: v for k, v in m["photos"].items() if not v.get("dropped")}
+    for split in ("val", "test"):
+        for place in ("water", "land"):
+            assert len([v for v in kept.values() if v["split"] == split and v["place"] == place]) >= 3, (split, place)
+    # no val/test photo is a train photo or one the bundled segmenter was trained on
+    train_sources = {v["source"] for v in kept.values() if v["split"] == "train"}
+    segmenter = _segmenter_training_sources()
+    for name, v in kept.items():
+        if v["split"] == "train":
+            continue
+        assert v["source"] not in train_sources, name
+        for spec in segmenter:
+            if spec.startswith("wallpaper:"):
+                assert f"/wallpapers/{spec.split(':', 1)[1]}/" not in v["source"], (name, spec)
+            else:
+                assert v["source"] != spec, (name, spec)
+    # halves of one photograph: same source, disjoint regions, one in val and one in test
+    halves: dict[str, list] = {}
+    for v in kept.values():
+        if "photograph" in v:
+            halves.setdefault(v["photograph"], []).append(v)
+    assert halves
+    for pair in halves.values():
+        assert sorted(h["split"] for h in pair) == ["test", "val"]
+        (a, b) = sorted(pair, key=lambda h: h["region"][0])
+        assert a["region"][2] <= b["region"][0]
+    # every candidate looked at has a reason
+    assert all(reason for pkg in m["candidates_reviewed"].values() for reason in pkg.values())
+    assert "CC-BY-SA-3.0" in (default_root(2) / "NOTICE").read_text(encoding="utf-8")
+
+
+def test_version2_uses_heldout_photos_equally():
+    ds = make("test", image_size=16, n=200)
+    counts = torch.bincount(ds.photo_ids, minlength=len(ds.photo_names))
+    for place in (0, 1):
+        used = counts[[i for i, n in enumerate(ds.photo_names) if ds.manifest["photos"][n]["label"] == place
+                       and ds.manifest["photos"][n]["split"] == "test"]]
+        assert (used > 0).all() and int(used.max() - used.min()) <= 1
+    assert ds.manifest["default_n"]["test"] == 2400
+
+
+def test_version_arguments():
+    with pytest.raises(ValueError, match="version.*3"):
+        StampBirds(version=3)
+    with pytest.raises(ValueError, match="version.*True"):
+        default_root(True)
+    with pytest.raises(ValueError, match="version=2.*version 1"):
+        StampBirds(root=default_root(1), version=2, n=8, image_size=16)
+
+
+def test_benchmark_interval_and_per_photo_accuracy():
+    from benchmarks.robustness import per_photo_accuracy, t_interval
+
+    mean, half = t_interval([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and half == pytest.approx(4.303 * 0.1 / 3**0.5, rel=1e-3)
+    ds = make("test", image_size=16, n=40)
+    preds = ds.labels.clone()
+    wrong = ds.photo_ids == ds.photo_ids[0]
+    preds[wrong] = 1 - preds[wrong]
+    acc = per_photo_accuracy(preds, ds)
+    assert acc[ds.photo_names[int(ds.photo_ids[0])]]["accuracy"] == 0.0
+    assert sum(v["n"] for v in acc.values()) == len(ds)
+    assert all(v["accuracy"] == 1.0 for k, v in acc.items() if k != ds.photo_names[int(ds.photo_ids[0])])
