@@ -173,3 +173,119 @@ def test_grid_to_dense_and_from_dense_masks():
     assert labels.ids == ["a"] and torch.equal(labels["a"], grids[0])  # empty "b" dropped
     kept = PatchLabels.from_dense_masks(dense, ["a", "b"], 4, drop_empty=False)
     assert kept.ids == ["a", "b"]
+
+
+# -- file errors: every one names the file, the real line and the value ----------------------------------
+
+
+def _doc(labels, indent=None, **top):
+    import json
+
+    return json.dumps({"format": "backswap-patch-labels", "version": 1, "grid_size": 2, **top, "labels": labels},
+                      indent=indent)
+
+
+_A, _B, _C = ({"image": "a", "mask": "1001"}, {"image": "b", "mask": "0011"}, {"image": "c", "mask": "1111"})
+_OURS = PatchLabels(["a", "b", "c"], torch.tensor([[1, 0, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]]).bool().view(3, 2, 2))
+
+
+@pytest.mark.parametrize(
+    "text,line,fragment",
+    [
+        # our writer's layout: header lines 1-5, entry k on line 6 + k (was reported one entry too late)
+        (_OURS.to_text("json").replace('"image": "b", ', ""), 7, "label 1 needs 'image' and 'mask'"),
+        (_OURS.to_text("json").replace('"0011"', '"0021"'), 7, "label 1: mask may only contain '0' and '1'"),
+        (_OURS.to_text("json").replace('"image": "c"', '"image": "a"'), 8, "duplicate image id (first seen on line 6)"),
+        # indent=2 with the keys swapped: entry 1 starts on line 10, its mask is on line 11
+        (_doc([_A, {"mask": "10x1", "image": "b"}, _C], indent=2), 11, "label 1: mask may only contain"),
+        (_doc([_A, {"mask": "1001", "image": 5}, _C], indent=2), 12, "label 1: 'image' must be a non-empty string"),
+        (_doc([_A, _B, "c"], indent=2), 14, "label 2 needs 'image' and 'mask'"),
+        # everything on one line (was reported as 'entry 2', no line)
+        (_doc([_A, _B, {"image": "c", "mask": "11x1"}]), 1, "label 2: mask may only contain"),
+        (_doc([_A, {"image": "b", "mask": 11}]), 1, "label 1: 'mask' must be a string"),
+        (_doc([_A, {"image": "b", "mask": "001"}]), 1, "label 1: mask has 3 characters"),
+        # the header values, each on its own line with indent=1
+        (_doc([_A], indent=1, version=2), 3, "format version 2 is newer than this torch-backswap reads (up to 1)"),
+        (_doc([_A], indent=1, version="1"), 3, "'version' must be a positive integer"),
+        (_doc([_A], indent=1, format="masks"), 2, "not a patch-label file"),
+        (_doc([_A], indent=1, grid_size=2.5), 4, "'grid_size' must be a positive integer"),
+        (_doc([_A], indent=1, grid_size=True), 4, "'grid_size' must be a positive integer"),
+        (_doc([_A], indent=1, grid_size="2"), 4, "'grid_size' must be a positive integer"),
+        ('{"grid_size": 2, "labels": {}}', 1, "'labels' must be a JSON array"),
+        ('\n\n  {"grid_size": 2}', 3, "missing 'labels'"),
+        ('\n["a", "b"]', 2, "expected a JSON object, got a JSON array"),
+        ('{"grid_size": 2,\n "labels": [\n', 3, "invalid JSON: Expecting value"),
+    ],
+)
+def test_json_errors_name_the_real_line(tmp_path, text, line, fragment):
+    path = _write(tmp_path, "bad.json", text)
+    with pytest.raises(LabelFormatError) as info:
+        PatchLabels.read(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert fragment in message
+    assert info.value.line == line and info.value.path == str(path)
+
+
+def test_json_lines_of_read_labels_are_real(tmp_path):
+    import json
+
+    entries = [{"mask": "1001", "image": "a"}, {"image": "b", "mask": "0011"}]
+    path = _write(tmp_path, "l.json", json.dumps({"grid_size": 2, "labels": entries}, indent=2))
+    labels = PatchLabels.read(path)  # no 'format'/'version': a hand-written file is read as version 1
+    text_lines = path.read_text().splitlines()
+    assert [text_lines[labels.line_of(i) - 1].strip() for i in labels] == ['"image": "a"', '"image": "b",']
+
+
+@pytest.mark.parametrize(
+    "content,line,fragment",
+    [
+        (b"info,mask\na,0000\nb,00\xff0\n", 3, "not UTF-8 text (byte 21 cannot be decoded)"),
+        (b"\xef\xbb\xbfinfo,mask\na,0000\n\x89PNG\n", 3, "not UTF-8 text (byte 20 cannot be decoded)"),
+        (b'info,mask\na,0000\n"b,0000\nc,0000\n', 3, "unterminated quote: the row runs on to line 4"),
+        (b"info,mask\na,0000\nb," + b"0" * 200_000 + b"\n", 3, "malformed CSV: field larger than field limit"),
+        (b"image,grid_size,mask\na,2,0000\nb,-1,0\n", 3, "grid_size must be positive"),
+        (b"image,grid_size,mask\na,2,0000\nb,\xd9\xa2,0000\n", 3, "grid_size is not an integer"),  # Arabic-Indic 2
+    ],
+)
+def test_csv_errors_for_broken_bytes(tmp_path, content, line, fragment):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(LabelFormatError) as info:
+        PatchLabels.read(path)
+    assert str(info.value).startswith(f"{path}:{line}: ") and fragment in str(info.value), str(info.value)
+
+
+def test_label_errors_are_file_errors_with_the_cause_chained(tmp_path):
+    import json
+
+    from torch_backswap._io import BackswapFileError, BackswapFileNotFoundError
+
+    with pytest.raises(BackswapFileError) as info:
+        PatchLabels.read(_write(tmp_path, "broken.json", '{"labels": ['))
+    assert isinstance(info.value, LabelFormatError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)
+    (tmp_path / "latin1.csv").write_bytes(b"info,mask\n\xe9,0000\n")
+    with pytest.raises(LabelFormatError) as info:
+        PatchLabels.read(tmp_path / "latin1.csv")
+    assert isinstance(info.value.__cause__, UnicodeDecodeError) and info.value.line == 2
+    with pytest.raises(BackswapFileNotFoundError, match="missing.csv: patch-label file not found") as info:
+        PatchLabels.read(tmp_path / "missing.csv")
+    assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(BackswapFileError, match="is a directory"):
+        PatchLabels.read(tmp_path)
+
+
+def test_ids_the_files_cannot_keep_are_refused_and_empty_csv_is_not_written(tmp_path):
+    for bad in ["", " a", "a ", "a\nb", "a\rb", "a\x00b"]:
+        with pytest.raises(LabelFormatError, match="image id must be non-empty, on one line"):
+            PatchLabels([bad], torch.zeros(1, 2, 2, dtype=torch.bool))
+    odd = PatchLabels(['a,"b"', "ü/ß.png", "{x}"], torch.ones(3, 2, 2, dtype=torch.bool))
+    for fmt, suffix in (("backswap", ".csv"), ("paper", ".csv"), ("json", ".json")):
+        assert PatchLabels.read(odd.write(tmp_path / f"odd-{fmt}{suffix}", format=fmt)) == odd
+    empty = PatchLabels([], torch.zeros(0, 3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="cannot write 0 labels as 'backswap' CSV"):
+        empty.write(tmp_path / "empty.csv")
+    assert not (tmp_path / "empty.csv").exists()
+    again = PatchLabels.read(empty.write(tmp_path / "empty.json"))
+    assert len(again) == 0 and again.grid_size == 3

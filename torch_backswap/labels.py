@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -398,7 +399,7 @@ class PatchLabels:
                 raise LabelFormatError("empty image id", path=path, line=line, value=row[0])
             if kind == "backswap":
                 declared = row[1].strip()
-                if not (declared.isascii() and declared.isdigit()):
+                if not re.fullmatch(r"[+-]?[0-9]+", declared):
                     raise LabelFormatError("grid_size is not an integer", path=path, line=line, value=row[1])
                 row_size = int(declared)
                 if row_size < 1:
@@ -535,14 +536,13 @@ class PatchLabels:
 
 def _decode(raw: bytes, path: Path) -> str:
     """UTF-8 text of a label file (a leading BOM dropped); :class:`LabelFormatError` naming the line."""
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8):]
+    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        return raw.decode("utf-8")
+        return raw[start:].decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise LabelFormatError(f"not UTF-8 text (byte {err.start} cannot be decoded)", path=path, line=line,
-                               value=raw[err.start:err.start + 1]) from err
+        at = start + err.start  # offset in the file
+        raise LabelFormatError(f"not UTF-8 text (byte {at} cannot be decoded)", path=path,
+                               line=raw.count(b"\n", 0, at) + 1, value=raw[at:at + 1]) from err
 
 
 def _csv_rows(reader, path: Path) -> Iterator[tuple[int, list[str]]]:
