@@ -113,3 +113,14 @@ def test_scramble_cells_matches_unfold_fold():
         assert torch.equal(ok, ref_ok)
         assert torch.equal(out, ref)
     assert ScramblePatches(patch_size=5)(images, holes).dtype == torch.uint8
+
+
+def test_uint8_normalize_at_the_input_size_matches_the_general_path():
+    seg = PatchSegmenter(grid_size=4, input_size=32, width=8).eval()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    fused = seg.normalize(images)  # one addcmul pass
+    general = (images.float() / 255.0 - seg.mean) / seg.std
+    assert fused.shape == (3, 3, 32, 32) and fused.dtype == torch.float32
+    assert (fused - general).abs().max() < 1e-5
+    # other sizes and float inputs take the general route
+    assert torch.equal(seg.normalize(images.float() / 255.0), general)
