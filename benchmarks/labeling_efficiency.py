@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --out (same settings) and run only the missing seed/strategy pairs")
     parser.add_argument("--write-results", action="store_true", help="write the table to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -172,6 +174,15 @@ def main(argv: list[str] | None = None) -> dict:
     val2_grids = dense_to_patch_grid(val2.alpha, args.grid, 0.25)
 
     runs = []
+    if args.resume and args.out and Path(args.out).exists():
+        previous = json.loads(Path(args.out).read_text())
+        ignored = ("seeds", "strategies", "resume", "write_results", "threads", "out")
+        same = {k: v for k, v in previous["settings"].items() if k not in ignored}
+        mine = {k: v for k, v in vars(args).items() if k in same}
+        if same != mine:
+            raise SystemExit(f"--resume: {args.out} was written with other settings: {same} != {mine}")
+        runs = [r for r in previous["runs"] if r["seed"] in args.seeds and r["strategy"] in args.strategies]
+    done = {(r["seed"], r["strategy"]) for r in runs}
 
     def summarise() -> dict:
         summary = {s: [r["labels_to_target"] for r in runs if r["strategy"] == s] for s in args.strategies}
@@ -185,8 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     for seed in args.seeds:
         for strategy in args.strategies:
-            runs.append(run_strategy(strategy, args, seed, pool, pool_grids, (val, val_grids), (val2, val2_grids)))
-            result = summarise()
+            if (seed, strategy) not in done:
+                runs.append(run_strategy(strategy, args, seed, pool, pool_grids, (val, val_grids), (val2, val2_grids)))
+                summarise()
+    runs.sort(key=lambda r: (args.seeds.index(r["seed"]), args.strategies.index(r["strategy"])))
+    result = summarise()
     for strategy, reached in result["labels_to_target"].items():
         shown = ", ".join("not reached" if n is None else str(n) for n in reached)
         mean, half = mean_ci([args.max_labels + args.step if n is None else n for n in reached])

@@ -314,6 +314,85 @@ def test_active_selector_scores_lazily_in_chunks():
         ActiveSelector(lambda s, n: [], score, chunk_size=0)
 
 
+def _clustered_pool(n_clusters: int = 3, copies: int = 5):
+    """Ids in clusters of near-duplicates (features within 1e-3 of their cluster centre); every image is
+    uncertain, the first cluster most of all (so plain uncertainty would pick only from it)."""
+    ids, feats, unc = [], {}, {}
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(n_clusters, 8)
+    for c in range(n_clusters):
+        for k in range(copies):
+            image_id = f"c{c}_{k}"
+            ids.append(image_id)
+            feats[image_id] = centres[c] + 1e-3 * torch.randn(8, generator=g)
+            unc[image_id] = 0.9 - 0.1 * c - 0.001 * k
+
+    def score(chunk):
+        return torch.tensor([unc[i] for i in chunk]), torch.stack([feats[i] for i in chunk])
+
+    return ids, score
+
+
+def test_kcenter_selection_never_picks_two_near_duplicates():
+    ids, score = _clustered_pool()
+    sel = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=100, strategy="kcenter",
+                         top_k=15)
+    taken: set[str] = set()
+    picks = []
+    for _ in range(3):
+        picks.append(sel.pick(taken.__contains__))
+        taken.add(picks[-1])
+    assert picks[0] == "c0_0"  # nothing covered yet: the most uncertain
+    assert sorted(p.split("_")[0] for p in picks) == ["c0", "c1", "c2"]  # one per cluster of near-duplicates
+    # the uncertainty rule, for contrast, stays inside the most uncertain cluster
+    plain = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=100)
+    taken = set()
+    for _ in range(3):
+        taken.add(plain.pick(taken.__contains__))
+    assert {p.split("_")[0] for p in taken} == {"c0"}
+    # labeled images count as covered: with cluster 0 labeled, the first pick comes from another cluster
+    fresh = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=100,
+                           strategy="kcenter", top_k=15)
+    assert not fresh.pick(lambda i: i.startswith("c0"), covered=["c0_0"]).startswith("c0")
+
+
+def test_topk_random_selection_is_seeded_and_stays_in_the_uncertain_pool():
+    ids = [f"{i:03d}" for i in range(60)]
+
+    def score(chunk):
+        return torch.tensor([float(i) for i in chunk])  # higher id = more uncertain
+
+    def sequence(seed: int) -> list[str]:
+        sel = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=60,
+                             strategy="topk_random", top_k=10, seed=seed)
+        taken: set[str] = set()
+        for _ in range(5):
+            taken.add(sel.pick(taken.__contains__))
+        return sel.picked
+
+    first = sequence(0)
+    assert first == sequence(0)  # deterministic under a seed
+    assert first != sequence(1)
+    assert len(set(first)) == 5
+    # every pick is among the 10 most uncertain ids still open at that moment (ids 45-59 cover all cases)
+    assert all(int(p) >= 45 for p in first)
+    assert first != ["059", "058", "057", "056", "055"]  # not the plain ranking
+
+
+def test_active_selector_strategy_errors():
+    ids = ["a", "b"]
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c)), strategy="best")
+    with pytest.raises(ValueError, match="top_k"):
+        ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c)), strategy="kcenter", top_k=0)
+    sel = ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c)), strategy="kcenter")
+    with pytest.raises(ValueError, match="needs features"):
+        sel.pick(lambda i: False)
+    bad = ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c) + 1))
+    with pytest.raises(ValueError, match=r"must return a \(2,\) tensor"):
+        bad.pick(lambda i: False)
+
+
 def test_segmenter_prefill_and_active_next(image_dir, tmp_path):
     # brightness: a 10/255 (certain background), b 128/255 (uncertain), c blue ~0.38, d 250/255 (certain object)
     with serve_labeler(image_dir, grid_size=4, out=tmp_path / "l.csv", segmenter=BrightnessSegmenter()) as srv:
