@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_backswap import cli
-from torch_backswap.finetune import augment_batch, finetune_segmenter, shift_cells
+from torch_backswap.finetune import PatchAugmentation, evaluate_segmenter, finetune_segmenter, shift_cells
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
 from torch_backswap.segmenter import PatchSegmenter
 
@@ -86,7 +86,7 @@ def test_keyboard_interrupt_keeps_best(tmp_path, shapes, monkeypatch):
     import torch_backswap.finetune as ft
 
     images, labels = shapes
-    real = ft._evaluate
+    real = ft.evaluate_segmenter
     calls = {"n": 0}
 
     def interrupt_on_second(*args, **kwargs):
@@ -95,7 +95,7 @@ def test_keyboard_interrupt_keeps_best(tmp_path, shapes, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "_evaluate", interrupt_on_second)
+    monkeypatch.setattr(ft, "evaluate_segmenter", interrupt_on_second)
     with pytest.warns(UserWarning, match="interrupted"):
         model, history = finetune_segmenter(None, images[:20], labels.subset(labels.ids[:20]), epochs=5,
                                             batch_size=8, progress=False, output_dir=tmp_path / "out",
@@ -109,8 +109,7 @@ def test_augmentation_keeps_image_and_grid_aligned():
     torch.manual_seed(0)
     grids = torch.rand(16, 8, 8) > 0.6
     images = F.interpolate(grids.float()[:, None], size=(32, 32), mode="nearest").expand(-1, 3, -1, -1)
-    aug_images, aug_grids = augment_batch(images.clone(), grids.float(), max_shift=2, colour=(0, 0, 0, 0),
-                                          p_gray=0.0)
+    aug_images, aug_grids = PatchAugmentation(2, colour=(0, 0, 0, 0), p_gray=0.0)(images.clone(), grids.float())
     back = F.adaptive_avg_pool2d(aug_images[:, :1], 8)[:, 0]
     assert torch.equal(back, aug_grids)
     assert not torch.equal(aug_grids, grids.float())  # something happened
@@ -119,8 +118,42 @@ def test_augmentation_keeps_image_and_grid_aligned():
     assert torch.equal(grid[0, 1:, :-2], grids[0, :-1, 2:].float()) and grid[0, 0].eq(0).all()
     assert img[0, :, :4].eq(0).all() and img[0, :, :, -8:].eq(0).all()
     # colour jitter stays in range
-    jittered, _ = augment_batch(torch.rand(8, 3, 16, 16), torch.zeros(8, 4, 4), max_shift=0)
+    jittered, _ = PatchAugmentation(0)(torch.rand(8, 3, 16, 16), torch.zeros(8, 4, 4))
     assert 0 <= jittered.min() and jittered.max() <= 1
+    # every flip / quarter turn of the dihedral group shows up, each applied to image and grid together
+    seen = set()
+    for _ in range(6):
+        out, g = PatchAugmentation(0, colour=(0, 0, 0, 0), p_gray=0.0)(images, grids.float())
+        for i in range(len(grids)):
+            for f in (False, True):
+                for k in (-1, 0, 1):
+                    ref = grids[i].flip(-1) if f else grids[i]
+                    if torch.equal(g[i], ref.rot90(k, (-2, -1)).float()):
+                        seen.add((f, k))
+    assert len(seen) == 6
+
+
+def test_evaluate_segmenter_scores_perfect_and_inverted_predictions():
+    class Oracle(torch.nn.Module):
+        input_size = 32
+
+        def __init__(self, grids, sign):
+            super().__init__()
+            self.grids, self.sign = grids, sign
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return self.sign * (self.grids[: x.shape[0]].float() * 2 - 1) * 5
+
+        def predict_logits(self, x):
+            return self.forward(x)
+
+    grids = torch.rand(6, 4, 4) > 0.5
+    images = torch.zeros(6, 3, 32, 32, dtype=torch.uint8)
+    good = evaluate_segmenter(Oracle(grids, 1), images, grids, batch_size=6)
+    bad = evaluate_segmenter(Oracle(grids, -1), images, grids, batch_size=6)
+    assert good["val_balanced_accuracy"] == 1.0 and good["val_cell_iou"] == 1.0
+    assert bad["val_balanced_accuracy"] == 0.0 and bad["val_loss"] > good["val_loss"]
 
 
 def test_cli_finetune_from_image_folder(tmp_path, shapes, capsys):

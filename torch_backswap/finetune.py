@@ -38,7 +38,7 @@ from .labels import PatchLabels
 from .metrics import cell_balanced_accuracy
 from .segmenter import PatchSegmenter, prepare_images
 
-__all__ = ["augment_batch", "finetune_segmenter", "load_image_folder", "shift_cells"]
+__all__ = ["PatchAugmentation", "evaluate_segmenter", "finetune_segmenter", "load_image_folder", "shift_cells", "train_epoch"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -95,63 +95,51 @@ def shift_cells(images: Tensor, grids: Tensor, shifts: Tensor) -> tuple[Tensor, 
     return out_img, out_grid
 
 
-def _colour_jitter(images: Tensor, strength: tuple[float, float, float, float], p_gray: float) -> Tensor:
-    from kornia.enhance import adjust_hue
+class PatchAugmentation(torch.nn.Module):
+    """The fine-tuning augmentation of images and their cell grids (draws from the global torch RNG).
 
-    b = images.shape[0]
-    bri, con, sat, hue = strength
-
-    def factor(amount: float) -> Tensor:
-        return (1 + (torch.rand(b, 1, 1, 1, device=images.device) * 2 - 1) * amount).to(images.dtype)
-
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    x = images * factor(bri)
-    gray = (x * weights).sum(1, keepdim=True)
-    x = (x - gray.mean((2, 3), keepdim=True)) * factor(con) + gray.mean((2, 3), keepdim=True)
-    gray = (x * weights).sum(1, keepdim=True)
-    x = (gray + (x - gray) * factor(sat)).clamp(0, 1)
-    if hue > 0:
-        angle = (torch.rand(b, device=images.device) * 2 - 1) * hue * 2 * math.pi
-        x = adjust_hue(x, angle.to(images.dtype)).clamp(0, 1)
-    to_gray = torch.rand(b, 1, 1, 1, device=images.device) < p_gray
-    gray = (x * weights).sum(1, keepdim=True).expand_as(x)
-    return torch.where(to_gray, gray, x)
-
-
-def augment_batch(
-    images: Tensor,
-    grids: Tensor,
-    *,
-    max_shift: int,
-    colour: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.02),
-    p_gray: float = 0.2,
-) -> tuple[Tensor, Tensor]:
-    """The fine-tuning augmentation (uses the global torch RNG).
+    1. Flips and quarter turns (kornia ``RandomHorizontalFlip`` + ``RandomRotation90`` in one
+       ``AugmentationSequential``), applied to the image and to its grid together: the grid travels as a
+       nearest-upsampled mask, so a cell stays a cell (exact for square images).
+    2. A random shift by whole cells, up to ``max_shift`` per axis, zero fill (:func:`shift_cells`).
+    3. Colour jitter (0.2, 0.2, 0.2, 0.02) and random grayscale (p = 0.2) on the image only (kornia).
 
     Args:
-        images: float ``(B, 3, H, W)`` in ``[0, 1]``, square.
-        grids: float ``(B, S, S)`` targets.
         max_shift: largest whole-cell shift per axis.
+        colour: ``(brightness, contrast, saturation, hue)`` of ``ColorJitter``.
+        p_gray: probability of ``RandomGrayscale``.
 
-    Returns:
-        ``(images, grids)`` with per-sample identity / h-flip / rot90 / rot270, a cell shift in
-        ``[-max_shift, max_shift]²``, then colour jitter and random grayscale on the images.
+    Example:
+        >>> import torch
+        >>> aug = PatchAugmentation(max_shift=1)
+        >>> x, g = aug(torch.rand(2, 3, 32, 32), torch.zeros(2, 4, 4))
+        >>> tuple(x.shape), tuple(g.shape)
+        ((2, 3, 32, 32), (2, 4, 4))
     """
-    b = images.shape[0]
-    choice = torch.randint(0, 4, (b,)).tolist()
-    images, grids = images.clone(), grids.clone()
-    for i, c in enumerate(choice):
-        if c == 1:
-            images[i], grids[i] = images[i].flip(-1), grids[i].flip(-1)
-        elif c == 2:
-            images[i], grids[i] = images[i].rot90(1, (-2, -1)), grids[i].rot90(1, (-2, -1))
-        elif c == 3:
-            images[i], grids[i] = images[i].rot90(-1, (-2, -1)), grids[i].rot90(-1, (-2, -1))
-    if max_shift > 0:
-        shifts = torch.randint(-max_shift, max_shift + 1, (b, 2))
-        images, grids = shift_cells(images, grids, shifts)
-    images = _colour_jitter(images, colour, p_gray)
-    return images, grids
+
+    def __init__(self, max_shift: int, colour: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.02),
+                 p_gray: float = 0.2) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        self.max_shift = int(max_shift)
+        self.geometry = K.AugmentationSequential(
+            K.RandomHorizontalFlip(p=0.5),
+            K.RandomRotation90(times=(-1, 1), resample="nearest", p=1.0),
+            data_keys=["input", "mask"],
+        )
+        self.colour = K.ImageSequential(K.ColorJitter(*colour, p=1.0), K.RandomGrayscale(p=p_gray))
+
+    def forward(self, images: Tensor, grids: Tensor) -> tuple[Tensor, Tensor]:
+        """``images`` float ``(B, 3, H, W)`` in ``[0, 1]`` (square), ``grids`` float ``(B, S, S)`` → both augmented."""
+        size = grids.shape[-1]
+        cells = F.interpolate(grids[:, None].float(), size=images.shape[-2:], mode="nearest")
+        images, cells = self.geometry(images, cells)
+        grids = F.interpolate(cells, size=(size, size), mode="nearest")[:, 0].to(grids.dtype)
+        if self.max_shift > 0:
+            shifts = torch.randint(-self.max_shift, self.max_shift + 1, (images.shape[0], 2))
+            images, grids = shift_cells(images, grids, shifts)
+        return self.colour(images).clamp(0, 1), grids
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,25 +150,55 @@ def _smooth(targets: Tensor, smoothing: float) -> Tensor:
     return targets * (1 - smoothing) + smoothing / 2
 
 
-@torch.no_grad()
-def _evaluate(model: PatchSegmenter, images: Tensor, grids: Tensor, batch_size: int, device: torch.device,
-              smoothing: float) -> dict[str, float]:
-    model.eval()
-    logits = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
-        logits.append(model(batch).float().cpu())
-    all_logits = torch.cat(logits)
-    target = grids.float()
-    loss = F.binary_cross_entropy_with_logits(all_logits, _smooth(target, smoothing)).item()
-    pred = all_logits > 0
-    truth = grids.bool()
+def evaluate_segmenter(model: PatchSegmenter, images: Tensor, grids: Tensor, *, batch_size: int = 64,
+                       device: torch.device | str = "cpu", smoothing: float = 0.1) -> dict[str, float]:
+    """Score a segmenter on patch labels (one evaluation step).
+
+    Args:
+        model: the segmenter (run through :meth:`PatchSegmenter.predict_logits`, eval mode, mode restored).
+        images: uint8 / float ``(N, 3, H, W)``.
+        grids: ``(N, S, S)`` bool / 0-1 targets.
+
+    Returns:
+        ``{"val_loss", "val_balanced_accuracy", "val_cell_iou"}`` (loss against smoothed targets).
+    """
+    logits = torch.cat([model.predict_logits(images[i:i + batch_size].to(device)).float().cpu()
+                        for i in range(0, len(images), batch_size)])
+    loss = F.binary_cross_entropy_with_logits(logits, _smooth(grids.float(), smoothing)).item()
+    pred, truth = logits > 0, grids.bool()
     union = (pred | truth).sum().item()
     return {
         "val_loss": loss,
         "val_balanced_accuracy": cell_balanced_accuracy(pred, truth),
         "val_cell_iou": (pred & truth).sum().item() / union if union else 1.0,
     }
+
+
+def train_epoch(model: PatchSegmenter, optimizer: torch.optim.Optimizer, images: Tensor, grids: Tensor, *,
+                batch_size: int = 32, device: torch.device | str = "cpu", smoothing: float = 0.1,
+                augment: torch.nn.Module | None = None, on_step: Any = None) -> float:
+    """One pass over ``images`` (uint8 ``(N, 3, H, W)``) and ``grids`` (``(N, S, S)``) in random order (global
+    RNG): per-cell BCE against smoothed targets, gradient-norm clipping at 1.0. Returns the mean loss.
+    ``on_step()`` is called after every optimiser step (e.g. a progress bar's ``update``)."""
+    model.train()
+    perm = torch.randperm(len(images))
+    total, count = 0.0, 0
+    for start_i in range(0, len(images), batch_size):
+        idx = perm[start_i:start_i + batch_size]
+        x = images[idx].to(device).float() / 255.0
+        y = grids[idx].to(device).float()
+        if augment is not None:
+            x, y = augment(x, y)
+        loss = F.binary_cross_entropy_with_logits(model(x), _smooth(y, smoothing))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        if on_step is not None:
+            on_step()
+    return total / max(count, 1)
 
 
 def _save(model: PatchSegmenter, output_dir: Path | None, history: list[dict], info: dict) -> None:
@@ -312,6 +330,7 @@ def finetune_segmenter(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
                                                                patience=lr_patience)
         steps_per_epoch = math.ceil(len(train_x) / batch_size)
+        augmentation = PatchAugmentation(shift) if augment else None
         info = {"start": start, "seed": seed, "n_train": len(train_x), "n_val": n_val,
                 "val_ids": [labels.ids[i] for i in val_idx.tolist()], "optimizer": optimizer,
                 "epochs": epochs, "batch_size": batch_size, "interrupted": False}
@@ -323,28 +342,13 @@ def finetune_segmenter(
         try:
             for epoch in range(1, epochs + 1):
                 tic = time.perf_counter()
-                model.train()
-                perm = torch.randperm(len(train_x))
-                total, count = 0.0, 0
-                for start_i in range(0, len(train_x), batch_size):
-                    idx = perm[start_i:start_i + batch_size]
-                    x = train_x[idx].to(device).float() / 255.0
-                    y = train_y[idx].to(device).float()
-                    if augment:
-                        x, y = augment_batch(x, y, max_shift=shift)
-                    logits = model(x)
-                    loss = F.binary_cross_entropy_with_logits(logits, _smooth(y, smoothing))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    opt.step()
-                    total += loss.item() * len(idx)
-                    count += len(idx)
-                    bar.update(1)
-                record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(count, 1),
+                train_loss = train_epoch(model, opt, train_x, train_y, batch_size=batch_size, device=device,
+                                         smoothing=smoothing, augment=augmentation, on_step=lambda: bar.update(1))
+                record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
                                           "lr": opt.param_groups[0]["lr"]}
                 if n_val:
-                    record.update(_evaluate(model, val_x, val_y, batch_size, device, smoothing))
+                    record.update(evaluate_segmenter(model, val_x, val_y, batch_size=batch_size, device=device,
+                                                     smoothing=smoothing))
                     score = record["val_balanced_accuracy"]
                 else:
                     record.update(val_loss=None, val_balanced_accuracy=None, val_cell_iou=None)
