@@ -113,3 +113,12 @@ def test_cuda_side_stream_gives_the_cpu_result():
             assert (g["image"].cpu().int() - c["image"].int()).abs().max() <= 1
             count += 1
         assert count == len(loader)
+
+
+def test_device_suite_runs_end_to_end_on_cpu(capsys):
+    """The GPU benchmark's code path, at 64², batch 4, with a small classifier (smoke test; no figures checked)."""
+    from benchmarks.throughput import main
+
+    assert main(["--device", "cpu", "--quick", "--no-write", "--model", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "| DeviceSwapLoader, ObjectAlpha carried |" in out and "| bank.sample (class-balanced gather) |" in out

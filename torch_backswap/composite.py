@@ -644,4 +644,7 @@ def _paste_loop(images, alpha, out, matrices, sel, windows, dtype, to255, harmon
         if harmonize:
             premult = _harmonize(premult, a, bg, float(harmonize))
         res = torch.addcmul(premult, bg, 1.0 - a)
-        region.copy_(_from_compute(res, out.dtype))
+        if out.dtype == torch.uint8:  # round half up straight into the frame (copy_ truncates like .to(uint8))
+            region.copy_(res.clamp_(0.0, 255.0).add_(0.5))
+        else:
+            region.copy_(_from_compute(res, out.dtype))
