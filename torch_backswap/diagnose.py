@@ -41,14 +41,12 @@ CI_METHODS = ("t", "bootstrap")
 def _t_cdf(x: float, df: int) -> float:
     """Student-t CDF for ``x >= 0`` by Simpson integration of the density (no SciPy needed)."""
     log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    steps = 2000
-    h = x / steps
-    total = 0.0
-    for i in range(steps + 1):
-        t = i * h
-        w = 1 if i in (0, steps) else (4 if i % 2 else 2)
-        total += w * math.exp(log_c - (df + 1) / 2 * math.log1p(t * t / df))
-    return 0.5 + total * h / 3
+    steps = 4000
+    t = torch.linspace(0.0, x, steps + 1, dtype=torch.float64)
+    weights = torch.ones(steps + 1, dtype=torch.float64)
+    weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
+    density = torch.exp(log_c - (df + 1) / 2 * torch.log1p(t * t / df))
+    return 0.5 + float((weights * density).sum()) * (x / steps) / 3
 
 
 def t_quantile(p: float, df: int) -> float:
