@@ -14,7 +14,8 @@ Routes (everything else is 404, there is no directory listing):
   else the next unlabeled one in folder order).
 * ``GET /api/neighbor?id=&step=±1`` — folder-order neighbour (used by "previous" after a reload).
 * ``POST /api/label`` ``{"id", "mask"}`` — store one image's cells; the labels file is rewritten
-  atomically (temporary file + :func:`os.replace`) before the answer is sent.
+  durably (:meth:`PatchLabels.write`: unique temporary file, ``fsync``, :func:`os.replace`) before the
+  answer is sent.
 * ``POST /api/skip`` ``{"id"}`` — do not offer this image again in this session.
 
 POSTs must be ``application/json`` and come from the page's own origin; every request must carry a
@@ -269,7 +270,7 @@ class LabelSession:
 
     # ------------------------------------------------------------------ updates
     def save(self, image_id: str, mask: str) -> int:
-        """Store one image's cells and rewrite the labels file atomically; returns the label count."""
+        """Store one image's cells and rewrite the labels file durably; returns the label count."""
         s2 = self.grid_size**2
         if not isinstance(mask, str) or len(mask) != s2 or set(mask) - {"0", "1"}:
             raise ValueError(f"mask must be a string of {s2} '0'/'1' characters, got {str(mask)[:80]!r}")
