@@ -104,7 +104,16 @@ def ddp(out: str, steps: int) -> None:
                 loss.backward()
                 opt.step()
                 record["losses"].append(loss.item())
-    # the same fixed batch swapped on every rank: the ranks' streams must differ
+    # the same inputs on every rank, swapped in DataLoader workers: the plain pattern (every rank seeded alike,
+    # so the workers' seeds are alike) and the documented one (the loader's generator seeded per rank)
+    same = [samples[0]] * 8
+    for key, gen in (("same_input_workers", None), ("same_input_workers_rank_generator",
+                                                     torch.Generator().manual_seed(1000 + rank))):
+        torch.manual_seed(0)
+        swap = BackgroundSwap(bank, seed=0)
+        loader = DataLoader(same, batch_size=4, collate_fn=swap.collate_fn, num_workers=2, generator=gen)
+        record[key] = [digest(batch[0]) for batch in loader]
+    # the same fixed batch swapped on every rank in the main process: the ranks' streams must differ
     fixed = swap((tv_tensors.Image(images[:4]), ObjectAlpha(alphas[:4]), labels[:4]))
     record["fixed"] = digest(fixed[0])
     record["input"] = digest(images[:4])
@@ -129,9 +138,9 @@ def main(argv: list[str]) -> None:
         ddp(args.out, args.steps)
         torch.distributed.destroy_process_group()
     else:
-        from torch_backswap.cli import main as cli
-
         import torch.distributed as dist
+
+        from torch_backswap.cli import main as cli
 
         build(os.path.join(args.out, "build"), args.shard_size, args.batch_size, 0.0)  # build_bank inits gloo
         dist.init_process_group("gloo")  # from here on: a group the caller owns, used by the CLI and DDP

@@ -300,3 +300,27 @@ def test_fuzz_truncated_and_bit_flipped_bank_files(tmp_path):
     bit_flipped()
     print(f"\nbank loader fuzz: {FUZZ_EXAMPLES} examples, outcomes {outcomes}")
     assert outcomes["error"] > 0 and sum(FUZZ_EXAMPLES.values()) >= 300
+
+
+def test_save_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("replace")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    _bank().save(tmp_path / "bank.safetensors")
+    assert events == ["fsync file", "replace", "fsync dir"]
+    events.clear()
+    _bank().save(tmp_path / "dir", shard_size=4)  # two shards, then the manifest: each one durable
+    assert events == ["fsync file", "replace", "fsync dir"] * 3
