@@ -165,17 +165,18 @@ def test_io_readers(tmp_path):
 
 @settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_fuzzed_weights_load_or_raise_a_file_error(saved, data):
-    """Truncated or bit-flipped weights: a model (flips in the tensor bytes go unseen: safetensors has no
-    checksum) or a BackswapFileError naming model.safetensors; never another exception."""
+def test_fuzzed_weights_load_unchanged_or_raise_a_file_error(saved, data):
+    """Truncated or bit-flipped weights (header or tensor bytes) either load the very same tensors (a flip in
+    metadata the loader ignores) or raise a BackswapFileError naming model.safetensors; nothing else."""
     good = saved[2]
     if data.draw(st.booleans(), label="truncate"):
         content = good[: data.draw(st.integers(0, len(good) - 1), label="cut at")]
     else:
         flipped = bytearray(good)
-        header = 8 + int.from_bytes(good[:8], "little")  # flips in the header are the interesting ones
+        header = 8 + int.from_bytes(good[:8], "little")
         for _ in range(data.draw(st.integers(1, 3), label="flips")):
-            flipped[data.draw(st.integers(0, header - 1), label="at")] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+            at = data.draw(st.integers(0, header - 1) | st.integers(0, len(good) - 1), label="at")
+            flipped[at] ^= 1 << data.draw(st.integers(0, 7), label="bit")
         content = bytes(flipped)
     directory = saved[0].parent / "fuzzed"
     _copy(saved, directory, weights=content)
@@ -184,7 +185,21 @@ def test_fuzzed_weights_load_or_raise_a_file_error(saved, data):
     except BackswapFileError as err:
         assert str(err).startswith(f"{directory / 'model.safetensors'}: "), str(err)
     else:
-        assert isinstance(model, PatchSegmenter)
+        original = _tiny().state_dict()
+        assert all(torch.equal(t, original[k]) and t.dtype == original[k].dtype for k, t in model.state_dict().items())
+
+
+def test_a_changed_tensor_byte_fails_the_checksum_and_files_without_one_still_load(saved, tmp_path):
+    good = bytearray(saved[2])
+    good[-3] ^= 0x01  # in the last tensor's bytes: still a well-formed safetensors file
+    directory = _copy(saved, tmp_path / "flipped", weights=bytes(good))
+    with pytest.raises(BackswapFileError, match="model.safetensors: segmenter weights file is corrupt: its tensors "
+                                                "do not match the sha256 in its header"):
+        PatchSegmenter.from_pretrained(directory)
+    state = {k: v.contiguous() for k, v in _tiny().state_dict().items()}
+    plain = _copy(saved, tmp_path / "plain", weights=safetensors_bytes(state, metadata={"format": "pt"}))
+    assert torch.equal(PatchSegmenter.from_pretrained(plain).state_dict()["net.head.1.weight"],
+                       state["net.head.1.weight"])
 
 
 # -- durable writes ----------------------------------------------------------------------------------------
@@ -293,14 +308,14 @@ def test_a_weights_save_that_fails_half_way_leaves_the_old_files(tmp_path, monke
 
     _tiny(0).save_pretrained(tmp_path / "m")
     before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
-    real = safetensors.torch.save_model
+    real = safetensors.torch.save_file
 
-    def half_then_fail(model, filename, *args, **kwargs):
-        real(model, filename, *args, **kwargs)
+    def half_then_fail(tensors, filename, *args, **kwargs):
+        real(tensors, filename, *args, **kwargs)
         Path(filename).write_bytes(Path(filename).read_bytes()[:100])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_model", half_then_fail)
+    monkeypatch.setattr(safetensors.torch, "save_file", half_then_fail)
     with pytest.raises(OSError, match="No space left"):
         _tiny(1).save_pretrained(tmp_path / "m")
     monkeypatch.undo()

@@ -10,11 +10,12 @@ and two writers of one path never share a temporary file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BackswapFileError",
     "BackswapFileNotFoundError",
+    "CHECKSUM_KEY",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "fsync_directory",
     "load_safetensors",
     "read_json_object",
+    "tensors_sha256",
     "write_with",
 ]
 
@@ -149,25 +152,51 @@ def _json_kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+#: safetensors metadata key holding :func:`tensors_sha256` of the file's tensors; checked on load when present.
+CHECKSUM_KEY = "backswap_sha256"
+
+
+def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
+    """Hex sha256 of named CPU tensors: each name, dtype, shape and raw bytes, in name order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def load_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> dict[str, Tensor]:
     """All tensors of a safetensors file (never unpickles anything); ``what`` names the file in errors.
 
+    If the header's metadata holds :data:`CHECKSUM_KEY` (files written by this package), the tensors must
+    match it, so a changed byte that still parses is caught too.
+
     Raises:
         BackswapFileNotFoundError: the file does not exist.
-        BackswapFileError: the file is empty, truncated, corrupt or of another format (cause chained).
+        BackswapFileError: the file is empty, truncated, corrupt or of another format (cause chained), or its
+            tensors do not match the checksum in its header.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         problem = f"{what} is a directory, expected a safetensors file" if path.is_dir() else f"{what} not found"
         raise (BackswapFileError if path.is_dir() else BackswapFileNotFoundError)(path, problem)
     try:
-        return load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            expected = (handle.metadata() or {}).get(CHECKSUM_KEY)
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except SafetensorError as err:
         size = path.stat().st_size
         detail = "the file is empty (0 bytes)" if size == 0 else f"{size} bytes, {err}"
         raise BackswapFileError(
             path, f"{what} is not a readable safetensors file (truncated, corrupt or another format): {detail}"
         ) from err
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise BackswapFileError(path, f"{what} is corrupt: its tensors do not match the sha256 in its header")
+    if str(device) != "cpu":
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+    return tensors

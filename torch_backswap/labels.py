@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._io import BackswapFileError, BackswapFileNotFoundError, atomic_write_bytes
+from ._io import BackswapFileError, BackswapFileNotFoundError, _json_kind, atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -570,11 +570,6 @@ def _check_bits(bits: str, path: Path, line: int, label: str = "") -> None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_kind(value: object) -> str:
-    names = {list: "array", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
-    return names.get(type(value), type(value).__name__)
 
 
 class _JsonLines:
