@@ -456,13 +456,14 @@ class PatchSegmenter(
         """Load a segmenter from a local directory, the Hub or the bundled weights (see
         :func:`torch_backswap.hub.resolve_pretrained`). Reads ``config.json`` (JSON) and
         ``model.safetensors`` only – never a pickle. ``overrides`` replace config entries (e.g.
-        ``dropout``); the model is returned in eval mode.
+        ``dropout``); the model is returned in eval mode. Weights saved by :meth:`save_pretrained` carry a
+        sha256 of their tensors, checked here.
 
         Raises:
             PretrainedNotFoundError: no directory, Hub repo or bundled copy holds both files.
             BackswapFileError: naming ``config.json`` (not UTF-8 / not JSON / not an object / invalid values) or
-                ``model.safetensors`` (empty, truncated, corrupt, another format, or tensors that do not fit
-                the model the config describes); the underlying error is chained.
+                ``model.safetensors`` (empty, truncated, corrupt, another format, a checksum mismatch, or
+                tensors that do not fit the model the config describes); the underlying error is chained.
         """
         from ._io import BackswapFileError, load_safetensors, read_json_object
 
@@ -521,17 +522,20 @@ class PatchSegmenter(
     ) -> str | None:
         """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` (unless present) to
         ``save_directory``, each durably (:mod:`torch_backswap._io`: a temporary file unique to this writer,
-        ``fsync``, ``os.replace``): an interrupted save leaves each file old or new, never half written.
+        ``fsync``, ``os.replace``): an interrupted save leaves each file old or new, never half written. The
+        weights' header carries a sha256 of the tensors, which :meth:`from_pretrained` checks.
         ``config`` replaces :attr:`config`; ``push_to_hub`` and the rest behave as in
         :meth:`huggingface_hub.ModelHubMixin.save_pretrained`. Returns the commit URL when pushing, else ``None``.
         """
-        from safetensors.torch import save_model
+        from safetensors.torch import save_file
 
-        from ._io import atomic_write_text, write_with
+        from ._io import CHECKSUM_KEY, atomic_write_text, tensors_sha256, write_with
 
         directory = Path(save_directory)
         config = self.config if config is None else dict(config)
-        write_with(directory / "model.safetensors", lambda tmp: save_model(self, str(tmp)))
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
+        metadata = {"format": "pt", CHECKSUM_KEY: tensors_sha256(state)}  # checked by from_pretrained
+        write_with(directory / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
         atomic_write_text(directory / "config.json", json.dumps(config, sort_keys=True, indent=2))
         if not (directory / "README.md").exists():  # never overwrite a model card
             card = self.generate_model_card(**(model_card_kwargs or {}))
