@@ -97,3 +97,19 @@ def test_background_thread_refills_without_misses(tmp_path):
         assert len(seen) > bank.resident  # backgrounds beyond the first working set were drawn
     finally:
         bank.close()
+
+
+def test_background_swap_accepts_a_streaming_bank(tmp_path):
+    from torchvision import tv_tensors
+
+    from torch_backswap import BackgroundSwap
+    from torch_backswap.alpha import ObjectAlpha
+
+    _, path = _labelled_bank(tmp_path, counts=(20, 20))
+    bank = StreamingBackgroundBank(path, max_bytes=12 * IMAGE_BYTES, block=2, background=False)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    alpha = torch.zeros(4, 1, 32, 32)
+    alpha[:, :, 10:22, 10:22] = 1.0
+    out = BackgroundSwap(bank, seed=0)((tv_tensors.Image(images), ObjectAlpha(alpha), torch.tensor([0, 1, 0, 1])))
+    assert isinstance(out[0], tv_tensors.Image) and out[0].shape == images.shape
+    assert (out[0][..., :4, :4] != images[..., :4, :4]).float().mean() > 0.5  # the corners are new background

@@ -20,6 +20,30 @@ Devices and processes
 * Pickling a bank pickles only its CPU tensors (with ``torch.multiprocessing`` these travel as shared
   memory); an unpickled bank lives on the CPU — call :meth:`to` again in the main process if needed.
 
+Distributed data-parallel training (``torchrun --nproc_per_node=N train.py``)
+---------------------------------------------------------------------------
+Every rank loads the bank (or opens a :class:`~torch_backswap.streaming.StreamingBackgroundBank` on its own
+device when the bank is larger than device memory), makes one swap from **one seed shared by all ranks**, and
+puts it in the DataLoader's collate::
+
+    dist.init_process_group("nccl")                       # gloo on CPU
+    rank, device = dist.get_rank(), torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    bank = BackgroundBank.load("bank/")                   # or StreamingBackgroundBank("bank/", device, max_bytes=8 << 30)
+    swap = BackgroundSwap(bank, seed=0)                   # the same seed on every rank
+    sampler = DistributedSampler(dataset, shuffle=True, seed=0)
+    loader = DataLoader(dataset, batch_size=64, sampler=sampler, num_workers=8, collate_fn=swap.collate_fn,
+                        generator=torch.Generator().manual_seed(1000 + rank))   # per-rank worker seeds
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for images, alpha, labels in loader:              # samples (image, ObjectAlpha, label), swapped
+            ...
+
+The swap derives its stream from ``(seed, rank)`` in the main process and from ``(seed, worker seed)`` in
+a worker. The DataLoader draws its workers' seeds from its ``generator`` (default: the rank's global RNG,
+which DDP scripts usually seed alike on every rank), so give it a per-rank generator as above: then every
+rank and every worker has its own stream, two ranks never produce the same swap for the same step, and a
+rerun with the same seeds repeats every swap (``tests/test_distributed.py`` runs this pattern on 2 ranks).
+
 Example:
     >>> import torch
     >>> bank = BackgroundBank(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
