@@ -262,9 +262,10 @@ def swap_backgrounds(
         if feather_px > 0:
             alpha = soft_alpha(alpha, feather_px)
         alpha = drop_specks(alpha, min_foreground)
-        m_sub = jitter_affine(jitter, (h, w), alpha)
+        boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
+        m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
+        m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
         out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=True)
-        _, has_object = mask_bboxes(alpha)
         if all_rows:
             out, matrices, swapped = out_sub, m_sub, has_object
         else:

@@ -65,8 +65,9 @@ LOOSE_THRESHOLD = 0.1
 #: Supported backbone names.
 BACKBONES = ("tiny", "mobilenet_v3_small", "efficientnet_b0", "resnet18")
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ImageNet channel means and standard deviations (RGB, for images in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -371,8 +372,8 @@ class PatchSegmenter(
         self.grid_size = grid_size
         self.backbone_name = backbone
         self.input_size = input_size
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if backbone == "tiny":
             self.net: nn.Module = _TinyPatchNet(grid_size, width, float(dropout))
         else:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torch_backswap.metrics import group_accuracies
+from torch_backswap.segmenter import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "SmallCNN",
@@ -35,8 +36,6 @@ __all__ = [
     "fit_last_layer_dfr",
 ]
 
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 BatchFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -47,8 +46,8 @@ def _to_normalized_float(images: Tensor) -> Tensor:
         images = images.float().div_(255.0)
     else:
         images = images.float()
-    mean = images.new_tensor(_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(_STD).view(1, 3, 1, 1)
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images - mean) / std
 
 

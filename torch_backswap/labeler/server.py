@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import torch
 from torch import Tensor
 
+from ..segmenter import segment_logits
 from .active import ActiveSelector, cell_uncertainty
 from .catalog import ImageCatalog, InvalidImageId
 
@@ -178,13 +179,7 @@ class LabelSession:
                 images.append(torch.zeros(3, size, size, dtype=torch.uint8))
                 ok.append(False)
         with self.lock:
-            model = self.segmenter
-            device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                logits = model(torch.stack(images).to(device)).float().cpu()
-            model.train(was_training)
+            logits = segment_logits(self.segmenter, torch.stack(images)).float().cpu()
         if logits.shape[-2:] != (self.grid_size, self.grid_size):
             raise ValueError(
                 f"segmenter predicts a {tuple(logits.shape[-2:])} grid but grid_size={self.grid_size}"
