@@ -2,7 +2,8 @@
 
 A bounded, class-balanced *working set* of backgrounds lives on the device (at most ``max_bytes``,
 staging buffer included); a background thread refills it block by block from the memory-mapped shards
-(safetensors ``safe_open`` slices: only the images read are paged in) while :meth:`sample` keeps drawing
+(each shard's ``backgrounds`` tensor mapped in place with ``numpy.memmap`` at the offset its safetensors
+header gives, checked with ``safe_open`` on open: only the images read are paged in) while :meth:`sample` keeps drawing
 from what is resident — a sample waits at most for one block's device copy, never for the disk.
 
 How sampling stays class-balanced over the *whole* bank:
@@ -43,12 +44,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,6 +92,16 @@ def _quotas(counts: list[int], slots: int) -> list[int]:
     return quota
 
 
+def _map_backgrounds(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
+    """The ``backgrounds`` tensor of a (checked) bank file as a read-only ``numpy.memmap`` ``(count, 3, H, W)``."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        begin, end = json.loads(f.read(n))["backgrounds"]["data_offsets"]
+    if end - begin != count * 3 * size[0] * size[1]:
+        raise BackswapFileError(path, f"tensor 'backgrounds' spans {end - begin} bytes, expected {count} x 3 x {size}")
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n + begin, shape=(count, 3, *size))
+
+
 class StreamingBackgroundBank:
     """A sharded (or single-file) bank sampled through a bounded working set on ``device``.
 
@@ -123,18 +136,17 @@ class StreamingBackgroundBank:
             self.classes, (h, w) = meta.get("classes"), meta["resolution"]
         else:
             raise FileNotFoundError(f"background bank not found: {str(self.path)!r}")
-        self._handles, self._slices, labels, starts = [], [], [], [0]
+        self._maps, labels, starts = [], [], [0]
         for f in files:
             try:
-                handle = safe_open(str(f), framework="pt")
-                read_bank_header(f, handle)
-                labels.append(handle.get_tensor("labels"))
+                with safe_open(str(f), framework="pt") as handle:
+                    read_bank_header(f, handle)
+                    labels.append(handle.get_tensor("labels"))
             except BackswapFileError:
                 raise
             except Exception as err:
                 raise BackswapFileError(f, f"not a readable safetensors file ({type(err).__name__}: {err})") from err
-            self._handles.append(handle)
-            self._slices.append(handle.get_slice("backgrounds"))
+            self._maps.append(_map_backgrounds(f, labels[-1].shape[0], (h, w)))
             starts.append(starts[-1] + labels[-1].shape[0])
         self._starts = torch.tensor(starts)
         self._device = torch.device(device)
@@ -315,10 +327,11 @@ class StreamingBackgroundBank:
         """Read backgrounds (global indices) from the memory-mapped shards → CPU uint8 ``(k, 3, H, W)``."""
         out = torch.empty((indices.shape[0], 3, *self._size), dtype=torch.uint8)
         shard = torch.searchsorted(self._starts, indices, right=True) - 1
-        for pos in torch.argsort(indices).tolist():  # file order
-            s = int(shard[pos])
-            local = int(indices[pos]) - int(self._starts[s])
-            out[pos] = self._slices[s][local : local + 1][0]
+        for s in torch.unique(shard).tolist():
+            pos = (shard == s).nonzero().flatten()
+            local = indices[pos] - self._starts[s]
+            order = torch.argsort(local)  # file order
+            out[pos[order]] = torch.from_numpy(self._maps[s][local[order].numpy()])  # one vectorised read
         return out
 
     def refill(self) -> int:
