@@ -437,3 +437,13 @@ def test_workers_get_different_streams():
     torch.manual_seed(0)
     again = list(torch.utils.data.DataLoader(Wrapped(), batch_size=2, num_workers=2))
     assert all(torch.equal(a, b) for a, b in zip(outs, again))  # reproducible under torch.manual_seed
+
+
+def test_on_device_is_a_one_line_loader_wrapper_that_swaps():
+    images, masks = _scene(4)
+    ds = ObjectAlphaDataset([(images[i], i % 2) for i in range(4)], masks.float())
+    loader = torch.utils.data.DataLoader(ds, batch_size=2)
+    batches = list(BackgroundSwap(_bank(), seed=0).on_device(loader, "cpu", alpha=1))
+    assert len(batches) == 2
+    for (out, alpha, labels), i in zip(batches, (0, 2)):
+        assert labels.tolist() == [0, 1] and not torch.equal(out, images[i : i + 2])

@@ -231,6 +231,13 @@ class BackgroundSwap(v2.Transform):
         super().share_memory()
         return self
 
+    def on_device(self, loader: Any, device: torch.device | str = "cuda", **kwargs: Any) -> Any:
+        """Iterate ``loader``'s batches on ``device``, swapped there in the main process (one line on a GPU):
+        a :class:`~torch_backswap.loader.DeviceSwapLoader` (``kwargs``: ``non_blocking``, ``prefetch``, ...)."""
+        from .loader import DeviceSwapLoader
+
+        return DeviceSwapLoader(loader, self, device, **kwargs)
+
     @property
     def collate_fn(self) -> "BackgroundSwapCollate":
         """A ``collate_fn``: ``default_collate``, then one batched swap on the bank's device."""
