@@ -66,6 +66,8 @@ def test_rerun_with_other_settings_is_refused(tmp_path):
     _build(out)
     with pytest.raises(ValueError, match="other settings"):
         _build(out, batch_size=4)
+    with pytest.raises(ValueError, match="classes has 2 names but labels go up to 2"):
+        _build(tmp_path / "other", classes=["a", "b"])
     with pytest.raises(ValueError, match="shard_size needs out"):
         build_bank(*scene()[:2], BoxSegmenter(), shard_size=4, progress=False)
 

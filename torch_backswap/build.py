@@ -16,6 +16,8 @@ One function, three ways to run it:
   ``todo[r::N]``, rank 0 writes the manifest after a barrier. Same files, byte for byte, as one process.
   The process group is taken from ``torch.distributed`` if initialised, else created from torchrun's
   environment (and destroyed at the end). Progress shows on rank 0 only, with the global images/s.
+  Across nodes, ``out`` must be a directory every node sees (a shared file system): rank 0 lists and
+  verifies what is there, every rank writes its own shards into it.
 
 Determinism: batches never straddle a shard boundary and each batch is filled with the inpainter's own
 seeded generator (``PyramidInpainter(seed=0)`` re-seeds on every call), so every shard depends only on its
@@ -479,6 +481,8 @@ def _build_shards(builder: _Builder, out: Path, shard_size: int, batch_size: int
                     for s, x, lab in source.batches(_batch_ranges(*bounds[k], batch_size)):
                         if lab is None:
                             raise ValueError("build_bank needs labels: pass labels= or a dataset yielding (image, label)")
+                        if classes is not None and int(lab.max()) >= len(classes):
+                            raise ValueError(f"classes has {len(classes)} names but labels go up to {int(lab.max())}")
                         bgs.append(builder.backgrounds(s, x).cpu())
                         labs.append(lab)
                         if dist.world == 1:
