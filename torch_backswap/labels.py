@@ -152,13 +152,17 @@ def patch_grid_to_dense(grids: Tensor, size: tuple[int, int] | Sequence[int]) ->
     return F.interpolate((grids != 0).float()[:, None], size=(height, width), mode="nearest")
 
 
-def _bits_to_grid(bits: str, grid_size: int) -> Tensor:
-    flat = torch.tensor([c == "1" for c in bits], dtype=torch.bool)
-    return flat.view(grid_size, grid_size)
+def _bits_to_grids(rows: Sequence[str], grid_size: int) -> Tensor:
+    """``N`` row-major ``'0'``/``'1'`` strings of ``grid_size**2`` characters → BoolTensor ``(N, S, S)``."""
+    flat = torch.frombuffer(bytearray("".join(rows).encode("ascii")), dtype=torch.uint8) if rows else torch.zeros(0)
+    return (flat == ord("1")).view(len(rows), grid_size, grid_size)
 
 
-def _grid_to_bits(grid: Tensor) -> str:
-    return "".join("1" if v else "0" for v in grid.reshape(-1).tolist())
+def _grids_to_bits(grids: Tensor) -> list[str]:
+    """BoolTensor ``(N, S, S)`` → ``N`` row-major ``'0'``/``'1'`` strings (the inverse of :func:`_bits_to_grids`)."""
+    cells = grids.shape[1] * grids.shape[2]
+    text = (grids.reshape(-1).to(torch.uint8) + ord("0")).numpy().tobytes().decode("ascii")
+    return [text[k * cells:(k + 1) * cells] for k in range(grids.shape[0])]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -383,7 +387,7 @@ class PatchLabels:
             raise LabelFormatError(f"unrecognised CSV header, expected {expected}", path=path, line=1,
                                    value=",".join(header))
         ids: list[str] = []
-        grids: list[Tensor] = []
+        grids: list[str] = []
         lines: list[int] = []
         grid_size: int | None = None
         seen: dict[str, int] = {}
@@ -425,11 +429,11 @@ class PatchLabels:
                                        path=path, line=line, value=image_id)
             seen[image_id] = line
             ids.append(image_id)
-            grids.append(_bits_to_grid(bits, row_size))
+            grids.append(bits)
             lines.append(line)
         if grid_size is None:
             raise LabelFormatError("no label rows after the header", path=path, line=2)
-        return cls(ids, torch.stack(grids), source=str(path), lines=lines)
+        return cls(ids, _bits_to_grids(grids, grid_size), source=str(path), lines=lines)
 
     @classmethod
     def _parse_json(cls, text: str, path: Path) -> "PatchLabels":
@@ -488,10 +492,9 @@ class PatchLabels:
                                        line=line, value=image_id)
             seen[image_id] = line
             ids.append(image_id)
-            grids.append(_bits_to_grid(bits, grid_size))
+            grids.append(bits)
             lines.append(line)
-        stacked = torch.stack(grids) if grids else torch.zeros(0, grid_size, grid_size, dtype=torch.bool)
-        return cls(ids, stacked, source=str(path), lines=lines)
+        return cls(ids, _bits_to_grids(grids, grid_size), source=str(path), lines=lines)
 
     # -- writing -----------------------------------------------------------------------------------------
     def to_text(self, format: str = "backswap") -> str:
@@ -501,7 +504,7 @@ class PatchLabels:
         """
         if format == "json":
             entries = ",\n".join(
-                "    " + json.dumps({"image": i, "mask": _grid_to_bits(g)}) for i, g in self.items())
+                "    " + json.dumps({"image": i, "mask": m}) for i, m in zip(self.ids, _grids_to_bits(self.grids)))
             return (
                 "{\n"
                 f'  "format": "{_JSON_FORMAT}",\n  "version": {JSON_VERSION},\n  "grid_size": {self.grid_size},\n'
@@ -514,8 +517,7 @@ class PatchLabels:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(_PAPER_HEADER if format == "paper" else _OURS_HEADER)
-        for image_id, grid in self.items():
-            bits = _grid_to_bits(grid)
+        for image_id, bits in zip(self.ids, _grids_to_bits(self.grids)):
             writer.writerow([image_id, bits] if format == "paper" else [image_id, self.grid_size, bits])
         return buffer.getvalue()
 
@@ -584,7 +586,7 @@ class _JsonLines:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._newlines = [m.start() for m in re.finditer("\n", text)]
         self._decoder = json.JSONDecoder()
         start = self._skip(0)
         self.top = self._line(start)
