@@ -52,7 +52,8 @@ from ._checks import (
     describe,
     value_range_of,
 )
-from ._image import from_rgb, mask_to_alpha, pil_to_tensor, resize_alpha, tensor_to_pil, to_rgb
+from ._image import to_rgb
+from ._kinds import alpha_to_batch, batch_to_image, boxes_like, image_to_batch, mask_like, restore_channels
 from ._runtime import SwapRuntime, parse_device
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
@@ -62,8 +63,6 @@ from .functional import (
     SwapRecord,
     gather_backgrounds,
     move_alpha,
-    move_boxes,
-    move_masks,
     sample_params,
     swap_backgrounds,
 )
@@ -299,13 +298,13 @@ class BackgroundSwap(v2.Transform):
         alphas = [x for x in flat_inputs if isinstance(x, ObjectAlpha)]
         if len(alphas) > 1:
             raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
-        x, single = self._as_batch(image)
+        x, single = image_to_batch(image, self.value_range)
         b = x.shape[0]
         if any(isinstance(i, tv_tensors.BoundingBoxes) for i in flat_inputs) and not single:
             raise ValueError("BoundingBoxes can be moved with the object only for single images, got a batch of images")
         given = None
         if alphas:
-            given = self._as_batch_alpha(alphas[0], b, tuple(x.shape[-2:]), single)
+            given = alpha_to_batch(alphas[0], b, tuple(x.shape[-2:]), single)
         out, record = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
         moved = None if given is None else move_alpha(given, record, interpolation=self.interpolation)
         return {"image": image, "output": out, "single": single, "record": record, "moved_alpha": moved}
@@ -314,14 +313,14 @@ class BackgroundSwap(v2.Transform):
         """Return one input of the sample in its own kind (see the module docs)."""
         record: SwapRecord = params["record"]
         if inpt is params["image"]:
-            return self._output_like(inpt, params["output"], record, params["single"])
+            return batch_to_image(inpt, params["output"], record)
         if isinstance(inpt, ObjectAlpha):
             moved = params["moved_alpha"]
             return inpt if moved is None else tv_tensors.wrap(moved.reshape(inpt.shape), like=inpt)
         if isinstance(inpt, tv_tensors.Mask):
-            return self._move_mask(inpt, params)
+            return mask_like(inpt, params["moved_alpha"], record, params["single"])
         if isinstance(inpt, tv_tensors.BoundingBoxes):
-            return self._move_boxes(inpt, record)
+            return boxes_like(inpt, record)
         return inpt
 
     # ------------------------------------------------------------------------------------------------
@@ -350,18 +349,18 @@ class BackgroundSwap(v2.Transform):
         Returns:
             Images of the input's dtype, shape and device (and the record).
         """
-        x = self._check_batch(images, "images")
+        x = check_images(images, "images", value_range=self.value_range, min_size=2)
         given = None
         if alphas is not None:
-            given = self._as_batch_alpha(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas")
+            given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas")
         out, record = self._swap(x, labels, given, params, single=False, labels_explicit=True)
-        out = self._restore(out, x, record)
+        out = restore_channels(out, x, record)
         return (out, record) if return_record else out
 
     def segment(self, images: Tensor) -> Tensor:
         """The tight, feathered object alpha the swap would use: float ``(B, 1, H, W)`` in ``[0, 1]`` of
         ``(B, C, H, W)`` images (segment a fixed dataset once, then pass it as :class:`ObjectAlpha`)."""
-        x = self._check_batch(images, "images")
+        x = check_images(images, "images", value_range=self.value_range, min_size=2)
         return self._segment(to_rgb(x).contiguous())
 
     # ------------------------------------------------------------------------------------------------
@@ -374,32 +373,6 @@ class BackgroundSwap(v2.Transform):
         if self.labels_getter == "default":
             return default_labels_getter(sample), False
         return self.labels_getter(sample), True
-
-    def _check_batch(self, images: Any, name: str) -> Tensor:
-        return check_images(images, name, value_range=self.value_range, min_size=2)
-
-    def _as_batch(self, image: Any) -> tuple[Tensor, bool]:
-        if isinstance(image, PIL.Image.Image):
-            return pil_to_tensor(image)[None], True
-        t = image.as_subclass(Tensor)
-        if t.ndim == 2:
-            t = t[None]
-        single = t.ndim == 3
-        x = check_images(t[None] if single else t, "image", ndims=(4,), value_range=self.value_range, min_size=2)
-        return x, single
-
-    def _as_batch_alpha(self, alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha") -> Tensor:
-        if not isinstance(alpha, Tensor):
-            raise TypeError(f"{name} must be a tensor, got {describe(alpha)}")
-        a = alpha.as_subclass(Tensor)
-        if single:
-            a = a.reshape(1, 1, *a.shape[-2:]) if a.ndim in (2, 3) and (a.ndim == 2 or a.shape[0] == 1) else a
-        elif a.ndim == 3:
-            a = a[:, None]
-        if a.ndim != 4 or a.shape[0] != b or a.shape[1] != 1:
-            form = "(1, H, W) or (H, W)" if single else f"({b}, 1, H, W) or ({b}, H, W)"
-            raise ValueError(f"{name} must be {form} for this input, got shape {tuple(alpha.shape)}")
-        return resize_alpha(mask_to_alpha(a), size)
 
     def _labels(self, labels: Any, b: int, single: bool, explicit: bool) -> Tensor | None:
         if labels is None:
@@ -479,55 +452,6 @@ class BackgroundSwap(v2.Transform):
             out = out * (hi - lo) + lo
         self.last_record = record
         return out, record
-
-    def _restore(self, out_rgb: Tensor, x: Tensor, record: SwapRecord) -> Tensor:
-        """Swapped RGB → the input's channels and device; samples not swapped are the input's bytes."""
-        swapped = record.swapped.to(x.device)
-        return from_rgb(out_rgb.to(x.device), x, swapped)
-
-    def _output_like(self, image: Any, out_rgb: Tensor, record: SwapRecord, single: bool) -> Any:
-        if not bool(record.swapped.any()):
-            return image  # nothing changed: the input itself, bit for bit
-        if isinstance(image, PIL.Image.Image):
-            x = pil_to_tensor(image)[None]
-            return tensor_to_pil(self._restore(out_rgb, x, record)[0], image.mode)
-        t = image.as_subclass(Tensor)
-        x = t[None, None] if t.ndim == 2 else (t[None] if t.ndim == 3 else t)
-        out = self._restore(out_rgb, x, record).reshape(t.shape)
-        return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
-
-    def _move_mask(self, mask: tv_tensors.Mask, params: dict) -> Any:
-        record: SwapRecord = params["record"]
-        if not bool(record.swapped.any()):
-            return mask
-        moved = params["moved_alpha"]
-        if moved is None:  # segmenter alpha: the object is where the record's matrices put the cut-out
-            raise ValueError(
-                "BackgroundSwap cannot keep this tv_tensors.Mask consistent: the object's alpha came from the segmenter, "
-                "so which mask pixels belong to the object is unknown. Put the object's alpha in the sample as "
-                "torch_backswap.ObjectAlpha, or drop the mask before the swap"
-            )
-        m = mask.as_subclass(Tensor)
-        batched = m.reshape(1, *m.shape) if params["single"] else m
-        if batched.shape[-2:] != moved.shape[-2:]:
-            raise ValueError(
-                f"tv_tensors.Mask of shape {tuple(mask.shape)} does not match the image size {tuple(moved.shape[-2:])}"
-            )
-        out = move_masks(batched, moved, record)
-        return tv_tensors.wrap(out.reshape(m.shape), like=mask)
-
-    def _move_boxes(self, boxes: tv_tensors.BoundingBoxes, record: SwapRecord) -> Any:
-        from torchvision.transforms.v2 import functional as TF
-
-        if not bool(record.swapped[0]):
-            return boxes
-        xyxy = TF.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
-        moved = move_boxes(xyxy.as_subclass(Tensor), record.matrices[0].cpu(), tuple(boxes.canvas_size))
-        moved = tv_tensors.wrap(moved.to(boxes.dtype if boxes.dtype.is_floating_point else torch.float32), like=xyxy)
-        out = TF.convert_bounding_box_format(moved, new_format=boxes.format)
-        if not boxes.dtype.is_floating_point:
-            out = tv_tensors.wrap(out.as_subclass(Tensor).round().to(boxes.dtype), like=boxes)
-        return out
 
     def extra_repr(self) -> str:
         seg = type(self.segmenter).__name__ if self.segmenter is not None else None

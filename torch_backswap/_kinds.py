@@ -1,0 +1,97 @@
+"""Per-kind kernels of :class:`~torch_backswap.transform.BackgroundSwap`: each input kind of a sample (image,
+object alpha, other masks, boxes) to and from the batched swap. Small pure functions, no state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import PIL.Image
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
+
+from ._checks import check_images, describe
+from ._image import from_rgb, mask_to_alpha, pil_to_tensor, resize_alpha, tensor_to_pil
+from .functional import SwapRecord, move_boxes, move_masks
+
+__all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "mask_like"]
+
+
+def image_to_batch(image: Any, value_range: tuple[float, float] | None) -> tuple[Tensor, bool]:
+    """A PIL image, ``(H, W)`` / ``(C, H, W)`` / ``(B, C, H, W)`` tensor → checked ``(B, C, H, W)`` and whether
+    it was a single image."""
+    if isinstance(image, PIL.Image.Image):
+        return pil_to_tensor(image)[None], True
+    t = image.as_subclass(Tensor)
+    if t.ndim == 2:
+        t = t[None]
+    single = t.ndim == 3
+    return check_images(t[None] if single else t, "image", value_range=value_range, min_size=2), single
+
+
+def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha") -> Tensor:
+    """An object alpha of a single image (``(1, H, W)`` / ``(H, W)``) or a batch (``(B, 1, H, W)`` /
+    ``(B, H, W)``) → a compact ``(B, 1, H, W)`` alpha at ``size``."""
+    if not isinstance(alpha, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {describe(alpha)}")
+    a = alpha.as_subclass(Tensor)
+    if single:
+        a = a.reshape(1, 1, *a.shape[-2:]) if a.ndim in (2, 3) and (a.ndim == 2 or a.shape[0] == 1) else a
+    elif a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4 or a.shape[0] != b or a.shape[1] != 1:
+        form = "(1, H, W) or (H, W)" if single else f"({b}, 1, H, W) or ({b}, H, W)"
+        raise ValueError(f"{name} must be {form} for this input, got shape {tuple(alpha.shape)}")
+    return resize_alpha(mask_to_alpha(a), size)
+
+
+def restore_channels(out_rgb: Tensor, x: Tensor, record: SwapRecord) -> Tensor:
+    """Swapped RGB → the input's channels and device; samples not swapped are the input's bytes."""
+    return from_rgb(out_rgb.to(x.device), x, record.swapped.to(x.device))
+
+
+def batch_to_image(image: Any, out_rgb: Tensor, record: SwapRecord) -> Any:
+    """The swapped batch back in the image's own kind (PIL mode, tensor shape, tv_tensor type); the input
+    itself when nothing was swapped."""
+    if not bool(record.swapped.any()):
+        return image
+    if isinstance(image, PIL.Image.Image):
+        x = pil_to_tensor(image)[None]
+        return tensor_to_pil(restore_channels(out_rgb, x, record)[0], image.mode)
+    t = image.as_subclass(Tensor)
+    x = t[None, None] if t.ndim == 2 else (t[None] if t.ndim == 3 else t)
+    out = restore_channels(out_rgb, x, record).reshape(t.shape)
+    return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
+
+
+def mask_like(mask: tv_tensors.Mask, moved_alpha: Tensor | None, record: SwapRecord, single: bool) -> Any:
+    """Another ``tv_tensors.Mask`` of the sample, moved with the object (:func:`~torch_backswap.functional.move_masks`)."""
+    if not bool(record.swapped.any()):
+        return mask
+    if moved_alpha is None:
+        raise ValueError(
+            "BackgroundSwap cannot keep this tv_tensors.Mask consistent: the object's alpha came from the segmenter, "
+            "so which mask pixels belong to the object is unknown. Put the object's alpha in the sample as "
+            "torch_backswap.ObjectAlpha, or drop the mask before the swap"
+        )
+    m = mask.as_subclass(Tensor)
+    batched = m.reshape(1, *m.shape) if single else m
+    if batched.shape[-2:] != moved_alpha.shape[-2:]:
+        raise ValueError(
+            f"tv_tensors.Mask of shape {tuple(mask.shape)} does not match the image size {tuple(moved_alpha.shape[-2:])}"
+        )
+    return tv_tensors.wrap(move_masks(batched, moved_alpha, record).reshape(m.shape), like=mask)
+
+
+def boxes_like(boxes: tv_tensors.BoundingBoxes, record: SwapRecord) -> Any:
+    """The single image's ``BoundingBoxes`` moved with the object and clamped, in their own format and dtype."""
+    if not bool(record.swapped[0]):
+        return boxes
+    xyxy = TF.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
+    moved = move_boxes(xyxy.as_subclass(Tensor), record.matrices[0].cpu(), tuple(boxes.canvas_size))
+    moved = tv_tensors.wrap(moved.to(boxes.dtype if boxes.dtype.is_floating_point else torch.float32), like=xyxy)
+    out = TF.convert_bounding_box_format(moved, new_format=boxes.format)
+    if not boxes.dtype.is_floating_point:
+        out = tv_tensors.wrap(out.as_subclass(Tensor).round().to(boxes.dtype), like=boxes)
+    return out
