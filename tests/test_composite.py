@@ -169,3 +169,16 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="path"):
         composite(images, alpha, backgrounds, params, path="fastest")
     assert math.isfinite(float(composite(images, alpha, backgrounds, params).float().mean()))
+
+
+def test_empty_masks_in_a_batch_keep_their_images_also_in_place():
+    images, alpha, backgrounds = _data(b=5, seed=7)
+    alpha[1] = 0
+    alpha[3] = 0
+    params = sample_jitter(5, generator=torch.Generator().manual_seed(2))
+    ref = composite_reference(images, alpha, backgrounds, params)
+    for inplace in (False, True):
+        bgs = backgrounds.clone()
+        out = composite(images, alpha, bgs, params, inplace=inplace)
+        assert torch.equal(out[1], images[1]) and torch.equal(out[3], images[3])
+        assert (out.int() - ref.int()).abs().max() <= 1

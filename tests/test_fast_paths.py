@@ -124,3 +124,13 @@ def test_uint8_normalize_at_the_input_size_matches_the_general_path():
     assert (fused - general).abs().max() < 1e-5
     # other sizes and float inputs take the general route
     assert torch.equal(seg.normalize(images.float() / 255.0), general)
+
+
+def test_segmenter_input_gives_the_bytes_of_the_full_frame_channels_last_route():
+    seg = PatchSegmenter(grid_size=4, input_size=32, width=8)
+    g = torch.Generator().manual_seed(3)
+    images = (F.interpolate(torch.rand(3, 3, 9, 9, generator=g), size=(77, 90), mode="bilinear") * 255).to(torch.uint8)
+    old = F.interpolate(images.contiguous(memory_format=torch.channels_last), size=(32, 32), mode="bilinear",
+                        antialias=True, align_corners=False)
+    new = segmenter_input(images, seg)
+    assert torch.equal(new, old) and new.is_contiguous(memory_format=torch.channels_last)

@@ -538,8 +538,9 @@ def composite(
             _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode)
         else:
             raise ValueError(f"path must be 'auto', 'loop' or 'batched', got {path!r}")
-    if not bool(valid.all()):
-        out = torch.where(valid[:, None, None, None], out, images)
+    if not bool(valid.all()):  # empty masks: those rows are the images, copied row by row (no full-batch where)
+        empty = (~valid).nonzero().flatten()
+        out.index_copy_(0, empty, images.index_select(0, empty))
     return out
 
 

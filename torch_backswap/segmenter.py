@@ -176,8 +176,10 @@ def segmenter_input(images: Tensor, segmenter: Any) -> Tensor:
         or images.shape[-1] <= size
     ):
         return images
-    x = images.contiguous(memory_format=torch.channels_last)
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    # resize first, then lay out the small result channels-last for the convolutions: the same bytes as
+    # resizing a channels-last copy of the full frame, without that full-frame permuting copy
+    x = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 @contextlib.contextmanager
