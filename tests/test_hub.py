@@ -152,3 +152,27 @@ def test_bundled_roots_include_checkout_weights():
     checkout = Path(hub.__file__).resolve().parents[1]
     if (checkout / "weights").is_dir() and (checkout / "pyproject.toml").is_file():
         assert checkout / "weights" in roots
+
+
+def test_corrupt_files_from_the_hub_name_the_cached_file(tmp_path, monkeypatch):
+    """A Hub repo with broken weights or config: the error names the file in the HF cache, not just the repo."""
+    from torch_backswap._io import BackswapFileError
+    from torch_backswap.segmenter import PatchSegmenter
+
+    monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    config = json.dumps({"grid_size": 4, "width": 8, "input_size": 32}).encode()
+    for files, broken, fragment in (
+        ({"config.json": config, "model.safetensors": b"hub-weights"}, "model.safetensors",
+         "segmenter weights file is not a readable safetensors file"),
+        ({"config.json": b"{grid_size: 4", "model.safetensors": b"x"}, "config.json",
+         "segmenter config is not valid JSON"),
+    ):
+        cache = tmp_path / broken
+        with _FakeHub(files) as fake:
+            monkeypatch.setenv("HF_ENDPOINT", fake.url)
+            with pytest.raises(BackswapFileError) as info:
+                PatchSegmenter.from_pretrained(REPO, cache_dir=cache)
+        path = Path(info.value.path)
+        assert path.name == broken and cache in path.parents and path.parent.name == COMMIT
+        assert str(info.value).startswith(f"{path}: {fragment}")
