@@ -7,10 +7,14 @@ File formats
 * **backswap CSV** – header ``image,grid_size,mask``; ``image`` is the image path relative to the image
   folder, ``grid_size`` is ``S`` and ``mask`` the same row-major bit string.
 * **backswap JSON** – ``{"format": "backswap-patch-labels", "version": 1, "grid_size": S,
-  "labels": [{"image": ..., "mask": "0101..."}, ...]}``.
+  "labels": [{"image": ..., "mask": "0101..."}, ...]}``. ``format`` and ``version`` are checked on load
+  (a file of a newer version than :data:`JSON_VERSION` is refused); a hand-written file may leave them out.
 
-:meth:`PatchLabels.read` detects the format from the suffix (``.json``) or the CSV header. Malformed input
-raises :class:`LabelFormatError`, whose message names the file, the line and the offending value.
+Files are UTF-8 (a leading BOM is allowed). Image ids are non-empty, on one line and without surrounding
+whitespace. :meth:`PatchLabels.read` detects the format from the suffix (``.json``) or the CSV header.
+Malformed input raises :class:`LabelFormatError` (a :class:`~torch_backswap._io.BackswapFileError`), whose
+message names the file, the real line (in JSON: of the offending value) and the offending value.
+:meth:`PatchLabels.write` is durable (:mod:`torch_backswap._io`).
 """
 
 from __future__ import annotations
