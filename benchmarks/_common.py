@@ -13,6 +13,8 @@ from pathlib import Path
 
 from torch_backswap._io import atomic_write_text
 
+__all__ = ["RESULTS", "dilate", "loadavg", "machine_line", "make_inpainter", "psnr", "weights_id", "write_section"]
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEvery section below is written by the script named in it; rerun the command to refresh it.\n"
 
@@ -44,3 +46,42 @@ def write_section(name: str, markdown: str, path: Path = RESULTS) -> Path:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     return atomic_write_text(path, text)
+
+
+def make_inpainter(name: str):
+    """Registry inpainter by name; ``pyramid_smooth`` is the pyramid without the patch texture."""
+    from torch_backswap.inpaint import PyramidInpainter, get_inpainter
+
+    return PyramidInpainter(texture=0.0) if name == "pyramid_smooth" else get_inpainter(name)
+
+
+def dilate(mask, radius: int):
+    """Square dilation of a bool ``(B, 1, H, W)`` mask by ``radius`` pixels."""
+    import torch.nn.functional as F
+
+    if radius <= 0:
+        return mask
+    return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0.5
+
+
+def psnr(pred, target, region=None):
+    """Per-image PSNR in dB of float ``(B, 3, H, W)`` images in [0, 1]; ``region`` (B, 1, H, W) bool
+    restricts the mean squared error to its pixels (NaN for an image whose region is empty)."""
+    import torch
+
+    err = (pred - target).pow(2)
+    if region is None:
+        mse = err.mean(dim=(1, 2, 3))
+    else:
+        w = region.float()
+        mse = (err * w).sum(dim=(1, 2, 3)) / (3.0 * w.sum(dim=(1, 2, 3)))
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def weights_id(name: str) -> str:
+    """Short sha256 of a segmenter's model.safetensors, so a figure says which weights made it."""
+    import hashlib
+
+    from torch_backswap.hub import resolve_pretrained
+
+    return hashlib.sha256((resolve_pretrained(name) / "model.safetensors").read_bytes()).hexdigest()[:12]

@@ -29,20 +29,16 @@ Takes well under a minute on one CPU thread.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from benchmarks._common import loadavg, machine_line, write_section
+from benchmarks._common import weights_id, dilate, loadavg, machine_line, make_inpainter, psnr, write_section
 
 from torch_backswap.datasets import StampBirds  # noqa: E402
-from torch_backswap.hub import resolve_pretrained  # noqa: E402
-from torch_backswap.inpaint import PyramidInpainter, get_inpainter  # noqa: E402
 from torch_backswap.segmenter import LOOSE_THRESHOLD, PatchSegmenter  # noqa: E402
 
 SEGMENTER = "torch-backswap/patchseg-tiny-s16"
@@ -50,30 +46,10 @@ METHODS = ["pyramid", "pyramid_smooth", "gray", "mean", "noise", "scramble_pixel
 HERE = Path(__file__).resolve().parent
 
 
-def make_inpainter(name: str):
-    """Registry inpainter by name; ``pyramid_smooth`` is the pyramid without the patch texture."""
-    if name == "pyramid_smooth":
-        return PyramidInpainter(texture=0.0)
-    return get_inpainter(name)
 
 
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Square dilation of a bool ``(B, 1, H, W)`` mask by ``radius`` pixels."""
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0.5
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-image PSNR in dB of float ``(B, 3, H, W)`` images in [0, 1]; ``region`` (B, 1, H, W) bool
-    restricts the mean squared error to its pixels (NaN for an image whose region is empty)."""
-    err = (pred - target).pow(2)
-    if region is None:
-        mse = err.mean(dim=(1, 2, 3))
-    else:
-        w = region.float()
-        mse = (err * w).sum(dim=(1, 2, 3)) / (3.0 * w.sum(dim=(1, 2, 3)))
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 def fill_all(method: str, images: torch.Tensor, holes: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:
@@ -246,8 +222,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         segmenter = PatchSegmenter.from_pretrained(args.segmenter).eval()
-        sha = hashlib.sha256((resolve_pretrained(args.segmenter) / "model.safetensors").read_bytes()).hexdigest()
-        seg_note = (f"bundled segmenter `{args.segmenter}` (model.safetensors sha256 {sha[:12]}…) probability > "
+        sha = weights_id(args.segmenter)
+        seg_note = (f"bundled segmenter `{args.segmenter}` (model.safetensors sha256 {sha}…) probability > "
                     f"{LOOSE_THRESHOLD} (the loose mask `build_bank` cuts)")
     except (FileNotFoundError, OSError) as err:
         print(f"segmenter {args.segmenter!r} not available ({err}); only alpha+d holes", flush=True)

@@ -26,21 +26,18 @@ neighbour. Takes a few seconds on one CPU thread.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from benchmarks._common import loadavg, machine_line, write_section
+from benchmarks._common import dilate, loadavg, machine_line, make_inpainter, weights_id, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
-from torch_backswap.hub import resolve_pretrained  # noqa: E402
-from torch_backswap.inpaint import PyramidInpainter, get_inpainter  # noqa: E402
+from torch_backswap.inpaint import get_inpainter  # noqa: E402
 from torch_backswap.segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
 
@@ -51,18 +48,10 @@ FEATHER = 0.1  # BackgroundSwap's default feather (probability units)
 HOLE_TINT = torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1)
 
 
-def make_inpainter(name: str):
-    return PyramidInpainter(texture=0.0) if name == "pyramid_smooth" else get_inpainter(name)
 
 
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0.5
 
 
-def weights_id(name: str) -> str:
-    """Short sha256 of the segmenter's model.safetensors, so the figure says which weights made it."""
-    path = resolve_pretrained(name) / "model.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def tinted(images: torch.Tensor, holes: torch.Tensor, strength: float = 0.55) -> torch.Tensor:
