@@ -128,7 +128,7 @@ def write_spawrious(root: str | Path, total: int = 8, size: int = 32, seed: int 
 
 
 def write_imagenet9(root: str | Path, per_class: int = 2, size: int = 32, seed: int = 0,
-                    variants: tuple[str, ...] | None = None) -> Path:
+                    variants: tuple[str, ...] | None = None, split: str = "val") -> Path:
     """``root/bg_challenge/<variant>/val/<class>/<stem>.JPEG`` and ``fg_mask/val/<class>/<stem>.npy``.
 
     ``mixed_same`` pastes each object on a background of its own class, ``mixed_rand`` on a random other
@@ -154,10 +154,10 @@ def write_imagenet9(root: str | Path, per_class: int = 2, size: int = 32, seed: 
                     arr[mask] = 0 if variant != "only_bg_t" else arr[~mask].mean(0).astype(np.uint8)
                 elif variant == "only_fg":
                     arr[~mask] = 0
-                _save(base / variant / "val" / cls / f"{stem}.JPEG", Image.fromarray(arr), "JPEG")
+                _save(base / variant / split / cls / f"{stem}.JPEG", Image.fromarray(arr), "JPEG")
             buffer = io.BytesIO()
             np.save(buffer, mask.astype(np.uint8), allow_pickle=False)
-            _write_bytes(base / "fg_mask" / "val" / cls / f"{stem}.npy", buffer.getvalue())
+            _write_bytes(base / "fg_mask" / split / cls / f"{stem}.npy", buffer.getvalue())
     return base
 
 

@@ -45,7 +45,8 @@ class ImageNet9(ImageFileDataset):
     Args:
         root: folder holding ``bg_challenge/`` (or that folder itself).
         variant: one of :data:`VARIANTS`.
-        split: ``"val"`` (the released test images; the only split in the release).
+        split: ``"val"`` (the challenge's test images) or ``"train"`` — the training data released separately
+            per variant (e.g. ``original.tar.gz`` → ``original/train/<class>/``; same class folders).
         return_masks: dicts with ``fg_mask`` as :class:`~torch_backswap.alpha.ObjectAlpha` (``original``
             and ``only_fg``, whose files share the mask's stem).
         download: fetch the GitHub release tarball (no checksum is published; ``md5`` checks it when given).
@@ -75,8 +76,8 @@ class ImageNet9(ImageFileDataset):
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if split != "val":
-            raise ValueError(f"split must be 'val' (the only split of the release), got {split!r}")
+        if split not in ("val", "train"):
+            raise ValueError(f"split must be 'val' or 'train', got {split!r}")
         root = Path(root).expanduser()
         if download and self._base(root) is None:
             source = url or self.url
