@@ -356,8 +356,8 @@ def _copyright_statement(pkg: str) -> str:
 
 def _extract_paragraphs(text: str, keys: list[str]) -> str:
     """Debian copyright paragraphs whose first line contains one of ``keys`` (plus their License texts)."""
-    paragraphs = text.split("\n\n")
-    keep = [p.strip("\n") for p in paragraphs if any(k in p.split("\n", 1)[0] for k in keys)]
+    paragraphs = [p.strip("\n") for p in text.split("\n\n")]
+    keep = [p for p in paragraphs if any(k in p.split("\n", 1)[0] for k in keys)]
     return "\n\n".join(keep)
 
 
@@ -378,11 +378,11 @@ def _notice(manifest: dict) -> str:
     ]
     if manifest["version"] >= 2:
         lines[10:10] = [
+            "",
             "Exception (pack version 2): the photos taken from lomiri-wallpapers-16.04 / -20.04 keep their own",
             "Creative Commons licences, named per file below (CC-BY-4.0, CC-BY-SA-3.0, CC0-1.0; the licence",
             "statements are at the end of this NOTICE). Some photos are a region of the original (cropped, or",
             "cut into a left and a right half); that is the modification made.",
-            "",
         ]
     for pkg, version in manifest["source_packages"].items():
         lines.append(f"  - {pkg} {version}")
