@@ -85,6 +85,7 @@ def check_images(
     channels: tuple[int, ...] = (1, 3, 4),
     value_range: tuple[float, float] | None = None,
     min_size: int = 1,
+    check_values: bool = True,
 ) -> Tensor:
     """Check an image tensor and return it as a plain ``Tensor`` (tv_tensor wrappers removed).
 
@@ -95,6 +96,8 @@ def check_images(
         channels: accepted channel counts.
         value_range: the float range the caller promised (default ``[0, 1]``); uint8 is always ``0..255``.
         min_size: smallest accepted height and width.
+        check_values: also check float values (finite, inside ``value_range``); off for hot paths that only
+            need the structure (it reads every value).
 
     Raises:
         TypeError: not a tensor.
@@ -117,7 +120,7 @@ def check_images(
         return x
     if not x.dtype.is_floating_point:
         raise ValueError(f"{name} must be uint8 or floating point, got dtype {x.dtype}")
-    if x.numel() == 0:
+    if x.numel() == 0 or not check_values:
         return x
     if not bool(torch.isfinite(x).all()):
         bad = "NaN" if bool(torch.isnan(x).any()) else "inf"

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from ._checks import check_images
+from ._image import to_rgb
 from .hub import DEFAULT_SEGMENTER, resolve_pretrained
 
 __all__ = [
@@ -80,24 +82,9 @@ def prepare_images(images: Tensor) -> Tensor:
     Accepts ``(B,C,H,W)`` or ``(C,H,W)``, uint8 (0–255) or float (``[0, 1]``), ``C`` in {1, 3, 4}: grayscale
     is repeated to 3 channels, the alpha channel of RGBA is dropped. Float dtypes are kept.
     """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4:
-        raise ValueError(f"images must be (B,C,H,W) or (C,H,W), got shape {tuple(images.shape)}")
-    channels = images.shape[1]
-    if channels == 1:
-        images = images.expand(-1, 3, -1, -1)
-    elif channels == 4:
-        images = images[:, :3]
-    elif channels != 3:
-        raise ValueError(f"images must have 1, 3 or 4 channels, got shape {tuple(images.shape)}")
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    if images.is_floating_point():
-        return images
-    raise TypeError(f"images must be uint8 or floating point, got dtype {images.dtype}")
+    x = check_images(images, "images", ndims=(3, 4), check_values=False)
+    x = to_rgb(x[None] if x.ndim == 3 else x)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
 def logits_to_probability(logits: Tensor, size: tuple[int, int] | Sequence[int]) -> Tensor:
