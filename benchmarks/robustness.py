@@ -379,8 +379,8 @@ class Runner:
         if plot:
             self.bar_plot(plot, fig)
             md += ["", f"![worst-group accuracy](figures/{fig.name})"]
-        if self.out == HERE:
-            write_section(f"robustness_{self.setting}", "\n".join(md))
+        if self.out == HERE or a.write_results:
+            write_section(f"robustness_{self.setting}", "\n".join(md), path=self.out / "RESULTS.md")
         print("\n".join(md))
 
     def splits_meta(self) -> str:
@@ -446,6 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out-dir", default=None,
                    help="write results/figures here instead of benchmarks/ (and leave RESULTS.md alone)")
+    p.add_argument("--write-results", action="store_true",
+                   help="with --out-dir: still write the section of OUT_DIR/RESULTS.md (e.g. runs from a pinned checkout)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
