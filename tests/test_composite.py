@@ -182,3 +182,17 @@ def test_empty_masks_in_a_batch_keep_their_images_also_in_place():
         out = composite(images, alpha, bgs, params, inplace=inplace)
         assert torch.equal(out[1], images[1]) and torch.equal(out[3], images[3])
         assert (out.int() - ref.int()).abs().max() <= 1
+
+
+def test_loop_windows_are_the_vectorised_windows():
+    from torch_backswap.composite import _batched_windows, _loop_windows
+
+    g = torch.Generator().manual_seed(11)
+    for h, w in ((48, 56), (224, 224), (31, 97)):
+        boxes, valid = mask_bboxes(_data(b=8, h=max(h, 40), w=max(w, 40), seed=h)[1][..., :h, :w])
+        params = sample_jitter(8, scale=(0.2, 3.0), degrees=180.0, translate_px=400.0, generator=g)
+        matrices = jitter_affine(params, (h, w), bboxes=boxes, keep_inside=False)  # some land off the frame
+        sel, windows = _batched_windows(boxes, valid, matrices, h, w)
+        rows = _loop_windows(boxes, valid, matrices, h, w)
+        assert [i for i, _, _ in rows] == sel.nonzero().flatten().tolist()
+        assert [list(win) for _, win, _ in rows] == torch.stack(windows, 1)[sel].tolist()

@@ -512,36 +512,79 @@ def composite(
     if not bool(valid.any()):
         return images.clone()
 
-    # destination box: transform of the source box grown by 1 px (bilinear support), clipped to frame
-    grown = boxes.to(torch.float32) + torch.tensor([-1.0, -1.0, 1.0, 1.0], device=device)
+    strategy = path
+    if strategy == "auto":
+        strategy = "loop" if images.device.type == "cpu" else "batched"
+    if strategy == "loop":
+        # windows in plain Python: a handful of scalar ops per sample instead of ~60 small tensor ops per call
+        _paste_loop(images, alpha, out, _loop_windows(boxes, valid, matrices, h, w), dtype, to255, harmonize, mode)
+    elif strategy == "batched":
+        sel, windows = _batched_windows(boxes, valid, matrices, h, w)
+        if bool(sel.any()):
+            _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode)
+    else:
+        raise ValueError(f"path must be 'auto', 'loop' or 'batched', got {path!r}")
+    if not bool(valid.all()):  # empty masks: those rows are the images, copied row by row (no full-batch where)
+        empty = (~valid).nonzero().flatten()
+        out.index_copy_(0, empty, images.index_select(0, empty))
+    return out
+
+
+def _batched_windows(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> tuple[Tensor, tuple]:
+    """Source and destination windows of every sample as ``(B,)`` int64 tensors, and which samples paste.
+
+    Source window: the object's box grown by 1 px (bilinear support), clipped to the frame. Destination
+    window: the transformed grown box, rounded outwards and clipped; a sample pastes when its mask is
+    non-empty and the destination box touches the frame.
+    """
+    grown = boxes.to(torch.float32) + torch.tensor([-1.0, -1.0, 1.0, 1.0], device=boxes.device)
     mins, maxs = _transform_corners(matrices, grown)
     dx0 = mins[:, 0].floor().clamp(0, w - 1).long()
     dy0 = mins[:, 1].floor().clamp(0, h - 1).long()
     dx1 = maxs[:, 0].ceil().clamp(0, w - 1).long()
     dy1 = maxs[:, 1].ceil().clamp(0, h - 1).long()
     on_frame = valid & (maxs[:, 0] >= 0) & (maxs[:, 1] >= 0) & (mins[:, 0] <= w - 1) & (mins[:, 1] <= h - 1)
-    # source box grown by 1 px, clipped
     sx0 = (boxes[:, 0] - 1).clamp(min=0)
     sy0 = (boxes[:, 1] - 1).clamp(min=0)
     sx1 = (boxes[:, 2] + 1).clamp(max=w - 1)
     sy1 = (boxes[:, 3] + 1).clamp(max=h - 1)
+    return on_frame, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1)
 
-    sel = on_frame
-    if bool(sel.any()):
-        windows = (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1)
-        strategy = path
-        if strategy == "auto":
-            strategy = "loop" if images.device.type == "cpu" else "batched"
-        if strategy == "loop":
-            _paste_loop(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode)
-        elif strategy == "batched":
-            _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode)
-        else:
-            raise ValueError(f"path must be 'auto', 'loop' or 'batched', got {path!r}")
-    if not bool(valid.all()):  # empty masks: those rows are the images, copied row by row (no full-batch where)
-        empty = (~valid).nonzero().flatten()
-        out.index_copy_(0, empty, images.index_select(0, empty))
-    return out
+
+def _loop_windows(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
+    """The windows of :func:`_batched_windows` for the samples that paste, in plain Python (CPU loop path).
+
+    Returns ``[(i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), ((ia, ib, ic), (id, ie, if)))]``: the sample
+    index, its windows and its inverse (destination → source) matrix in float64. The float32 corner
+    arithmetic is replayed op for op with ``numpy.float32`` scalars, so the integers are exactly those of the
+    vectorised computation (tested); the inverse is :func:`_affine_inverse`'s float64 arithmetic.
+    """
+    import numpy as np
+
+    f32 = np.float32
+    rows = []
+    for i, ((x0, y0, x1, y1), ok, m) in enumerate(zip(boxes.tolist(), valid.tolist(), matrices.tolist())):
+        if not ok:
+            continue
+        (a, b, c), (d, e, f) = m
+        m32 = [f32(v) for v in (a, b, c, d, e, f)]
+        gx0, gy0, gx1, gy1 = f32(x0) + f32(-1.0), f32(y0) + f32(-1.0), f32(x1) + f32(1.0), f32(y1) + f32(1.0)
+        corners = ((gx0, gy0), (gx1, gy0), (gx0, gy1), (gx1, gy1))
+        tx = [m32[0] * cx + m32[1] * cy + m32[2] for cx, cy in corners]
+        ty = [m32[3] * cx + m32[4] * cy + m32[5] for cx, cy in corners]
+        minx, maxx, miny, maxy = min(tx), max(tx), min(ty), max(ty)
+        if maxx < 0 or maxy < 0 or minx > w - 1 or miny > h - 1:
+            continue  # the object lands outside the frame: nothing to paste
+        clip = lambda v, hi: int(min(max(v, 0), hi))  # noqa: E731
+        windows = (max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, w - 1), min(y1 + 1, h - 1),
+                   clip(math.floor(minx), w - 1), clip(math.floor(miny), h - 1),
+                   clip(math.ceil(maxx), w - 1), clip(math.ceil(maxy), h - 1))
+        det = a * e - b * d
+        if abs(det) < 1e-12:
+            raise ValueError("affine matrices must be invertible (a sample has scale 0)")
+        ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+        rows.append((i, windows, ((ia, ib, -(ia * c + ib * f)), (id_, ie, -(id_ * c + ie * f)))))
+    return rows
 
 
 def _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode) -> None:
@@ -599,17 +642,14 @@ def _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, har
     flat.scatter_(2, dst_idx, blended)
 
 
-def _paste_loop(images, alpha, out, matrices, sel, windows, dtype, to255, harmonize, mode) -> None:
+def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None:
     """Per-sample exact windows with views only (no index tensors, no padding to the batch maximum).
 
     On CPU this moves the fewest bytes: each sample reads its own source box and resamples / blends
     exactly its own destination box, writing into ``out`` through a view.
     """
-    b, c, h, w = images.shape
-    rows = torch.stack([*windows], dim=1)[sel].tolist()
-    idx = sel.nonzero().flatten().tolist()
-    inv = _affine_inverse(matrices.to(torch.float64))[sel].tolist()
-    for i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), m in zip(idx, rows, inv):
+    c = images.shape[1]
+    for i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), m in rows:
         # keep windows >= 2 px so align_corners normalisation is defined
         if sx1 == sx0:
             sx0, sx1 = (sx0 - 1, sx1) if sx0 > 0 else (sx0, sx1 + 1)
