@@ -1,0 +1,209 @@
+"""The file-error matrix of issue 11: broken label, weights and config files, one case per line.
+
+Runs each case against the ``torch_backswap`` that Python imports and prints ``kind | case || outcome`` (the
+labels read, or the exception type and its message, with the temporary folder left out). Run it against an
+older tree for the "before" column, then print both as a table (``--write`` also puts it in
+``benchmarks/RESULTS.md``)::
+
+    mkdir -p /tmp/old && git archive c938f30 torch_backswap | tar -x -C /tmp/old
+    (cd /tmp && PYTHONPATH=/tmp/old python /work/main/benchmarks/file_error_matrix.py > /tmp/before.txt)
+    python -m benchmarks.file_error_matrix --before /tmp/before.txt --before-name c938f30
+
+(the "before" run starts in another folder so that ``PYTHONPATH`` wins over the checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+_BASE = {"format": "backswap-patch-labels", "version": 1, "grid_size": 2}
+_ENTRIES = [{"image": "a.png", "mask": "1001"}, {"image": "b.png", "mask": "0011"}, {"image": "c.png", "mask": "1111"}]
+
+
+def _label_cases(root: Path) -> dict[str, Callable[[], object]]:
+    from torch_backswap.labels import PatchLabels
+
+    good = PatchLabels(["a.png", "b.png", "c.png"],
+                       torch.tensor([[1, 0, 0, 1], [0, 0, 1, 1], [1, 1, 1, 1]], dtype=torch.bool).view(3, 2, 2))
+    texts = {"ours-csv": good.to_text("backswap"), "paper-csv": good.to_text("paper"), "json": good.to_text("json")}
+    suffix = {"ours-csv": ".csv", "paper-csv": ".csv", "json": ".json"}
+
+    def case(name: str, content: str | bytes, ext: str) -> Callable[[], object]:
+        path = root / f"{name}{ext}"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return lambda: PatchLabels.read(path)
+
+    def flip_high_bit(text: str, at: int) -> bytes:
+        data = bytearray(text.encode())
+        data[at] ^= 0x80
+        return bytes(data)
+
+    nul = {"ours-csv": (",2,0", ",2,\0"), "paper-csv": (",0", ",\0"), "json": ("0", "\0")}
+    cases = {}
+    for kind, text in texts.items():
+        ext = suffix[kind]
+        cases[f"{kind} | zero-byte"] = case(f"{kind}-zero", b"", ext)
+        cases[f"{kind} | truncated mid-row"] = case(f"{kind}-trunc", text[: len(text) * 2 // 3], ext)
+        cases[f"{kind} | byte flipped to non-UTF-8"] = case(f"{kind}-flip", flip_high_bit(text, len(text) // 2), ext)
+        cases[f"{kind} | NUL byte in a mask"] = case(f"{kind}-nul", text.replace(*nul[kind], 1), ext)
+        cases[f"{kind} | foreign binary (PNG header)"] = case(f"{kind}-png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", ext)
+    for kind in ("ours-csv", "paper-csv"):
+        head, first, third, last = texts[kind].splitlines(keepends=True)
+        rows = {
+            "header only": head,
+            "wrong header": "name,bits\n" + first + third + last,
+            "extra column on line 3": head + first + third.rstrip("\n") + ",x\n" + last,
+            "'2' in a mask on line 3": head + first + third.replace("0011", "0021") + last,
+            "mask of 3 chars on line 3": head + first + third.replace("0011", "001") + last,
+            "duplicate id on line 3": head + first + third.replace("b.png", "a.png") + last,
+            "unterminated quote on line 3": head + first + '"' + third + last,
+            "200 KB field on line 3": head + first + third.replace("0011", "0" * 200_000) + last,
+        }
+        for title, content in rows.items():
+            cases[f"{kind} | {title}"] = case(f"{kind}-{len(cases)}", content, ".csv")
+    ours = texts["ours-csv"]
+    cases["ours-csv | grid_size 'two' on line 3"] = case("ours-gs", ours.replace("b.png,2", "b.png,two"), ".csv")
+    cases["ours-csv | grid_size 0 on line 3"] = case("ours-gs0", ours.replace("b.png,2,0011", "b.png,0,"), ".csv")
+
+    def doc(**changes) -> str:
+        return json.dumps({**_BASE, "labels": _ENTRIES, **changes})
+
+    a, b, c = _ENTRIES
+    documents = {
+        "not JSON (CSV text)": ours,
+        "top-level list": json.dumps(_ENTRIES),
+        "no 'labels'": json.dumps(_BASE),
+        "grid_size 2.5": doc(grid_size=2.5),
+        "grid_size true": doc(grid_size=True, labels=[{"image": "a", "mask": "1"}]),
+        "grid_size '2' (string)": doc(grid_size="2"),
+        "mask 1001 (a number)": doc(labels=[{"image": "a.png", "mask": 1001}]),
+        "image 7 (a number)": doc(labels=[{"image": 7, "mask": "1001"}]),
+        "entry is a string": doc(labels=["a.png"]),
+        "2nd of 3 entries lacks 'image' (real line 7)": texts["json"].replace('"image": "b.png", ', ""),
+        "bad mask in entry 3 of a one-line file (line 1)": doc(labels=[a, b, {"image": "c.png", "mask": "11x1"}]),
+        "bad mask in entry 2 of an indent=2 file (entry on line 10, mask on line 11)":
+            json.dumps({**_BASE, "labels": [a, {"mask": "10x1", "image": "b.png"}, c]}, indent=2),
+        "format 'something-else'": doc(format="something-else"),
+        "version 2 (newer)": doc(version=2),
+        "version '1' (string)": doc(version="1"),
+        "100 000 nested arrays": "[" * 100_000 + "]" * 100_000,
+    }
+    for title, content in documents.items():
+        cases[f"json | {title}"] = case(f"js-{len(cases)}", content, ".json")
+    cases["labels | file does not exist"] = lambda: PatchLabels.read(root / "nope.csv")
+    cases["labels | path is a directory"] = lambda: PatchLabels.read(root)
+    return cases
+
+
+def _weights_cases(root: Path) -> dict[str, Callable[[], object]]:
+    from safetensors.torch import save as safetensors_bytes
+
+    from torch_backswap.segmenter import PatchSegmenter
+
+    model = PatchSegmenter(grid_size=4, width=8, input_size=32)
+    model.save_pretrained(root / "ok")
+    weights = (root / "ok" / "model.safetensors").read_bytes()
+    config = json.loads((root / "ok" / "config.json").read_text())
+
+    def case(name: str, config_bytes: bytes | None = None, weights_bytes: bytes | None = None,
+             drop: str | None = None) -> Callable[[], object]:
+        directory = root / name
+        model.save_pretrained(directory)
+        if config_bytes is not None:
+            (directory / "config.json").write_bytes(config_bytes)
+        if weights_bytes is not None:
+            (directory / "model.safetensors").write_bytes(weights_bytes)
+        if drop:
+            (directory / drop).unlink()
+        return lambda: PatchSegmenter.from_pretrained(directory, local_files_only=True)
+
+    def with_config(**changes) -> bytes:
+        return json.dumps({**config, **changes}).encode()
+
+    data_flip = bytearray(weights)
+    data_flip[-3] ^= 1
+    other = safetensors_bytes(PatchSegmenter(grid_size=4, width=16, input_size=32).state_dict())
+    return {
+        "weights | zero-byte model.safetensors": case("w-zero", weights_bytes=b""),
+        "weights | truncated model.safetensors (half)": case("w-trunc", weights_bytes=weights[: len(weights) // 2]),
+        "weights | truncated inside the header (20 bytes)": case("w-trunc20", weights_bytes=weights[:20]),
+        "weights | not safetensors (a pickle)": case("w-pickle", weights_bytes=b"\x80\x04\x95" + b"\0" * 64),
+        "weights | not safetensors (text)": case("w-text", weights_bytes=b"hello, these are not weights\n" * 10),
+        "weights | header length byte flipped": case("w-flip", weights_bytes=bytes([weights[0] ^ 0x10]) + weights[1:]),
+        "weights | foreign safetensors (other tensor names)":
+            case("w-foreign", weights_bytes=safetensors_bytes({"fc.weight": torch.zeros(2, 2)})),
+        "weights | safetensors of a width-16 model (shape mismatch)": case("w-shape", weights_bytes=other),
+        "weights | one tensor byte flipped (still well-formed)": case("w-dataflip", weights_bytes=bytes(data_flip)),
+        "weights | model.safetensors missing": case("w-missing", drop="model.safetensors"),
+        "config | config.json missing": case("c-missing", drop="config.json"),
+        "config | zero-byte config.json": case("c-zero", config_bytes=b""),
+        "config | config.json not JSON": case("c-notjson", config_bytes=b"grid_size: 4\n"),
+        "config | config.json truncated": case("c-trunc", config_bytes=json.dumps(config)[:15].encode()),
+        "config | config.json is a list": case("c-list", config_bytes=b"[4, 8]"),
+        "config | config.json not UTF-8": case("c-utf8", config_bytes=b'{"grid_size": 4, "backbone": "\xff"}'),
+        "config | grid_size '4' (string)": case("c-gs", config_bytes=with_config(grid_size="4")),
+        "config | dropout null": case("c-drop", config_bytes=with_config(dropout=None)),
+        "config | backbone 'vgg99'": case("c-bb", config_bytes=with_config(backbone="vgg99")),
+        "config | width 16 (weights are for width 8)": case("c-mismatch", config_bytes=with_config(width=16)),
+        "weights | directory does not exist":
+            lambda: PatchSegmenter.from_pretrained(root / "nothing-here", local_files_only=True),
+    }
+
+
+def run_cases() -> dict[str, str]:
+    """``{"kind | case": outcome}`` for every case, in order."""
+    from torch_backswap.labels import PatchLabels
+
+    root = Path(tempfile.mkdtemp(prefix="backswap-file-matrix-"))
+    outcomes = {}
+    for name, run in {**_label_cases(root), **_weights_cases(root)}.items():
+        try:
+            out = run()
+        except Exception as err:  # noqa: BLE001 - the outcome is what we record
+            message = str(err).replace(str(root) + "/", "").replace(str(root), "<dir>").replace("\n", " ")
+            outcomes[name] = f"{type(err).__name__}: {message[:297] + '...' if len(message) > 300 else message}"
+        else:
+            shown = f"{len(out)} labels, S={out.grid_size}, ids={out.ids[:3]}" if isinstance(out, PatchLabels) else ""
+            outcomes[name] = f"OK: {type(out).__name__} {shown}".rstrip()
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="file-error matrix: broken label, weights and config files")
+    parser.add_argument("--before", type=Path, help="this script's output for an older tree")
+    parser.add_argument("--before-name", default="before", help="what the older tree is (e.g. a commit)")
+    parser.add_argument("--write", action="store_true", help="also write the table to benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    after = run_cases()
+    if args.before is None:
+        for name, outcome in after.items():
+            print(f"{name} || {outcome}")
+        return
+    before = dict(line.split(" || ", 1) for line in args.before.read_text().splitlines() if " || " in line)
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [f"| {cell(name.split(' | ')[0])} | {cell(name.split(' | ', 1)[1])} | "
+            f"{cell(before.get(name, '(not run)'))} | {cell(outcome)} |" for name, outcome in after.items()]
+    table = "\n".join([f"| file | case | {args.before_name} | now |", "|---|---|---|---|", *rows])
+    print(table)
+    if args.write:
+        from benchmarks._common import machine_line, write_section
+
+        command = f"python -m benchmarks.file_error_matrix --before {args.before} --before-name {args.before_name}"
+        write_section("file-error-matrix", f"## File errors, before and after\n\n`{command} --write`\n\n"
+                      f"{machine_line()}\n\n{len(rows)} cases.\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
