@@ -496,7 +496,6 @@ def composite(
     out_dtype = images.dtype
     dtype = _compute_dtype(images)
     to255 = out_dtype == torch.uint8
-    device = images.device
     if b == 0:
         return images.clone()
 
