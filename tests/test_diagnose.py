@@ -140,3 +140,37 @@ def test_imagenet9_official_protocol_on_the_folders(tmp_path):
     res = imagenet9_bg_gap(border_model, str(tmp_path), size=32)
     assert res.own_accuracy == 1.0 and res.other_accuracy == 0.0 and res.gap == 1.0
     assert res.n == 18 and "paired" in res.method and "mixed_same vs mixed_rand" in res.method
+
+
+def test_cli_diagnose_on_a_folder_and_on_imagenet9(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from torch_backswap.cli import main
+    from torch_backswap.experiments.classifier import build_classifier
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(6) % 3
+    images, _ = _scene(labels, g)
+    for i, (img, y) in enumerate(zip(images, labels.tolist())):
+        folder = tmp_path / "test" / f"class {y}"  # spaces in class folders are fine
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    bank_labels = torch.arange(9) % 3
+    BackgroundBank(BG[bank_labels][:, :, None, None].expand(9, 3, 32, 32).contiguous(), bank_labels,
+                   classes=["class 0", "class 1", "class 2"]).save(tmp_path / "bank.safetensors")
+    model = build_classifier("small_cnn", num_classes=9)
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    out = tmp_path / "gap.json"
+    common = ["--model", "small_cnn", "--weights", str(tmp_path / "model.safetensors"), "--size", "32", "--quiet"]
+    assert main(["diagnose", str(tmp_path / "test"), "--bank", str(tmp_path / "bank.safetensors"), "--num-classes", "9",
+                 "--json", str(out), *common]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] + result["skipped"] == 6 and "BG-gap" in capsys.readouterr().out
+    write_imagenet9(tmp_path / "in9", per_class=1, variants=("mixed_same", "mixed_rand"))
+    assert main(["diagnose", "--imagenet9", str(tmp_path / "in9"), "--num-classes", "9", "--json", str(out),
+                 *common]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 9 and "mixed_same vs mixed_rand" in result["method"]

@@ -29,7 +29,7 @@ from torch_backswap.alpha import ObjectAlpha
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.composite import composite
 
-__all__ = ["BackgroundGap", "background_gap", "imagenet9_bg_gap", "mean_interval", "t_quantile"]
+__all__ = ["BackgroundGap", "background_gap", "diagnose_folder", "imagenet9_bg_gap", "mean_interval", "t_quantile"]
 
 CI_METHODS = ("t", "bootstrap")
 
@@ -455,3 +455,27 @@ def imagenet9_bg_gap(
         method=method + f"; official {same} vs {other}", n=len(c_same),
         own_correct=c_same, other_correct=c_other,
     )
+
+
+def diagnose_folder(
+    model: Callable[[Tensor], Tensor],
+    image_dir: str,
+    bank: BackgroundBank,
+    *,
+    segmenter: Any,
+    size: int = 224,
+    **kwargs: Any,
+) -> BackgroundGap:
+    """:func:`background_gap` on an ``ImageFolder`` (one sub-folder per class), alphas from ``segmenter``.
+
+    The folder's class order (sorted names) must be the bank's: when the bank stores class names they are
+    checked against the folder's. ``kwargs`` go to :func:`background_gap`.
+    """
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    dataset = ImageFolder(image_dir, transform=v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True)]))
+    if bank.classes is not None and list(bank.classes) != list(dataset.classes):
+        raise ValueError(f"the bank's classes {bank.classes} are not the folder's {dataset.classes} (sorted sub-folders "
+                         f"of {image_dir!r}); build the bank from the same class folders")
+    return background_gap(model, dataset, bank, segmenter=segmenter, **kwargs)
