@@ -171,3 +171,20 @@ def test_group_counts_of_the_real_metadata(tmp_path, monkeypatch):
         assert {group_of[i] for i in labels.ids} == {0, 3}
         split_of = {i: s for s in ("train", "val", "test") for i in Waterbirds(tmp_path, s).ids}
         assert {split_of[i] for i in labels.ids} == {"train", "val", "test"}
+
+
+def test_background_gap_reads_the_object_alpha_of_dataset_dicts(root):
+    from torch_backswap.bank import BackgroundBank
+    from torch_backswap.diagnose import background_gap
+
+    ds = Waterbirds(root, "test", return_masks=True, transform=v2.Resize((24, 24), antialias=True))
+    assert isinstance(ds[0]["alpha"], ObjectAlpha) and ds[0]["alpha"].shape == (1, 24, 24)
+    water = torch.tensor([40, 90, 200], dtype=torch.uint8)[:, None, None].expand(3, 24, 24)
+    land = torch.tensor([70, 140, 60], dtype=torch.uint8)[:, None, None].expand(3, 24, 24)
+    bank = BackgroundBank(torch.stack([land, water, land, water]).contiguous(), torch.tensor([0, 1, 0, 1]))
+
+    def place_model(x):  # says "waterbird" when the top-left corner is blue: pure background reliance
+        return torch.stack([x[:, 1, 0, 0], x[:, 2, 0, 0]], 1)
+
+    gap = background_gap(place_model, ds, bank)
+    assert gap.n == len(ds) and gap.own_accuracy == 1.0 and gap.other_accuracy == 0.0
