@@ -111,9 +111,9 @@ def scores(prob: torch.Tensor, alpha: torch.Tensor, tight: float, loose: float =
 
 
 def best_threshold_iou(prob: torch.Tensor, alpha: torch.Tensor) -> tuple[float, float]:
-    """(best IoU, its threshold) over 0.05..0.95 – an oracle used only for choosing refinement parameters."""
+    """(best IoU, its threshold) over 0.1, 0.2, …, 0.9 – an oracle used only for choosing refinement parameters."""
     truth = alpha > 0.5
-    best = max((mask_iou(prob > t, truth), t) for t in torch.arange(0.05, 0.951, 0.05).tolist())
+    best = max((mask_iou(prob > t, truth), t) for t in torch.arange(0.1, 0.91, 0.1).tolist())
     return best[0], round(best[1], 2)
 
 
@@ -125,9 +125,11 @@ def finetuned(args: argparse.Namespace, splits, seed: int) -> tuple[PatchSegment
     """The fine-tuned segmenter of ``seed`` (cached) and the train indices of its held-out labelled images."""
     idx, labels = simulated_patch_labels(splits.train.alpha, args.n_labeled, seed=seed)
     cache = Path(args.cache_dir) / f"{args.image_size}px_{args.holdout}_n{args.n_labeled}_e{args.finetune_epochs}_seed{seed}"
-    if not (cache / "model.safetensors").exists() or not (cache / "history.json").exists():
+    done = cache / "finished"  # the fine-tune saves its best model as it goes: only a finished one counts
+    if not done.exists():
         finetune_segmenter(PatchSegmenter.from_pretrained(args.segmenter), splits.train.images[idx], labels,
                            epochs=args.finetune_epochs, seed=seed, progress=args.progress, output_dir=cache)
+        atomic_write_text(done, "")
     history = json.loads((cache / "history.json").read_text())
     seg = PatchSegmenter.from_pretrained(str(cache))
     return seg, [int(i) for i in history["val_ids"]]
