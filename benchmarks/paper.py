@@ -10,7 +10,8 @@ Run from the repository root, on a GPU machine with the datasets under one root:
 Expected under ``--root``: ``waterbird_complete95_forest2water2/`` (+ CUB ``segmentations/`` for the patch
 labels, or ``--patch-labels masks.csv``), ``spawrious224/`` (+ ``--spawrious-masks`` for patch labels: the
 release has no masks), ``bg_challenge/`` (test variants + ``fg_mask``) and the IN-9 training data
-``original/train/<class>/`` (``--in9-train``, default ``ROOT``).
+``original/train/<class>/`` (``--in9-train``, default ``ROOT``) with dense masks in ``fg_mask/train/<class>/<stem>.npy``
+(e.g. thresholded from the ``only_fg`` training release) or ``--patch-labels``.
 
 Per table and seed: patch labels for ``n_labeled`` training images from the dataset's dense masks (the
 paper's covered-fraction threshold), the segmenter fine-tuned on them, tight / loose masks of every
@@ -255,7 +256,11 @@ def make_smoke_root(root: Path) -> None:
     write_waterbirds(root, {"train": [8, 2, 2, 8], "val": [2, 2, 2, 2], "test": [3, 3, 3, 3]}, size=32)
     write_spawrious(root, total=8, size=32, masks=True)
     write_imagenet9(root, per_class=2, size=32, variants=("original", "mixed_same", "mixed_rand"))
-    write_imagenet9(root, per_class=3, size=32, variants=("original",), split="train", seed=1)
+    # the training data is released apart from the challenge's test folders: ROOT/original/train/<class>/,
+    # with its dense masks at ROOT/fg_mask/train/<class>/<stem>.npy
+    write_imagenet9(root / "in9_train", per_class=3, size=32, variants=("original",), split="train", seed=1)
+    for part in ("original", "fg_mask"):
+        (root / "in9_train" / "bg_challenge" / part).rename(root / part)
 
 
 def main(argv: list[str] | None = None) -> int:

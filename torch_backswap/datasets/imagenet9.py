@@ -79,10 +79,10 @@ class ImageNet9(ImageFileDataset):
         if split not in ("val", "train"):
             raise ValueError(f"split must be 'val' or 'train', got {split!r}")
         root = Path(root).expanduser()
-        if download and self._base(root) is None:
+        if download and self._base(root, variant, split) is None:
             source = url or self.url
             download_archive(source, root, "backgrounds_challenge_data.tar.gz", md5 if url else (md5 or self.md5))
-        base = self._base(root)
+        base = self._base(root, variant, split)
         if base is None:
             raise DatasetFileError(
                 root / "bg_challenge",
@@ -120,8 +120,14 @@ class ImageNet9(ImageFileDataset):
         self._check_files()
 
     @staticmethod
-    def _base(root: Path) -> Path | None:
-        for candidate in (root / "bg_challenge", root):
+    def _base(root: Path, variant: str, split: str) -> Path | None:
+        """``root/bg_challenge`` or ``root``: the first holding ``<variant>/<split>`` (the test data and the
+        separately released training data may sit side by side), else the first holding any variant."""
+        candidates = (root / "bg_challenge", root)
+        for candidate in candidates:
+            if (candidate / variant / split).is_dir():
+                return candidate
+        for candidate in candidates:
             if any((candidate / v).is_dir() for v in VARIANTS):
                 return candidate
         return None
