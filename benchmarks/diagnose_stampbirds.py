@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> dict:
                 "bg_gap": gap.as_dict(), "seconds": time.perf_counter() - tic,
             }
             records[setting][f"{method}/seed{seed}"] = record
+            on_disk = json.loads(path.read_text()) if path.exists() else {}  # keep runs written meanwhile
+            for key, runs in on_disk.items():
+                records[key] = {**runs, **records.get(key, {})}
             atomic_write_text(path, json.dumps(records, indent=1, sort_keys=True))
             print(f"{method} seed {seed}: worst group {record['worst_group']:.3f}; {gap}", flush=True)
     return records[setting]
