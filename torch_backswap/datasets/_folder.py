@@ -33,8 +33,8 @@ __all__ = [
     "download_archive",
     "load_mask",
     "load_rgb",
+    "parse_int",
     "read_csv",
-    "resolve_root",
 ]
 
 
@@ -43,18 +43,6 @@ class DatasetFileError(BackswapFileError, FileNotFoundError):
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         BackswapFileError.__init__(self, path, problem)
-
-
-def resolve_root(root: str | os.PathLike, folder: str, marker: str) -> Path:
-    """The dataset folder: ``root/folder`` when it holds ``marker``, else ``root`` itself when it does.
-
-    Raises :class:`DatasetFileError` naming ``root/folder/marker`` when neither does.
-    """
-    root = Path(root).expanduser()
-    for candidate in (root / folder, root):
-        if (candidate / marker).exists():
-            return candidate
-    raise DatasetFileError(root / folder / marker, f"not found (neither ROOT/{folder}/{marker} nor ROOT/{marker} exists)")
 
 
 def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
