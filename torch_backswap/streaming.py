@@ -182,8 +182,18 @@ class StreamingBackgroundBank:
         self._slot_global = torch.cat([self._perm[c][: quota[c]] for c in range(k)])
         self._slot_of = torch.full((len(cpu_labels),), -1, dtype=torch.long)
         self._slot_of[self._slot_global] = torch.arange(n_slots)
-        self._slots = self._read(self._slot_global).to(self._device)
-        self._staging_bytes = self._block * image_bytes
+        self._staging = torch.empty((self._block, 3, h, w), dtype=torch.uint8)
+        if self._device.type == "cuda":
+            self._staging = self._staging.pin_memory()
+        self._staging_bytes = self._staging.nbytes
+        self._slots = torch.empty((n_slots, 3, h, w), dtype=torch.uint8, device=self._device)
+        for a in range(0, n_slots, self._block):  # through the staging buffer: never more than the cap in memory
+            chunk = self._slot_global[a : a + self._block]
+            order = torch.argsort(chunk)
+            staged = self._staging[: chunk.shape[0]]
+            self._read_sorted(chunk[order], staged)
+            self._slots.index_copy_(0, (a + order).to(self._device), staged.to(self._device))
+        self._refill_lock = threading.Lock()
         self._lock = threading.Lock()
         self._wake = threading.Condition()
         self._demand = 0
@@ -324,21 +334,34 @@ class StreamingBackgroundBank:
         return out
 
     def _read(self, indices: Tensor) -> Tensor:
-        """Read backgrounds (global indices) from the memory-mapped shards → CPU uint8 ``(k, 3, H, W)``."""
-        out = torch.empty((indices.shape[0], 3, *self._size), dtype=torch.uint8)
-        shard = torch.searchsorted(self._starts, indices, right=True) - 1
-        for s in torch.unique(shard).tolist():
-            pos = (shard == s).nonzero().flatten()
-            local = indices[pos] - self._starts[s]
-            order = torch.argsort(local)  # file order
-            out[pos[order]] = torch.from_numpy(self._maps[s][local[order].numpy()])  # one vectorised read
+        """Read backgrounds (global indices, any order) from the shards → CPU uint8 ``(k, 3, H, W)``."""
+        order = torch.argsort(indices)
+        buf = torch.empty((indices.shape[0], 3, *self._size), dtype=torch.uint8)
+        self._read_sorted(indices[order], buf)
+        out = torch.empty_like(buf)
+        out[order] = buf
         return out
+
+    def _read_sorted(self, indices: Tensor, out: Tensor) -> None:
+        """Read ascending global ``indices`` into the CPU uint8 ``out`` ``(k, 3, H, W)`` in place: one
+        vectorised ``numpy.take`` per shard straight from the memory map (file order, no temporary copy)."""
+        shard = torch.searchsorted(self._starts, indices, right=True) - 1
+        shards, counts = torch.unique_consecutive(shard, return_counts=True)
+        a = 0
+        for s, c in zip(shards.tolist(), counts.tolist()):
+            local = (indices[a : a + c] - self._starts[s]).numpy()
+            np.take(self._maps[s], local, axis=0, out=out[a : a + c].numpy(), mode="clip")
+            a += c
 
     def refill(self) -> int:
         """Replace the oldest ``block`` resident backgrounds (spread over the classes) with the next ones of
         each class's permutation; returns how many were replaced (0 when the whole bank is resident)."""
         if not self._rotating:
             return 0
+        with self._refill_lock:
+            return self._refill()
+
+    def _refill(self) -> int:
         total = int(sum(int(self._quota[c]) for c in self._rotating))
         turn = self._rotating[self._turn :] + self._rotating[: self._turn]
         plan = []  # (class, slot offsets, global indices)
@@ -353,10 +376,13 @@ class StreamingBackgroundBank:
             new = members[[(self._next[c] + j) % members.shape[0] for j in range(r)]]
             plan.append((c, offs, new))
         self._turn = (self._turn + len(plan)) % len(self._rotating)
-        staged = self._read(torch.cat([p[2] for p in plan]))  # disk reads: outside the lock
         slots = torch.cat([int(self._slot_start[c]) + torch.tensor(offs) for c, offs, _ in plan])
         new = torch.cat([p[2] for p in plan])
-        staged = staged.to(self._device, non_blocking=True)
+        order = torch.argsort(new)
+        new, slots = new[order], slots[order]
+        staged = self._staging[: new.shape[0]]
+        self._read_sorted(new, staged)  # disk reads into the staging buffer: outside the lock
+        staged = staged.to(self._device)  # blocking: the staging buffer is reused by the next refill
         with self._lock:
             self._slots.index_copy_(0, slots.to(self._device), staged)
             self._slot_of[self._slot_global[slots]] = -1
