@@ -685,6 +685,8 @@ def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None
             premult = _harmonize(premult, a, bg, float(harmonize))
         res = torch.addcmul(premult, bg, 1.0 - a)
         if out.dtype == torch.uint8:  # round half up straight into the frame (copy_ truncates like .to(uint8))
-            region.copy_(res.clamp_(0.0, 255.0).add_(0.5))
+            # without harmonisation res is a convex mix of 0..255 values: it can leave [0, 255] by float rounding
+            # only (|error| << 0.5), which the truncation absorbs, so the clamp pass is needed with harmonize only
+            region.copy_((res.clamp_(0.0, 255.0) if harmonize else res).add_(0.5))
         else:
             region.copy_(_from_compute(res, out.dtype))
