@@ -289,3 +289,10 @@ def test_ids_the_files_cannot_keep_are_refused_and_empty_csv_is_not_written(tmp_
     assert not (tmp_path / "empty.csv").exists()
     again = PatchLabels.read(empty.write(tmp_path / "empty.json"))
     assert len(again) == 0 and again.grid_size == 3
+
+
+def test_a_json_id_with_a_lone_surrogate_is_refused(tmp_path):
+    """Found by tests/test_fuzz_labels.py: a cut '\\ud800\\udc00' escape left an id that cannot be written back."""
+    path = _write(tmp_path, "l.json", '{"grid_size": 1,\n "labels": [{"image": "a\\ud800", "mask": "1"}]}')
+    with pytest.raises(LabelFormatError, match=r"l\.json:2: an image id must be valid Unicode text"):
+        PatchLabels.read(path)

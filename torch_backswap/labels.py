@@ -208,6 +208,9 @@ class PatchLabels:
                 raise LabelFormatError("an image id must be non-empty, on one line, without NUL or leading or "
                                        "trailing whitespace (label files do not keep them)", path=self.source,
                                        line=line, value=image_id)
+            if not _is_utf8(image_id):
+                raise LabelFormatError("an image id must be valid Unicode text (it holds a lone surrogate)",
+                                       path=self.source, line=line, value=image_id)
             if image_id in self._index:
                 raise LabelFormatError("duplicate image id", path=self.source, line=line, value=image_id)
             self._index[image_id] = position
@@ -572,6 +575,14 @@ def _check_bits(bits: str, path: Path, line: int, label: str = "") -> None:
     if bad:
         raise LabelFormatError(f"{label}mask may only contain '0' and '1', found {''.join(bad)!r}", path=path,
                                line=line, value=bits)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(value: object) -> bool:
