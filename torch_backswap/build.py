@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._dist import Dist
 from ._io import BackswapFileError
 from .bank import BackgroundBank, _as_size, _resize_uint8, to_uint8_rgb
 from .bankfiles import (
@@ -197,61 +198,6 @@ def _ready_segmenter(segmenter: Any, device: torch.device) -> Any:
         if segmenter.training or any(m.training for m in segmenter.modules()) or not on_device:
             segmenter = copy.deepcopy(segmenter).eval().to(device)
     return segmenter
-
-
-# ----------------------------------------------------------------------------------------------------------
-# distributed context
-# ----------------------------------------------------------------------------------------------------------
-
-
-class _Dist:
-    """rank / world size of a torch.distributed run (or of one process), with the few collectives we use."""
-
-    def __init__(self, device: torch.device) -> None:
-        import torch.distributed as dist
-
-        self.dist, self.created = dist, False
-        env_world = int(os.environ.get("WORLD_SIZE", "1"))
-        if dist.is_available() and not dist.is_initialized() and env_world > 1:
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            self.created = True
-        self.active = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.active else 0
-        self.world = dist.get_world_size() if self.active else 1
-        nccl = self.active and dist.get_backend() == "nccl"
-        self.comm_device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-
-    def broadcast(self, obj: Any) -> Any:
-        if self.world == 1:
-            return obj
-        box = [obj if self.rank == 0 else None]
-        self.dist.broadcast_object_list(box, src=0, device=self.comm_device)
-        return box[0]
-
-    def gather(self, obj: Any) -> list:
-        if self.world == 1:
-            return [obj]
-        out: list = [None] * self.world
-        self.dist.all_gather_object(out, obj)
-        return out
-
-    def sum(self, value: int) -> int:
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.long, device=self.comm_device)
-        self.dist.all_reduce(t)
-        return int(t.item())
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.dist.barrier()
-
-    def close(self) -> None:
-        if self.created:
-            self.dist.barrier()
-            self.dist.destroy_process_group()
 
 
 def _default_device(device: torch.device | str) -> torch.device:
@@ -449,7 +395,7 @@ def _build_shards(builder: _Builder, out: Path, shard_size: int, batch_size: int
     bounds = [(k * shard_size, min((k + 1) * shard_size, source.n)) for k in range(n_shards)]
     classes = None if classes is None else [str(c) for c in classes]
     shard_meta = {"builder": settings, **({"user": metadata} if metadata else {})}
-    dist = _Dist(builder.device)
+    dist = Dist(builder.device)
     try:
         if dist.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
