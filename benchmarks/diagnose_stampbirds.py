@@ -31,6 +31,7 @@ from benchmarks._common import loadavg, machine_line, write_section
 from torch_backswap._io import atomic_write_text
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.datasets import StampBirds
+from torch_backswap.datasets.stampbirds import LATEST_VERSION
 from torch_backswap.diagnose import background_gap, mean_interval
 from torch_backswap.experiments.pipeline import (
     build_bank,
@@ -49,7 +50,8 @@ METHODS = ("erm", "backswap", "backswap_gt")
 
 
 def _setting(a: argparse.Namespace) -> str:
-    return f"{a.image_size}px_n{a.n_train}_e{a.epochs}_ft{a.finetune_epochs}_l{a.n_labeled}_{a.holdout}"
+    return (f"{a.image_size}px_n{a.n_train}_e{a.epochs}_ft{a.finetune_epochs}_l{a.n_labeled}_{a.holdout}"
+            f"_pack{LATEST_VERSION}")
 
 
 def _pearson(x: list[float], y: list[float]) -> float:
@@ -132,10 +134,14 @@ def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str,
         "",
         f"`{cmd}`",
         "",
-        machine_line() + f"; load average (1/5/15 min) {load_start} at start, {load_end} at end; "
-        f"{seconds / 60:.1f} min wall for the runs made by this invocation.",
+        machine_line() + (f"; rendered from the cached runs (each ran as the command above with its own --seeds / "
+                          "--methods, 1 thread, 2–3 jobs sharing 2 CPU cores with other agents' work, load average "
+                          "about 9–17); minutes per run are in the table." if args.report_only else
+                          f"; load average (1/5/15 min) {load_start} at start, {load_end} at end; "
+                          f"{seconds / 60:.1f} min wall for the runs made by this invocation."),
         "",
-        f"Fast settings (the machine is 2 shared CPU cores): StampBirds {args.image_size}px, train correlation 1.0, "
+        f"Fast settings (the machine is 2 shared CPU cores): StampBirds (bundled pack v{LATEST_VERSION}) "
+        f"{args.image_size}px, train correlation 1.0, "
         f"{args.n_train} train images, backgrounds held out by {args.holdout}; `small_cnn` from scratch, "
         f"{args.epochs} epochs; BackSwap's segmenter fine-tuned for {args.finetune_epochs} epochs on "
         f"{args.n_labeled} simulated patch labels. Diagnostic: `background_gap(model, test, bank, draws={args.draws})` "
@@ -144,8 +150,9 @@ def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str,
         "accuracy; its interval is the paired t-interval over test samples (95 %). Method rows: mean ± 95 % "
         "t-interval over seeds.",
         "",
-        "| method | seeds | original acc. | own-class bg | other-class bg | **BG-gap** | worst group (group labels) | average |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | seeds | original acc. | own-class bg | other-class bg | **BG-gap** | worst group (group labels) | average "
+        "| min / run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def fmt(values: list[float]) -> str:
@@ -161,7 +168,7 @@ def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str,
             f"| {method} | {len(rs)} | {fmt([x['original_accuracy'] for x in g])} | "
             f"{fmt([x['own_accuracy'] for x in g])} | {fmt([x['other_accuracy'] for x in g])} | "
             f"**{fmt([x['gap'] for x in g])}** | {fmt([r['worst_group'] for r in rs])} | "
-            f"{fmt([r['average'] for r in rs])} |")
+            f"{fmt([r['average'] for r in rs])} | {statistics.fmean(r['seconds'] for r in rs) / 60:.1f} |")
     lines += ["", "Every run (BG-gap with its own 95 % interval over the test samples):", "",
               "| run | BG-gap [95 % CI] | worst group | average − worst group |", "|---|---|---|---|"]
     gaps, wgas, spreads = [], [], []
