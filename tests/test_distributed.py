@@ -75,8 +75,6 @@ def test_ddp_smoke_ranks_draw_their_own_reproducible_streams(run):
     assert not set(records[0]["same_input_workers_rank_generator"]) & set(records[1]["same_input_workers_rank_generator"])
 
 
-@pytest.mark.xfail(strict=True, reason="BackgroundSwap's worker stream is (seed, worker seed) without the rank; with "
-                   "every rank seeded alike, worker i of each rank swaps identically (fix in _runtime.generator_for_call)")
 def test_ddp_plain_pattern_workers_of_two_ranks_differ(run):
     _, out, _ = run
     records = [json.loads((out / "ddp" / f"rank{r}.json").read_text()) for r in range(2)]

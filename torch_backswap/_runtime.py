@@ -45,6 +45,17 @@ def parse_device(*args: Any, **kwargs: Any) -> torch.device | None:
     return None
 
 
+def _rank() -> int:
+    """This process's distributed rank: the process group's, else torchrun's ``RANK`` (inherited by DataLoader
+    workers, which may not see the group), else 0."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _cpu_copy(module: Any) -> Any:
     dev = module_device(module)
     if dev is None or dev.type == "cpu":
@@ -101,17 +112,17 @@ class SwapRuntime:
                 return self.generator
             if self.seed is None:
                 return None
-            rank = 0
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                rank = torch.distributed.get_rank()
+            rank = _rank()
             key = ("main", os.getpid(), rank)
             seed = (int(self.seed) + 1_000_003 * rank) % (2**63)
         else:
             if self.seed is None and self.generator is None:
                 return None  # DataLoader seeds each worker's global RNG differently
             base = int(self.seed) if self.seed is not None else int(self.generator.initial_seed())
-            key = ("worker", os.getpid(), info.id, info.seed)
-            seed = (base * 6364136223846793005 + int(info.seed)) % (2**63)
+            rank = _rank()
+            key = ("worker", os.getpid(), info.id, info.seed, rank)
+            # the worker seed alone repeats across ranks that seed their RNG alike: mix the rank in
+            seed = (base * 6364136223846793005 + int(info.seed) + 1_000_003 * rank) % (2**63)
         if self._gen_key != key:
             self._gen = torch.Generator().manual_seed(seed)
             self._gen_key = key
