@@ -112,6 +112,10 @@ def test_calibrate_threshold_recovers_the_labelling_rule():
     best, scores = calibrate_threshold(prob, grids, thresholds=[0.1, 0.2, 0.4, 0.5, 0.7, 0.9])
     assert best == 0.4 and scores.shape == (6,) and scores.dtype == torch.float64
     assert scores[2] == 1.0 and scores[3] == 1.0 and scores[0] < 1.0 and scores[4] < 1.0
+    for criterion in ("f1", "balanced_accuracy"):
+        assert calibrate_threshold(prob, grids, thresholds=[0.1, 0.2, 0.4, 0.5, 0.7], criterion=criterion)[0] == 0.4
+    with pytest.raises(ValueError, match="criterion"):
+        calibrate_threshold(prob, grids, criterion="accuracy")
     with pytest.raises(ValueError, match="grids must be"):
         calibrate_threshold(prob, grids[:2])
     with pytest.raises(ValueError, match="thresholds"):

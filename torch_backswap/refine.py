@@ -162,21 +162,25 @@ def calibrate_threshold(
     *,
     cell_threshold: float = 0.25,
     thresholds: Sequence[float] | Tensor | None = None,
+    criterion: str = "iou",
 ) -> tuple[float, Tensor]:
     """The tight threshold whose masks best reproduce the person's patch labels.
 
     Criterion: for each candidate threshold ``t``, the mask ``probability > t`` is turned into cells with the
     labelling rule (a cell is object when ``>= cell_threshold`` of it is covered,
-    :func:`~torch_backswap.labels.dense_to_patch_grid`) and compared with ``grids`` by cell balanced
-    accuracy (:func:`~torch_backswap.metrics.cell_balanced_accuracy`, pooled over the batch). The best ``t``
-    wins; ties go to the smallest. Use images the segmenter was **not** trained on (e.g. the validation part
-    of the labelled images).
+    :func:`~torch_backswap.labels.dense_to_patch_grid`) and compared with ``grids``, pooled over the batch:
+    ``"iou"`` – cell IoU of the object cells (default), ``"f1"`` – their F1 (Dice), ``"balanced_accuracy"``
+    – cell balanced accuracy (:func:`~torch_backswap.metrics.cell_balanced_accuracy`; it weighs a missed
+    object cell like many false ones, so it picks lower thresholds). The best ``t`` wins; ties go to the
+    smallest. Use images the segmenter was **not** trained on (e.g. the validation part of the labelled
+    images).
 
     Args:
         probability: float ``(B, 1, H, W)`` in ``[0, 1]`` (after any refinement you will use).
         grids: bool or 0/1 ``(B, S, S)`` patch labels of the same images.
         cell_threshold: the coverage rule the labels follow (0.25 for the simulated StampBirds person).
         thresholds: candidates (default ``0.05, 0.10, …, 0.95``).
+        criterion: ``"iou"``, ``"f1"`` or ``"balanced_accuracy"`` (see above).
 
     Returns:
         ``(threshold, scores)``: the best threshold and float64 ``(T,)`` balanced accuracy per candidate.
@@ -198,11 +202,21 @@ def calibrate_threshold(
     cands = torch.arange(0.05, 0.951, 0.05) if thresholds is None else torch.as_tensor(thresholds).flatten()
     if cands.numel() == 0 or not bool(((cands >= 0) & (cands <= 1)).all()):
         raise ValueError(f"thresholds must be a non-empty list of values in [0, 1], got {thresholds!r}")
-    size = grids.shape[-1]
-    scores = torch.tensor([
-        cell_balanced_accuracy(dense_to_patch_grid(probability > float(t), size, cell_threshold), grids.bool())
-        for t in cands.tolist()
-    ], dtype=torch.float64)
+    if criterion not in ("iou", "f1", "balanced_accuracy"):
+        raise ValueError(f"criterion must be 'iou', 'f1' or 'balanced_accuracy', got {criterion!r}")
+    size, truth = grids.shape[-1], grids.bool()
+
+    def agreement(t: float) -> float:
+        cells = dense_to_patch_grid(probability > t, size, cell_threshold).to(truth.device)
+        if criterion == "balanced_accuracy":
+            return cell_balanced_accuracy(cells, truth)
+        tp = (cells & truth).sum().item()
+        wrong = (cells ^ truth).sum().item()
+        if tp + wrong == 0:
+            return 1.0
+        return tp / (tp + wrong) if criterion == "iou" else 2 * tp / (2 * tp + wrong)
+
+    scores = torch.tensor([agreement(float(t)) for t in cands.tolist()], dtype=torch.float64)
     best = int(torch.argmax(scores))  # first maximum: the smallest threshold among ties
     return round(float(cands[best]), 6), scores
 
