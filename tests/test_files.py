@@ -403,3 +403,17 @@ def test_concurrent_save_pretrained_to_one_folder(tmp_path):
     loaded = PatchSegmenter.from_pretrained(tmp_path / "m").state_dict()
     assert any(all(torch.equal(loaded[k], v) for k, v in m.state_dict().items()) for m in models)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_durable_writes_get_the_mode_a_plain_open_would(tmp_path):
+    import os
+
+    from torch_backswap._io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "x.json", "{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644

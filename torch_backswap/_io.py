@@ -69,6 +69,13 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _default_mode() -> int:
+    """``0o666`` less the process umask (what ``open(path, "w")`` creates)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Context manager yielding a unique temporary path next to ``path``; on success it is made durable
@@ -92,6 +99,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
         fsync_directory(path.parent)
     finally:
