@@ -69,11 +69,23 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    """The process umask, read without changing it where the platform tells it (Linux), else by a set/reset."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0)  # other platforms: momentarily 0; done once per call, outside any write
+    os.umask(umask)
+    return umask
+
+
 def _default_mode() -> int:
     """``0o666`` less the process umask (what ``open(path, "w")`` creates)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_read_umask()
 
 
 @contextlib.contextmanager
