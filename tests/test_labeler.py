@@ -297,7 +297,7 @@ def test_active_selector_scores_lazily_in_chunks():
         calls.append(list(chunk))
         return torch.tensor([sign[0] * int(i) for i in chunk])  # sign 1: higher id = more uncertain
 
-    sel = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=10)
+    sel = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=10, strategy="uncertainty")
     assert sel.pick(lambda i: False) == "009"  # only the first chunk was scored
     assert len(calls) == 1
     assert sel.pick(lambda i: i == "019") == "018"
@@ -345,7 +345,7 @@ def test_kcenter_selection_never_picks_two_near_duplicates():
     assert picks[0] == "c0_0"  # nothing covered yet: the most uncertain
     assert sorted(p.split("_")[0] for p in picks) == ["c0", "c1", "c2"]  # one per cluster of near-duplicates
     # the uncertainty rule, for contrast, stays inside the most uncertain cluster
-    plain = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=100)
+    plain = ActiveSelector(lambda start, size: ids[start : start + size], score, chunk_size=100, strategy="uncertainty")
     taken = set()
     for _ in range(3):
         taken.add(plain.pick(taken.__contains__))
@@ -385,10 +385,13 @@ def test_active_selector_strategy_errors():
         ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c)), strategy="best")
     with pytest.raises(ValueError, match="top_k"):
         ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c)), strategy="kcenter", top_k=0)
-    sel = ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c)), strategy="kcenter")
-    with pytest.raises(ValueError, match="needs features"):
-        sel.pick(lambda i: False)
-    bad = ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c) + 1))
+    # k-center without features (the default strategy with a plain uncertainty score): warns once and
+    # falls back to the most uncertain image
+    sel = ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.tensor([0.2, 0.8][: len(c)]))
+    with pytest.warns(UserWarning, match="no features"):
+        assert sel.pick(lambda i: False) == "b"
+    assert sel.pick(lambda i: i == "b") == "a"
+    bad = ActiveSelector(lambda s, n: ids[s : s + n], lambda c: torch.zeros(len(c) + 1), strategy="uncertainty")
     with pytest.raises(ValueError, match=r"must return a \(2,\) tensor"):
         bad.pick(lambda i: False)
 
