@@ -226,6 +226,10 @@ def write_results(args, runs, argv) -> None:
     from benchmarks._common import loadavg, machine_line, write_section
 
     cmd = "python -m benchmarks.labeling_efficiency " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_only:  # name the run that produced the numbers
+        cmd = (f"python -m benchmarks.labeling_efficiency --seeds {' '.join(map(str, args.seeds))} --max-labels "
+               f"{args.max_labels} --threads {args.threads} --out {args.out} --resume --write-results`; table rendered "
+               f"by `{cmd}")
     title = (f"## Labeling efficiency: active selection strategies vs random order (StampBirds {args.image_size} px, "
              f"target patch balanced accuracy {args.target:.2f})")
     setup = (f"Start: `{args.start}`, {args.seed_labels} random seed labels, then {args.step} more per round "
