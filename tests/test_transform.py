@@ -222,7 +222,7 @@ def test_grayscale_rgba_and_odd_sizes():
     out = BackgroundSwap(_bank(), seed=0)(rgba, ObjectAlpha(masks[0]))[0]
     assert out.shape == (4, H, W) and torch.all(out[3] == 1)  # swapped: the new background is opaque
     for size in ((2, 2), (3, 5), (7, 2)):  # tiny and odd sizes: nothing to segment, returned as is
-        tiny = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
+        tiny = torch.randint(100, 200, (3, *size), dtype=torch.uint8)  # never the object colour
         assert torch.equal(seg(tiny), tiny)
     with pytest.raises(ValueError, match="at least 2x2 pixels"):
         seg(torch.zeros(3, 1, 1, dtype=torch.uint8))
