@@ -15,7 +15,8 @@ route before this benchmark), ``guided`` / ``bilateral`` (:func:`torch_backswap.
 ``flip`` (:func:`torch_backswap.refine.flip_average_logits`), ``calibrated`` (tight threshold from
 :func:`torch_backswap.refine.calibrate_threshold` on the labelled images the fine-tune held out for
 validation – patch labels only, no alpha), ``input256`` (the segmenter run at 256 px without its final
-pooling: 32×32 logits, a finer output stride at inference only), their combinations, and hole dilation.
+pooling: 32×32 logits, a finer output stride at inference only) and their combinations; then the hole
+alone (:func:`torch_backswap.refine.loose_hole`) at loose thresholds 0.1 / 0.2 / 0.3 grown by 0–2 px.
 
 The refinement parameters are chosen on the StampBirds **val** split (exact alpha, seed 0's model, best IoU
 over thresholds); the table is on **test**. Mean ± 95 % t-interval over the seeds::
@@ -23,7 +24,8 @@ over thresholds); the table is on **test**. Mean ± 95 % t-interval over the see
     python -m benchmarks.mask_quality --seeds 0 1 2 --threads 1 --write-results
 
 Fine-tuned models are cached under ``--cache-dir`` (safetensors, via ``save_pretrained``), so a rerun only
-re-scores. Writes ``benchmarks/results/mask_quality.json`` and the ``mask_quality`` section of RESULTS.md.
+re-scores. Writes ``benchmarks/results/mask_quality.json`` and the ``mask_quality`` section of RESULTS.md
+(``mask_quality_crop`` for ``--holdout crop``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from torch_backswap.segmenter import (
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1  # boundary F tolerance in px
+SUFFIX = {"photo": ""}  # file / section name suffix per background holdout (the photo setting is the main one)
 HOLE_ROWS = ("baseline", "flip+guided")  # variants whose hole is also scored at other loose thresholds
 
 
@@ -202,10 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
                    help="calibrate_threshold's agreement with the held-out patch labels")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
-    p.add_argument("--out", default=str(HERE / "results" / "mask_quality.json"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/mask_quality.json (photo holdout) or "
+                   "mask_quality_<holdout>.json")
     p.add_argument("--write-results", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = str(HERE / "results" / f"mask_quality{SUFFIX.get(args.holdout, '_' + args.holdout)}.json")
     tic = time.perf_counter()
     splits = load_splits(image_size=args.image_size, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                          background_holdout=args.holdout)
@@ -277,7 +283,7 @@ def write_results(args, result: dict, table: str, argv) -> None:
              f"StampBirds pack version {result.get('pack_version')}. Refinement parameters chosen on val: "
              f"{chosen}. The oracle-threshold IoU (best threshold on test) is a ceiling, not a usable setting.")
     md = [title, "", f"`{cmd}`", "", machine_line() + f"; load average {loadavg()}", "", setup, "", table]
-    write_section("mask_quality", "\n".join(md))
+    write_section(f"mask_quality{SUFFIX.get(args.holdout, '_' + args.holdout)}", "\n".join(md))
 
 
 if __name__ == "__main__":
