@@ -18,6 +18,7 @@ from .hub import DEFAULT_SEGMENTER, PretrainedNotFoundError, resolve_pretrained
 from .metrics import cell_balanced_accuracy, group_accuracies, mask_iou, worst_group_accuracy
 from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, logits_to_probability, probability_to_mask
 from .finetune import finetune_segmenter
+from .quantize import QuantizedPatchSegmenter, quantize_segmenter
 from .inpaint import (
     GrayFill,
     MeanFill,
@@ -30,7 +31,9 @@ from .inpaint import (
 )
 from .composite import JitterParams, composite, jitter_affine, sample_jitter
 from .bank import BackgroundBank
+from .bankfiles import BankManifest
 from .build import build_bank
+from .streaming import StreamingBackgroundBank
 from .alpha import ObjectAlpha, ObjectAlphaDataset
 from .functional import SwapParams, SwapRecord, sample_params, swap_backgrounds
 from .transform import BackgroundSwap, BackgroundSwapCollate
@@ -55,6 +58,8 @@ __all__ = [
     "logits_to_probability",
     "probability_to_mask",
     "finetune_segmenter",
+    "quantize_segmenter",
+    "QuantizedPatchSegmenter",
     # inpainting and the bank
     "get_inpainter",
     "PyramidInpainter",
@@ -65,6 +70,8 @@ __all__ = [
     "ScramblePatches",
     "ModuleInpainter",
     "BackgroundBank",
+    "StreamingBackgroundBank",
+    "BankManifest",
     "build_bank",
     # the swap
     "ObjectAlpha",
