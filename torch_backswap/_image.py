@@ -13,7 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from ._checks import check_images
+
 __all__ = [
+    "to_uint8_rgb",
+    "resize_uint8",
     "float_alpha",
     "from_rgb",
     "mask_to_alpha",
@@ -104,3 +108,25 @@ def resize_alpha(alpha: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(alpha.shape[-2:]) == tuple(size):
         return alpha
     return F.interpolate(float_alpha(alpha), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def to_uint8_rgb(images: Tensor, name: str = "images", *, check_values: bool = True) -> Tensor:
+    """``(B, C, H, W)`` uint8 or float in ``[0, 1]`` with C in {1, 3, 4} → uint8 ``(B, 3, H, W)``.
+
+    Grayscale is repeated to 3 channels, the alpha channel of RGBA is dropped, floats are rounded (and clamped).
+    ``check_values`` checks float values (finite, in ``[0, 1]``, see :func:`~torch_backswap._checks.check_images`);
+    without it only NaN / inf raise (for internal results that may overshoot by rounding).
+    """
+    x = to_rgb(check_images(images, name, check_values=check_values))
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if not check_values and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf values")
+    return (x.float() * 255.0).clamp_(0, 255).add_(0.5).to(torch.uint8)
+
+
+def resize_uint8(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 ``(B, C, h, w)`` → ``(B, C, H, W)``, antialiased bilinear (returned as is when the size matches)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return TF.resize(images, list(size), antialias=True)

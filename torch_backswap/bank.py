@@ -61,6 +61,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ._image import resize_uint8
 from .bankfiles import (
     BANK_FORMAT,
     BankManifest,
@@ -69,7 +70,7 @@ from .bankfiles import (
     write_shard,
 )
 
-__all__ = ["BANK_FORMAT", "STRATEGIES", "BackgroundBank", "to_uint8_rgb"]
+__all__ = ["BANK_FORMAT", "STRATEGIES", "BackgroundBank"]
 
 STRATEGIES = ("class_balanced", "uniform", "other_class")
 
@@ -86,38 +87,6 @@ def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if h < 2 or w < 2:
         raise ValueError(f"size must be at least 2x2, got {size!r}")
     return h, w
-
-
-def to_uint8_rgb(images: Tensor, name: str = "images") -> Tensor:
-    """``(B, C, H, W)`` uint8 or float in [0, 1] with C in {1, 3, 4} → uint8 ``(B, 3, H, W)``.
-
-    Grayscale is repeated to 3 channels, the alpha channel of RGBA is dropped, floats are rounded.
-    NaN / inf raise ``ValueError``.
-    """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    c = images.shape[1]
-    if c not in (1, 3, 4):
-        raise ValueError(f"{name} must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {c}")
-    if c == 1:
-        images = images.expand(-1, 3, -1, -1)
-    elif c == 4:
-        images = images[:, :3]
-    if images.dtype == torch.uint8:
-        return images.contiguous()
-    if not images.dtype.is_floating_point:
-        raise ValueError(f"{name} must be uint8 or float in [0, 1], got dtype {images.dtype}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} contain NaN or inf values")
-    return (images.float() * 255.0).clamp_(0, 255).add_(0.5).to(torch.uint8)
-
-
-def _resize_uint8(images: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    from torchvision.transforms.v2 import functional as TF
-
-    return TF.resize(images, list(size), antialias=True)
 
 
 class BackgroundBank:
@@ -142,7 +111,7 @@ class BackgroundBank:
                 f"backgrounds must be a uint8 (N, 3, H, W) tensor, got {getattr(backgrounds, 'shape', type(backgrounds))}"
             )
         if backgrounds.dtype != torch.uint8:
-            raise ValueError(f"backgrounds must be uint8, got dtype {backgrounds.dtype} (use to_uint8_rgb)")
+            raise ValueError(f"backgrounds must be uint8, got dtype {backgrounds.dtype} (use torch_backswap._image.to_uint8_rgb)")
         labels = torch.as_tensor(labels)
         if labels.ndim != 1 or labels.shape[0] != backgrounds.shape[0]:
             raise ValueError(f"labels must be a ({backgrounds.shape[0]},) tensor, got shape {tuple(labels.shape)}")
@@ -295,7 +264,7 @@ class BackgroundBank:
         out = self.backgrounds.index_select(0, idx)
         size = _as_size(size)
         if size is not None and size != self.size:
-            out = _resize_uint8(out, size).contiguous()
+            out = resize_uint8(out, size).contiguous()
         return out
 
     def sample(

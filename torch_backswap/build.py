@@ -40,7 +40,8 @@ from torch import Tensor
 
 from ._dist import Dist
 from ._io import BackswapFileError
-from .bank import BackgroundBank, _as_size, _resize_uint8, to_uint8_rgb
+from ._image import resize_uint8, to_uint8_rgb
+from .bank import BackgroundBank, _as_size
 from .bankfiles import (
     MANIFEST,
     BankManifest,
@@ -115,7 +116,7 @@ class _Collate:
         images, labels = [], []
         for sample in batch:
             img, lab = _split_sample(sample)
-            images.append(_resize_uint8(_item_to_tensor(img)[None], self.size)[0])
+            images.append(resize_uint8(_item_to_tensor(img)[None], self.size)[0])
             labels.append(lab)
         if any(lab is None for lab in labels):
             return torch.stack(images), None
@@ -154,7 +155,7 @@ class _Source:
         """``(start, uint8 images (b, 3, H, W) at size, labels or None)`` for each ``(start, stop)`` range."""
         if self.tensor is not None:
             for s, e in ranges:
-                x = _resize_uint8(to_uint8_rgb(self.tensor[s:e]), self.size)
+                x = resize_uint8(to_uint8_rgb(self.tensor[s:e]), self.size)
                 yield s, x, None if self.labels is None else self.labels[s:e]
             return
         loader = torch.utils.data.DataLoader(
@@ -238,7 +239,7 @@ class _Builder:
                 hole = segment_probability(self.segmenter, x, size) > self.loose
             # uint8 in -> uint8 out: the inpainter rounds exactly as to_uint8_rgb would
             filled = self.fill(x, hole)
-        return to_uint8_rgb(filled) if filled.dtype != torch.uint8 else filled
+        return to_uint8_rgb(filled, "the inpainter's output", check_values=False) if filled.dtype != torch.uint8 else filled
 
 
 def _batch_ranges(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:

@@ -36,7 +36,8 @@ from torch import Tensor
 from ._io import atomic_write_text
 from .labels import PatchLabels
 from .metrics import cell_balanced_accuracy
-from .segmenter import PatchSegmenter, prepare_images
+from ._image import resize_uint8, to_uint8_rgb
+from .segmenter import PatchSegmenter
 
 __all__ = ["PatchAugmentation", "evaluate_segmenter", "finetune_segmenter", "load_image_folder", "shift_cells", "train_epoch"]
 
@@ -61,13 +62,6 @@ def load_image_folder(image_dir: str | os.PathLike, labels: PatchLabels, size: i
             rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
             out[i] = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
     return out
-
-
-def _resize_uint8(images: Tensor, size: int) -> Tensor:
-    x = prepare_images(images)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,7 +302,7 @@ def finetune_segmenter(
             if images.ndim != 4 or images.shape[0] != len(labels):
                 raise ValueError(
                     f"images must be (N,C,H,W) with N = len(labels) = {len(labels)}, got {tuple(images.shape)}")
-            data = _resize_uint8(images, size)
+            data = resize_uint8(to_uint8_rgb(images), (size, size))
         else:
             data = load_image_folder(images, labels, size, progress=progress)
         grids = labels.grids.clone()

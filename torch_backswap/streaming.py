@@ -56,9 +56,9 @@ import torch
 from torch import Tensor
 
 from ._io import BackswapFileError
+from ._image import resize_uint8
 from .bank import (
     _as_size,
-    _resize_uint8,
     check_indices,
     check_strategy,
     draw_class_positions,
@@ -330,7 +330,7 @@ class StreamingBackgroundBank:
     def _resize(self, out: Tensor, size: Any) -> Tensor:
         size = _as_size(size)
         if size is not None and size != self._size:
-            out = _resize_uint8(out, size).contiguous()
+            out = resize_uint8(out, size).contiguous()
         return out
 
     def _read(self, indices: Tensor) -> Tensor:
