@@ -12,7 +12,7 @@ The public API is :data:`__all__`; the experiment harness (:mod:`torch_backswap.
 
 __version__ = "0.2.0"
 
-from ._io import BackswapFileError
+from ._io import BackswapFileError, BackswapFileNotFoundError
 from .labels import LabelFormatError, MissingImageError, PatchLabels, dense_to_patch_grid, patch_grid_to_dense
 from .hub import DEFAULT_SEGMENTER, PretrainedNotFoundError, resolve_pretrained
 from .metrics import cell_balanced_accuracy, group_accuracies, mask_iou, worst_group_accuracy
@@ -96,4 +96,5 @@ __all__ = [
     # data and files
     "StampBirds",
     "BackswapFileError",
+    "BackswapFileNotFoundError",
 ]
