@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from torch_backswap._io import atomic_write_text
 from benchmarks._common import weights_id, dilate, loadavg, machine_line, make_inpainter, psnr, write_section
 
 from torch_backswap.datasets import StampBirds  # noqa: E402
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     md = markdown(results, args, command.strip(), (load_start, loadavg()), seg_note, seconds)
     print(md)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": command, "results": results}, indent=1))
+    atomic_write_text(args.out, json.dumps({"command": command, "results": results}, indent=1))
     if not args.no_write:
         print(f"wrote section 'inpaint_quality' of {write_section('inpaint_quality', md)}")
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from torch_backswap._io import write_with
 from benchmarks._common import dilate, loadavg, machine_line, make_inpainter, weights_id, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     title = f"StampBirds test, {args.size} px: background swap with {mask_src} masks"
     fig1 = grid(columns, row_labels, args.scale, title)
     path1 = args.out_dir / "swap_grid.png"
-    fig1.save(path1, optimize=True)
+    write_with(path1, lambda tmp: fig1.save(tmp, format="PNG", optimize=True))
 
     # inpainters side by side, two hole kinds
     rows2 = pick_rows(test.groups, args.n_compare // 4)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     title2 = f"StampBirds test, {args.size} px: every inpainter on the same holes (rows: hole kind, group)"
     fig2 = grid(columns2, [t.replace("\n", " · ") for t in labels2], args.scale, title2)
     path2 = args.out_dir / "inpainters.png"
-    fig2.save(path2, optimize=True)
+    write_with(path2, lambda tmp: fig2.save(tmp, format="PNG", optimize=True))
     seconds = time.perf_counter() - start
     print(f"wrote {path1} {fig1.size} and {path2} {fig2.size} in {seconds:.1f} s")
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from torch_backswap._io import atomic_write_text
 from benchmarks._common import RESULTS, machine_line, write_section
 
 SEGMENTER = "torch-backswap/patchseg-tiny-s16"
@@ -883,7 +884,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result["markdown"])
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=1, default=str))
+        atomic_write_text(args.json, json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=1, default=str))
     if section is not None and not args.no_write:
         save_json(key, result)
         write_section(section, result["markdown"])
