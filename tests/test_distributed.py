@@ -33,7 +33,8 @@ def run(tmp_path_factory):
            str(out), "--folder", folder]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    failed = [line for line in done.stderr.splitlines() if "[rank1]" in line or "[rank0]" in line]
+    assert done.returncode == 0, "\n".join(failed[:60]) + "\n" + done.stdout[-2000:] + done.stderr[-2000:]
     return root, out, done
 
 
