@@ -343,7 +343,14 @@ class Runner:
                 + (f" --classifier {a.classifier}" if a.classifier != "small_cnn" else "")
                 + (f" --tight-threshold {a.tight_threshold}" if a.tight_threshold != TIGHT_THRESHOLD else ""))
         test = self.splits_meta()
-        cmd = "python -m benchmarks.robustness " + " ".join(sys.argv[1:])
+        argv = list(sys.argv[1:])
+        for flag in ("--write-results",):  # output plumbing: does not change what is rendered
+            while flag in argv:
+                argv.remove(flag)
+        if "--out-dir" in argv:
+            i = argv.index("--out-dir")
+            del argv[i : i + 2]
+        cmd = "python -m benchmarks.robustness " + " ".join(argv)
         md = [
             f"## Robustness: StampBirds v{a.pack_version} {a.image_size}px, train correlation {a.correlation} "
             f"(group-label baselines at {a.minority_correlation}), backgrounds held out by {a.holdout}",
