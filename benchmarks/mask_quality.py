@@ -63,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 TOLERANCE = 1  # boundary F tolerance in px
 SUFFIX = {"photo": ""}  # file / section name suffix per background holdout (the photo setting is the main one)
 #: The route this benchmark recommends: (cut-out variant, hole variant, hole setting).
-RECOMMENDED = ("flip+guided+calibrated", "flip+guided", "p>0.2, +1 px")
+RECOMMENDED = ("flip+guided+calibrated", "flip+guided", "p>0.2, +2 px")
 HOLE_ROWS = ("baseline", "flip+guided")  # variants whose hole is also scored at other loose thresholds
 
 
