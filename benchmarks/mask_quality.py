@@ -297,8 +297,7 @@ def targets(result: dict) -> str:
             f"of the image against {base:.1f} % for today's p > 0.1 hole)."
             + ("" if iou >= 0.80 else f" Why the IoU falls short: the best threshold chosen on the test alpha itself "
                f"reaches {oracle:.3f} for the same probability (oracle column), so what remains is the patch "
-               "prediction itself (which cells are object on photos the segmenter never saw), not the upsampling "
-               "or the threshold."))
+               "prediction itself (which cells are object), not the upsampling or the threshold."))
 
 
 def write_results(args, result: dict, table: str, argv, cmd: str | None = None) -> None:
