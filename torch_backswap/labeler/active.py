@@ -30,9 +30,8 @@ re-ranking; stale scores only decide the order in which candidates are re-checke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
