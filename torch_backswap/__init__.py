@@ -15,9 +15,17 @@ __version__ = "0.2.0"
 from ._io import BackswapFileError, BackswapFileNotFoundError
 from .labels import LabelFormatError, MissingImageError, PatchLabels, dense_to_patch_grid, patch_grid_to_dense
 from .hub import DEFAULT_SEGMENTER, PretrainedNotFoundError, resolve_pretrained
-from .metrics import cell_balanced_accuracy, group_accuracies, mask_iou, worst_group_accuracy
+from .metrics import (
+    boundary_f_score,
+    cell_balanced_accuracy,
+    ghost_fraction,
+    group_accuracies,
+    mask_iou,
+    worst_group_accuracy,
+)
 from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, logits_to_probability, probability_to_mask
 from .finetune import finetune_segmenter
+from .refine import calibrate_threshold, flip_average_logits, loose_hole, refine_probability
 from .quantize import QuantizedPatchSegmenter, quantize_segmenter
 from .inpaint import (
     GrayFill,
@@ -58,6 +66,10 @@ __all__ = [
     "logits_to_probability",
     "probability_to_mask",
     "finetune_segmenter",
+    "refine_probability",
+    "flip_average_logits",
+    "calibrate_threshold",
+    "loose_hole",
     "quantize_segmenter",
     "QuantizedPatchSegmenter",
     # inpainting and the bank
@@ -90,6 +102,8 @@ __all__ = [
     # measuring
     "cell_balanced_accuracy",
     "mask_iou",
+    "boundary_f_score",
+    "ghost_fraction",
     "group_accuracies",
     "worst_group_accuracy",
     "background_gap",

@@ -146,12 +146,9 @@ def flip_average_logits(segmenter: torch.nn.Module, images: Tensor) -> Tensor:
     """
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    was_training = segmenter.training
-    segmenter.eval()
-    try:
-        both = segmenter(torch.cat([images, images.flip(-1)]))
-    finally:
-        segmenter.train(was_training)
+    from .segmenter import segment_logits  # the one route to logits (eval mode, input preparation)
+
+    both = segment_logits(segmenter, torch.cat([images, images.flip(-1)]))
     plain, mirrored = both.split(images.shape[0])
     return (plain + mirrored.flip(-1)) / 2
 
