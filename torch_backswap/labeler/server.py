@@ -41,8 +41,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import torch
 from torch import Tensor
 
-from ..segmenter import segment_logits
-from .active import ActiveSelector, cell_uncertainty
+from ..segmenter import eval_mode, segment_logits
+from .active import ActiveSelector, cell_uncertainty, segmenter_features
 from .catalog import ImageCatalog, InvalidImageId
 
 __all__ = ["LabelServer", "LabelSession", "serve_labeler"]
@@ -167,6 +167,10 @@ class LabelSession:
 
     def cell_probabilities(self, ids: Sequence[str]) -> Tensor:
         """Segmenter cell probabilities, (len(ids), S, S) float32. Undecodable images give all zeros."""
+        return self._predict(ids, features=False)[0]
+
+    def _predict(self, ids: Sequence[str], features: bool) -> tuple[Tensor, Tensor | None]:
+        """Cell probabilities and (with ``features``) unit-norm image features for active selection."""
         assert self.segmenter is not None
         size = self._input_size()
         images, ok = [], []
@@ -178,18 +182,27 @@ class LabelSession:
             except Exception:  # a corrupt file must not stop the session
                 images.append(torch.zeros(3, size, size, dtype=torch.uint8))
                 ok.append(False)
+        batch = torch.stack(images)
+        feats = None
         with self.lock:
-            logits = segment_logits(self.segmenter, torch.stack(images)).float().cpu()
+            if features:
+                device = next((t.device for t in self.segmenter.parameters()), torch.device("cpu"))
+                with eval_mode(self.segmenter) as model:
+                    logits, feats = segmenter_features(model, batch.to(device))
+                logits, feats = logits.float().cpu(), feats.cpu()
+            else:
+                logits = segment_logits(self.segmenter, batch).float().cpu()
         if logits.shape[-2:] != (self.grid_size, self.grid_size):
             raise ValueError(
                 f"segmenter predicts a {tuple(logits.shape[-2:])} grid but grid_size={self.grid_size}"
             )
         prob = torch.sigmoid(logits)
         prob[~torch.tensor(ok)] = 0.0
-        return prob
+        return prob, feats
 
-    def _score_ids(self, ids: Sequence[str]) -> Tensor:
-        return cell_uncertainty(self.cell_probabilities(ids))
+    def _score_ids(self, ids: Sequence[str]) -> tuple[Tensor, Tensor]:
+        prob, feats = self._predict(ids, features=True)
+        return cell_uncertainty(prob), feats
 
     # ------------------------------------------------------------------ queries
     def state(self) -> dict[str, Any]:
