@@ -143,7 +143,12 @@ def main(argv: list[str]) -> None:
         from torch_backswap.cli import main as cli
 
         build(os.path.join(args.out, "build"), args.shard_size, args.batch_size, 0.0)  # build_bank inits gloo
-        dist.init_process_group("gloo")  # from here on: a group the caller owns, used by the CLI and DDP
+        # from here on: a group the caller owns, used by the CLI and DDP. A second default group in one process
+        # must not reuse the first one's rendezvous keys (torch restarts the group count after destroying it,
+        # so a rank could read the old group's address and be refused): give it its own store prefix.
+        agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+        dist.init_process_group("gloo", store=dist.PrefixStore("caller-owned/", agent_store),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
         cli(cli_args(args.folder, os.path.join(args.out, "cli")))
         os.makedirs(os.path.join(args.out, "ddp"), exist_ok=True)
         ddp(os.path.join(args.out, "ddp"), args.steps)
