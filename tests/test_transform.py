@@ -20,7 +20,8 @@ from torchvision.transforms import v2
 from torch_backswap.alpha import ObjectAlpha, ObjectAlphaDataset
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.functional import move_alpha
-from torch_backswap.transform import BackgroundSwap, BackgroundSwapCollate
+from torch_backswap.collate import BackgroundSwapCollate
+from torch_backswap.transform import BackgroundSwap
 
 H = W = 32
 FG = torch.tensor([250, 250, 0], dtype=torch.uint8)
