@@ -436,7 +436,7 @@ class Runner:
             print("matplotlib not installed: no plot (pip install matplotlib)")
             return
         names, wg, sd, avg = zip(*plot)
-        fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(names), 3.6))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.8 * len(names)), 3.8))
         xs = range(len(names))
         ax.bar([x - 0.2 for x in xs], avg, 0.4, label="average", color="#9ab")
         ax.bar([x + 0.2 for x in xs], wg, 0.4, yerr=sd, capsize=3, label="worst group (95 % t-interval)",
@@ -445,7 +445,7 @@ class Runner:
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy")
         ax.set_title(f"StampBirds v{self.args.pack_version} {self.args.image_size}px, train correlation {self.args.correlation} "
-                     f"(group-label baselines {self.args.minority_correlation}), test backgrounds: {self.args.holdout}")
+                     f"(group-label baselines {self.args.minority_correlation}),\ntest backgrounds: {self.args.holdout}", fontsize=9)
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
