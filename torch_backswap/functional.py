@@ -220,6 +220,7 @@ def swap_backgrounds(
     feather_px: float = 0.0,
     harmonize: float = 0.0,
     interpolation: str = "bilinear",
+    background_labels: Tensor | None = None,
 ) -> tuple[Tensor, SwapRecord]:
     """Paste each applied sample's object, jittered, onto its background.
 
@@ -234,6 +235,8 @@ def swap_backgrounds(
         feather_px: inward Gaussian feathering of the alpha in pixels (for hard given masks).
         harmonize: colour harmonisation strength in ``[0, 1]``.
         interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
+        background_labels: class of each background's source image, one per row of ``backgrounds`` (e.g.
+            ``bank.labels[indices]``), for the record; ``-1`` in the record when not given.
 
     Returns:
         ``(images, record)``: images of the input's dtype and device (samples not swapped are the input
@@ -276,10 +279,14 @@ def swap_backgrounds(
     idx = params.bank_indices.to(device)
     never = torch.full_like(idx, -1)
     bank_indices = torch.where(swapped, idx, never)
+    classes = never.clone()
+    if background_labels is not None:
+        lab = background_labels.to(device=device, dtype=torch.long)
+        classes = lab if lab.shape[0] == b else classes.index_copy(0, chosen, lab)
     record = SwapRecord(
         swapped=swapped,
         bank_indices=bank_indices,
-        background_labels=never.clone(),  # filled by the caller that holds the bank (see BackgroundSwap)
+        background_labels=torch.where(swapped, classes, never),
         scale=torch.where(swapped, params.jitter.scale.to(device), torch.ones_like(params.jitter.scale, device=device)),
         angle=torch.where(swapped, params.jitter.angle.to(device), torch.zeros_like(params.jitter.angle, device=device)),
         translate=torch.where(swapped[:, None], params.jitter.translate.to(device), 0.0),

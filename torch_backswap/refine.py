@@ -28,9 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .segmenter import logits_to_probability, probability_to_mask, segment_logits, segment_probability
+
 __all__ = [
     "REFINE_METHODS",
     "calibrate_threshold",
+    "cut_out_alpha",
     "flip_average_logits",
     "loose_hole",
     "refine_probability",
@@ -146,8 +149,6 @@ def flip_average_logits(segmenter: torch.nn.Module, images: Tensor) -> Tensor:
     """
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    from .segmenter import segment_logits  # the one route to logits (eval mode, input preparation)
-
     both = segment_logits(segmenter, torch.cat([images, images.flip(-1)]))
     plain, mirrored = both.split(images.shape[0])
     return (plain + mirrored.flip(-1)) / 2
@@ -245,3 +246,32 @@ def loose_hole(probability: Tensor, threshold: float = 0.1, dilate: int = 0) -> 
     if dilate:
         hole = F.max_pool2d(hole.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0.5
     return hole
+
+
+def cut_out_alpha(
+    segmenter: torch.nn.Module,
+    images: Tensor,
+    *,
+    tight_threshold: float,
+    feather: float = 0.0,
+    refine: str | None = None,
+    flip_average: bool = False,
+) -> Tensor:
+    """The object's cut-out alpha from a segmenter: float ``(B, 1, H, W)`` in ``[0, 1]`` of ``(B, 3, H, W)`` images.
+
+    Logits through the one route (:func:`~torch_backswap.segmenter.segment_logits`; with ``flip_average`` the
+    mean with the mirror image's, :func:`flip_average_logits`), bilinear probability at the images' size,
+    optionally snapped to the image's edges (``refine="guided"`` or ``"bilateral"``, radius two cells, see
+    :func:`refine_probability`), then the tight mask with a ``feather`` ramp
+    (:func:`~torch_backswap.segmenter.probability_to_mask`).
+    """
+    size = tuple(images.shape[-2:])
+    if not (refine or flip_average):
+        prob = segment_probability(segmenter, images)
+    else:
+        logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
+        prob = logits_to_probability(logits, size)
+        if refine:
+            radius = max(1, round(2 * size[0] / logits.shape[-1]))  # two cells
+            prob = refine_probability(prob, images, method=refine, radius=radius, eps=1e-4)
+    return probability_to_mask(prob, tight_threshold, feather)

@@ -66,8 +66,8 @@ from .functional import (
     sample_params,
     swap_backgrounds,
 )
-from .refine import flip_average_logits, refine_probability
-from .segmenter import TIGHT_THRESHOLD, logits_to_probability, probability_to_mask, segment_logits, segment_probability
+from .refine import REFINE_METHODS, cut_out_alpha
+from .segmenter import TIGHT_THRESHOLD
 
 if TYPE_CHECKING:
     from .collate import BackgroundSwapCollate
@@ -93,6 +93,24 @@ def default_labels_getter(sample: Any) -> Any:
             return None
         return candidate
     return None
+
+
+def _class_indices(labels: Any, b: int, single: bool, strict: bool) -> Tensor | None:
+    """Labels found for ``b`` images → int64 ``(b,)`` class indices (:func:`~torch_backswap._checks.check_labels`).
+
+    A single image's ``(K,)`` vector is one soft / one-hot label. When not ``strict`` (the default getter found
+    the value and nothing needs labels), a value that is no label (e.g. an ``(H, W)`` mask target) gives ``None``.
+    """
+    if labels is None:
+        return None
+    if single and isinstance(labels, Tensor) and labels.ndim == 1 and labels.numel() > 1:
+        labels = labels[None]
+    try:
+        return check_labels(labels, b)
+    except ValueError:
+        if strict:
+            raise
+        return None
 
 
 def _is_image(item: Any) -> bool:
@@ -192,7 +210,7 @@ class BackgroundSwap(v2.Transform):
         self.interpolation = check_choice("interpolation", interpolation, ("bilinear", "nearest"))
         self.min_foreground = check_fraction("min_foreground", min_foreground, upper_open=True)
         self.value_range = value_range_of("value_range", value_range)
-        self.refine = None if refine is None else check_choice("refine", refine, ("guided", "bilateral"))
+        self.refine = None if refine is None else check_choice("refine", refine, tuple(m for m in REFINE_METHODS if m != "none"))
         self.flip_average = bool(flip_average)
         if segmenter is not None and not callable(segmenter):
             raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
@@ -383,40 +401,23 @@ class BackgroundSwap(v2.Transform):
     # ------------------------------------------------------------------------------------------------
 
     def _find_labels(self, sample: Any) -> tuple[Any, bool]:
+        """``(labels, explicit)``: what ``labels_getter`` found, and whether a caller-given getter found it."""
         if self.labels_getter is None:
             return None, False
         if self.labels_getter == "default":
             return default_labels_getter(sample), False
         return self.labels_getter(sample), True
 
-    def _labels(self, labels: Any, b: int, single: bool, explicit: bool) -> Tensor | None:
-        if labels is None:
-            return None
-        if single and isinstance(labels, Tensor) and labels.ndim == 1 and labels.numel() > 1:
-            labels = labels[None]  # one soft / one-hot label vector
-        try:
-            return check_labels(labels, b)
-        except ValueError:
-            if explicit or self.strategy == "other_class":
-                raise
-            return None  # the default heuristic found something that is not a label (e.g. a mask target)
-
     def _segment(self, rgb: Tensor) -> Tensor:
+        """The cut-out alpha of ``(k, 3, H, W)`` images (:func:`~torch_backswap.refine.cut_out_alpha`)."""
         segmenter = self.runtime.segmenter(self.segmenter)
         if segmenter is None:
             raise ValueError(
                 "BackgroundSwap has no segmenter and the sample carries no ObjectAlpha: pass segmenter=..., or put "
                 "the object's alpha in the sample as torch_backswap.ObjectAlpha (see ObjectAlphaDataset)"
             )
-        if not (self.refine or self.flip_average):
-            prob = segment_probability(segmenter, rgb)
-        else:
-            logits = flip_average_logits(segmenter, rgb) if self.flip_average else segment_logits(segmenter, rgb)
-            prob = logits_to_probability(logits, tuple(rgb.shape[-2:]))
-            if self.refine:
-                radius = max(1, round(2 * rgb.shape[-2] / logits.shape[-1]))  # two cells
-                prob = refine_probability(prob, rgb, method=self.refine, radius=radius, eps=1e-4)
-        return probability_to_mask(prob, self.tight_threshold, self.feather)
+        return cut_out_alpha(segmenter, rgb, tight_threshold=self.tight_threshold, feather=self.feather,
+                             refine=self.refine, flip_average=self.flip_average)
 
     def _swap(
         self,
@@ -430,7 +431,7 @@ class BackgroundSwap(v2.Transform):
     ) -> tuple[Tensor, SwapRecord]:
         """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)`` + record."""
         b, _, h, w = x.shape
-        lab = self._labels(labels, b, single, labels_explicit)
+        lab = _class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
         if lab is None and self.strategy == "other_class":
             raise ValueError(
                 "strategy='other_class' needs the samples' labels: pass (image, label) samples, a dict with a 'label' "
@@ -451,23 +452,20 @@ class BackgroundSwap(v2.Transform):
             lo, hi = self.value_range
             rgb = (rgb - lo) / (hi - lo)
         rgb = rgb.contiguous()
-        chosen = params.apply.nonzero().flatten()
+        chosen = params.apply.nonzero().flatten().to(device)
         if given is not None:
             alpha = given.to(device)
         elif int(chosen.numel()) == b:
             alpha = self._segment(rgb)
-        else:  # segment only the samples that swap
-            alpha = torch.zeros(b, 1, h, w, device=device)
-            if chosen.numel():
-                alpha[chosen.to(device)] = self._segment(rgb.index_select(0, chosen.to(device)))
-        backgrounds = gather_backgrounds(bank, params, (h, w))
+        elif chosen.numel():  # segment only the samples that swap: one row each
+            alpha = self._segment(rgb.index_select(0, chosen))
+        else:
+            alpha = torch.zeros(0, 1, h, w, device=device)
+        applied = params.bank_indices[params.apply]
         out, record = swap_backgrounds(
-            rgb, alpha, backgrounds, params, min_foreground=self.min_foreground, feather_px=self.feather_px,
-            harmonize=self.harmonize, interpolation=self.interpolation,
-        )
-        labels_of_bank = bank.labels.to(record.bank_indices.device)
-        record.background_labels = torch.where(
-            record.swapped, labels_of_bank[record.bank_indices.clamp_min(0)], record.background_labels
+            rgb, alpha, gather_backgrounds(bank, params, (h, w)), params, min_foreground=self.min_foreground,
+            feather_px=self.feather_px, harmonize=self.harmonize, interpolation=self.interpolation,
+            background_labels=bank.labels[applied.to(bank.labels.device)],
         )
         if self.value_range is not None and out.dtype.is_floating_point:
             lo, hi = self.value_range
