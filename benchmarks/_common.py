@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch_backswap._io import atomic_write_text
 
-__all__ = ["RESULTS", "dilate", "loadavg", "machine_line", "make_inpainter", "psnr", "weights_id", "write_section"]
+__all__ = ["RESULTS", "before_after_table", "dilate", "loadavg", "machine_line", "make_inpainter", "psnr", "weights_id", "write_section"]
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEvery section below is written by the script named in it; rerun the command to refresh it.\n"
@@ -85,3 +85,29 @@ def weights_id(name: str) -> str:
     from torch_backswap.hub import resolve_pretrained
 
     return hashlib.sha256((resolve_pretrained(name) / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def before_after_table(after: dict[str, str], before_file, before_name: str, columns: tuple[str, ...]) -> str | None:
+    """The case matrices of issue 11 (``input_matrix``, ``file_error_matrix``): outcome per case, before and now.
+
+    Without ``before_file`` the cases are printed as ``name || outcome`` lines (the file a later run reads as
+    its "before") and ``None`` is returned; with it, a markdown table whose first ``columns`` come from the case
+    name split on ``" | "``.
+    """
+    if before_file is None:
+        for name, outcome in after.items():
+            print(f"{name} || {outcome}")
+        return None
+    lines = before_file.read_text().splitlines()
+    before = dict(line.split(" || ", 1) for line in lines if " || " in line)
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [
+        "| " + " | ".join([*(cell(part) for part in name.split(" | ", len(columns) - 1)),
+                           cell(before.get(name, "(not run)")), cell(outcome)]) + " |"
+        for name, outcome in after.items()
+    ]
+    head = "| " + " | ".join([*columns, before_name, "now"]) + " |"
+    return "\n".join([head, "|" + "---|" * (len(columns) + 2), *rows])

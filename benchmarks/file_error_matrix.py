@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from benchmarks._common import before_after_table
+
 _BASE = {"format": "backswap-patch-labels", "version": 1, "grid_size": 2}
 _ENTRIES = [{"image": "a.png", "mask": "1001"}, {"image": "b.png", "mask": "0011"}, {"image": "c.png", "mask": "1111"}]
 
@@ -184,25 +186,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     after = run_cases()
-    if args.before is None:
-        for name, outcome in after.items():
-            print(f"{name} || {outcome}")
+    table = before_after_table(after, args.before, args.before_name, ("file", "case"))
+    if table is None:
         return
-    before = dict(line.split(" || ", 1) for line in args.before.read_text().splitlines() if " || " in line)
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    rows = [f"| {cell(name.split(' | ')[0])} | {cell(name.split(' | ', 1)[1])} | "
-            f"{cell(before.get(name, '(not run)'))} | {cell(outcome)} |" for name, outcome in after.items()]
-    table = "\n".join([f"| file | case | {args.before_name} | now |", "|---|---|---|---|", *rows])
     print(table)
     if args.write:
         from benchmarks._common import machine_line, write_section
 
         command = f"python -m benchmarks.file_error_matrix --before {args.before} --before-name {args.before_name}"
         write_section("file-error-matrix", f"## File errors, before and after\n\n`{command} --write`\n\n"
-                      f"{machine_line()}\n\n{len(rows)} cases.\n\n{table}\n")
+                      f"{machine_line()}\n\n{len(after)} cases.\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
+from benchmarks._common import before_after_table
+
 
 def run_cases() -> dict[str, str]:
     import torch_backswap as tb
@@ -125,21 +127,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     after = run_cases()
-    if args.before is None:
-        for name, outcome in after.items():
-            print(f"{name} || {outcome}")
+    table = before_after_table(after, args.before, args.before_name, ("case",))
+    if table is None:
         return
-    before = dict(line.split(" || ", 1) for line in args.before.read_text().splitlines() if " || " in line)
-    rows = [f"| {name} | {before.get(name, '(not run)').replace('|', '/')} | {outcome.replace('|', '/')} |"
-            for name, outcome in after.items()]
-    table = "\n".join([f"| case | {args.before_name} | now |", "|---|---|---|", *rows])
     print(table)
     if args.write:
         from benchmarks._common import machine_line, write_section
 
         command = f"python -m benchmarks.input_matrix --before {args.before} --before-name {args.before_name} --write"
         write_section("input-matrix", f"## BackgroundSwap inputs, before and after (issue 11)\n\n`{command}`\n\n"
-                      f"{machine_line()}\n\n{len(rows)} cases; every \"now\" outcome is also asserted in "
+                      f"{machine_line()}\n\n{len(after)} cases; every \"now\" outcome is also asserted in "
                       f"tests/test_transform.py.\n\n{table}\n")
 
 
