@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SwapRuntime", "module_device", "parse_device"]
+__all__ = ["SwapRuntime", "current_rank", "module_device", "parse_device"]
 
 
 def module_device(module: Any) -> torch.device | None:
@@ -45,7 +45,7 @@ def parse_device(*args: Any, **kwargs: Any) -> torch.device | None:
     return None
 
 
-def _rank() -> int:
+def current_rank() -> int:
     """This process's distributed rank: the process group's, else torchrun's ``RANK`` (inherited by DataLoader
     workers, which may not see the group), else 0."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -112,14 +112,14 @@ class SwapRuntime:
                 return self.generator
             if self.seed is None:
                 return None
-            rank = _rank()
+            rank = current_rank()
             key = ("main", os.getpid(), rank)
             seed = (int(self.seed) + 1_000_003 * rank) % (2**63)
         else:
             if self.seed is None and self.generator is None:
                 return None  # DataLoader seeds each worker's global RNG differently
             base = int(self.seed) if self.seed is not None else int(self.generator.initial_seed())
-            rank = _rank()
+            rank = current_rank()
             key = ("worker", os.getpid(), info.id, info.seed, rank)
             # the worker seed alone repeats across ranks that seed their RNG alike: mix the rank in
             seed = (base * 6364136223846793005 + int(info.seed) + 1_000_003 * rank) % (2**63)

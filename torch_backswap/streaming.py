@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from ._io import BackswapFileError
+from ._runtime import current_rank
 from ._image import resize_uint8
 from .bank import (
     _as_size,
@@ -66,12 +67,6 @@ from .bank import (
 from .bankfiles import BankManifest, read_bank_header
 
 __all__ = ["StreamingBackgroundBank"]
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _quotas(counts: list[int], slots: int) -> list[int]:
@@ -167,7 +162,7 @@ class StreamingBackgroundBank:
         self._refill_every = int(refill_every or self._block)
         self._background = bool(background)
         # per class: a random permutation of its members, its slot range, the next member to load, the oldest slot
-        g = torch.Generator().manual_seed(int(seed) + 1_000_003 * _rank())
+        g = torch.Generator().manual_seed(int(seed) + 1_000_003 * current_rank())
         order = torch.argsort(cpu_labels, stable=True)
         bounds = torch.cumsum(counts, 0).tolist()
         quota = _quotas(counts.tolist(), n_slots)
