@@ -25,9 +25,11 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
+from torch_backswap._image import float_alpha, mask_to_alpha
 from torch_backswap.alpha import ObjectAlpha
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.composite import composite
+from torch_backswap.segmenter import eval_mode
 
 __all__ = ["BackgroundGap", "background_gap", "diagnose_folder", "imagenet9_bg_gap", "mean_interval", "t_quantile"]
 
@@ -175,12 +177,8 @@ def _pil_or_tensor_to_uint8(image: Any) -> Tensor:
 
 
 def _alpha_float(alpha: Tensor) -> Tensor:
-    a = alpha.as_subclass(Tensor)
-    if a.dtype == torch.bool:
-        return a.float()
-    if a.dtype == torch.uint8:
-        return a.float() / (255.0 if a.numel() and int(a.max()) > 1 else 1.0)
-    return a.float().clamp(0, 1)
+    """Any object mask (bool, uint8 0/1 or 0..255, float) → float32 alpha in ``[0, 1]`` (one converter: ``_image``)."""
+    return float_alpha(mask_to_alpha(alpha))
 
 
 def _collect(data: Any, alphas: Tensor | None, labels: Tensor | Sequence[int] | None
@@ -256,20 +254,13 @@ def _collect(data: Any, alphas: Tensor | None, labels: Tensor | Sequence[int] | 
 def _predict(model: Callable, images: Tensor, preprocess: Callable | None, predict_map: Callable | None,
              batch_size: int, device: torch.device) -> Tensor:
     out = []
-    was_training = getattr(model, "training", None)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                x = images[start : start + batch_size].to(device)
-                x = preprocess(x) if preprocess is not None else x.float().div_(255.0)
-                logits = model(x)
-                pred = predict_map(logits) if predict_map is not None else logits.argmax(1)
-                out.append(pred.cpu().long())
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train(True)
+    with eval_mode(model):  # eval mode, no gradients, the caller's mode restored
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device)
+            x = preprocess(x) if preprocess is not None else x.float().div_(255.0)
+            logits = model(x)
+            pred = predict_map(logits) if predict_map is not None else logits.argmax(1)
+            out.append(pred.cpu().long())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
