@@ -332,6 +332,12 @@ class Runner:
         keys = sorted((k for k in self.records if k.split("/")[0] == method), key=lambda k: int(k.split("seed")[1]))
         return [self.records[k] for k in keys]
 
+    def paired_difference(self, method: str, baseline: str, key: str = "worst_group") -> list[float]:
+        """``method − baseline`` per seed, over the seeds both have runs for (a before/after on the same ruler)."""
+        seeds = sorted({k.split("/seed")[1] for k in self.records if k.startswith(f"{method}/")}, key=int)
+        return [self.records[f"{method}/seed{s}"][key] - self.records[f"{baseline}/seed{s}"][key]
+                for s in seeds if f"{baseline}/seed{s}" in self.records]
+
     def targets(self) -> list[str]:
         """The issue's ruler targets, each stated as met / not met from the cached runs."""
         wg = {m: [r["worst_group"] for r in self._runs(m)] for m in MAIN_METHODS}
@@ -370,6 +376,10 @@ class Runner:
                      f"learned ≥ ERM + 0.50: **{'met' if ci['backswap'][0] >= ci['erm'][0] + 0.5 else 'NOT met'}** "
                      f"(+{ci['backswap'][0] - ci['erm'][0]:.3f}).")
         refined = [r["worst_group"] for r in self._runs("backswap_refined")]
+        paired = self.paired_difference("backswap_refined", "backswap")
+        if paired:
+            lines.append(f"- refined − plain cut-out, paired by seed ({len(paired)} seeds, same fine-tuned segmenter): "
+                         f"{fmt_ci(paired)} worst-group accuracy.")
         if refined:
             mean = t_interval(refined)[0]
             r_ratio = mean / ci["backswap_gt"][0] if ci["backswap_gt"][0] > 0 else float("nan")

@@ -307,3 +307,20 @@ def test_benchmark_interval_and_per_photo_accuracy():
     assert acc[ds.photo_names[int(ds.photo_ids[0])]]["accuracy"] == 0.0
     assert sum(v["n"] for v in acc.values()) == len(ds)
     assert all(v["accuracy"] == 1.0 for k, v in acc.items() if k != ds.photo_names[int(ds.photo_ids[0])])
+
+
+def test_benchmark_paired_difference_and_refined_probability():
+    from benchmarks.robustness import Runner, refined_probability
+    from torch_backswap.segmenter import PatchSegmenter
+
+    runner = Runner.__new__(Runner)  # only the cached records matter for paired_difference
+    runner.records = {"a/seed0": {"worst_group": 0.5}, "a/seed2": {"worst_group": 0.7}, "a/seed3": {"worst_group": 0.1},
+                      "b/seed0": {"worst_group": 0.4}, "b/seed2": {"worst_group": 0.9}}
+    assert runner.paired_difference("a", "b") == pytest.approx([0.1, -0.2])  # seed3 has no baseline run
+    assert runner.paired_difference("b", "c") == []
+
+    ds = make("test", image_size=32, n=4)
+    seg = PatchSegmenter(grid_size=8, input_size=64, width=8)
+    prob = refined_probability(seg, ds.images, batch_size=3)  # two batches
+    assert prob.shape == (4, 1, 32, 32) and prob.dtype == torch.float32
+    assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
