@@ -34,6 +34,8 @@ __all__ = [
     "predict",
     "evaluate_groups",
     "fit_last_layer_dfr",
+    "predict_logits",
+    "fit_class_bias",
 ]
 
 
@@ -160,15 +162,78 @@ def randaugment_batch(images: Tensor, generator: torch.Generator, num_ops: int =
     return out
 
 
-def predict(model: nn.Module, images: Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> Tensor:
-    """Class predictions ``(N,)`` long for uint8 images ``(N, 3, H, W)``."""
+def predict_logits(
+    model: nn.Module, images: Tensor, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> Tensor:
+    """Class logits ``(N, K)`` float32 (on the CPU) for uint8 images ``(N, 3, H, W)``, model in eval mode."""
     model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(device)
-            out.append(model(batch).argmax(1).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+            out.append(model(images[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def predict(model: nn.Module, images: Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> Tensor:
+    """Class predictions ``(N,)`` long for uint8 images ``(N, 3, H, W)``."""
+    logits = predict_logits(model, images, batch_size, device)
+    return logits.argmax(1) if len(logits) else torch.empty(0, dtype=torch.long)
+
+
+def _balanced_accuracy(preds: Tensor, labels: Tensor, num_classes: int) -> float:
+    recalls = [(preds[labels == c] == c).float().mean() for c in range(num_classes) if bool((labels == c).any())]
+    return float(torch.stack(recalls).mean())
+
+
+def fit_class_bias(
+    model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> Tensor:
+    """Shift ``model.fc.bias`` so that predictions on a labelled split have the best class-balanced accuracy.
+
+    A post-hoc recalibration of the decision threshold on held-out data (class labels only, no group labels):
+    a model trained on few background photos often leans towards one class on photos it has never seen, and
+    the validation split — held-out photos like the test split's — tells by how much. Two classes: the
+    offset of the logit margin is the midpoint of the best interval between sorted validation margins
+    (among equally good intervals, the one nearest zero, i.e. the smallest change). More classes: coordinate
+    ascent over per-class offsets from the same candidates.
+
+    Args:
+        model: a classifier with a linear ``fc`` head (:class:`SmallCNN`, the torchvision wrappers).
+        images: uint8 ``(N, 3, H, W)``; labels: long ``(N,)``.
+
+    Returns:
+        the float32 ``(K,)`` offsets added to ``model.fc.bias`` (the model is changed in place).
+    """
+    logits = predict_logits(model, images, batch_size, device)
+    k = logits.shape[1]
+    labels = labels.cpu()
+    offsets = torch.zeros(k)
+    if k == 2:
+        margin = (logits[:, 1] - logits[:, 0]).sort().values
+        cands = torch.cat([margin[:1] - 1.0, (margin[1:] + margin[:-1]) / 2, margin[-1:] + 1.0])
+        cands = torch.cat([torch.zeros(1), cands])  # threshold 0 first: no change wins ties against equals
+        m = logits[:, 1] - logits[:, 0]
+        scores = torch.tensor([_balanced_accuracy((m > t).long(), labels, 2) for t in cands.tolist()])
+        best = scores.max()
+        ties = cands[scores >= best - 1e-12]
+        threshold = float(ties[ties.abs().argmin()])
+        offsets[1] = -threshold
+    else:
+        for _ in range(3):
+            for c in range(k):
+                others = logits + offsets
+                rest = torch.cat([others[:, :c], others[:, c + 1 :]], 1).max(1).values
+                gap = (rest - logits[:, c]).sort().values
+                cands = torch.cat([offsets[c : c + 1], (gap[1:] + gap[:-1]) / 2])
+                scores = []
+                for t in cands.tolist():
+                    trial = offsets.clone()
+                    trial[c] = t
+                    scores.append(_balanced_accuracy((logits + trial).argmax(1), labels, k))
+                offsets[c] = cands[int(torch.tensor(scores).argmax())]
+    with torch.no_grad():
+        model.fc.bias.add_(offsets.to(model.fc.bias.device, model.fc.bias.dtype))
+    return offsets
 
 
 def evaluate_groups(
