@@ -89,3 +89,42 @@ def test_dfr_refits_only_the_last_layer():
     fit_last_layer_dfr(model, images, labels, groups, steps=50)
     assert all(torch.equal(body[k], v) for k, v in model.body.state_dict().items())
     assert evaluate_groups(model, images, labels, groups)["average"] >= 0.75
+
+
+def test_fit_class_bias_recovers_a_shifted_threshold():
+    from torch_backswap.experiments.classifier import fit_class_bias, predict, predict_logits
+
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=2, width=4)
+    images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.randint(0, 2, (64,))
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([50.0, 0.0]))  # every image lands in class 0
+    assert int(predict(model, images).sum()) == 0
+    before = predict_logits(model, images)
+    offsets = fit_class_bias(model, images, labels)
+    assert offsets.shape == (2,) and offsets[0] == 0 and offsets[1] > 40  # the margin moved back
+    assert torch.allclose(predict_logits(model, images), before + offsets, atol=1e-4)
+    preds = predict(model, images)
+    recall = [float((preds[labels == c] == c).float().mean()) for c in (0, 1)]
+    assert min(recall) > 0 and sum(recall) / 2 >= 0.5  # at least chance balance, no class left empty
+
+
+def test_fit_class_bias_keeps_an_optimal_threshold_and_handles_more_classes():
+    from torch_backswap.experiments.classifier import fit_class_bias, predict, predict_logits
+
+    torch.manual_seed(1)
+    model = SmallCNN(num_classes=2, width=4)
+    images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
+    margin = predict_logits(model, images) @ torch.tensor([-1.0, 1.0])
+    with torch.no_grad():
+        model.fc.bias[1] -= float(margin.median()) + 1e-4  # about half the images in each class
+    labels = predict(model, images)  # the model is already perfect on these labels
+    assert len(labels.unique()) == 2
+    assert fit_class_bias(model, images, labels).abs().max() == 0  # ties go to "no change"
+    model3 = SmallCNN(num_classes=3, width=4)
+    with torch.no_grad():
+        model3.fc.bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
+    labels3 = torch.arange(32) % 3
+    fit_class_bias(model3, images, labels3)
+    assert len(predict(model3, images).unique()) > 1  # class 0 no longer takes everything
