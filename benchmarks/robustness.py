@@ -399,7 +399,7 @@ class Runner:
         verdict = "met" if ratio >= 0.95 else "NOT met"
         if not order:
             verdict = "not measurable (the oracle scores below the method it bounds)"
-        lines.append(f"- learned ≥ 0.95 × oracle: **{verdict}** ({ratio:.2f}×); "
+        lines.append(f"- learned ≥ 0.95 × oracle: **{verdict}** ({ratio:.3f}×); "
                      f"learned ≥ ERM + 0.50: **{'met' if ci['backswap'][0] >= ci['erm'][0] + 0.5 else 'NOT met'}** "
                      f"(+{ci['backswap'][0] - ci['erm'][0]:.3f}).")
         refined = self.values("backswap_refined", which)
@@ -411,7 +411,7 @@ class Runner:
             mean = t_interval(refined)[0]
             r_ratio = mean / ci["backswap_gt"][0] if ci["backswap_gt"][0] > 0 else float("nan")
             lines.append(f"- refined cut-out (`backswap_refined`, {len(refined)} seeds): {fmt_ci(refined)}, "
-                         f"{r_ratio:.2f}× oracle: **{'met' if r_ratio >= 0.95 else 'NOT met'}**; "
+                         f"{r_ratio:.3f}× oracle: **{'met' if r_ratio >= 0.95 else 'NOT met'}**; "
                          f"≥ ERM + 0.50: **{'met' if mean >= ci['erm'][0] + 0.5 else 'NOT met'}** "
                          f"(+{mean - ci['erm'][0]:.3f}).")
         return lines
