@@ -70,14 +70,10 @@ from torch_backswap.experiments.pipeline import (  # noqa: E402
 )
 from torch_backswap.finetune import finetune_segmenter  # noqa: E402
 from torch_backswap.labels import dense_to_patch_grid  # noqa: E402
-from torch_backswap.refine import calibrate_threshold, flip_average_logits, loose_hole, refine_probability  # noqa: E402
+from torch_backswap.metrics import group_accuracies, mask_iou  # noqa: E402
+from torch_backswap.refine import calibrate_threshold, cut_out_probability, loose_hole  # noqa: E402
 from torch_backswap.hub import DEFAULT_SEGMENTER  # noqa: E402
-from torch_backswap.segmenter import (  # noqa: E402
-    TIGHT_THRESHOLD,
-    PatchSegmenter,
-    logits_to_probability,
-    probability_to_mask,
-)
+from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
 
 SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": "noise",
@@ -167,14 +163,8 @@ def photo_worst(record: dict) -> float | None:
 def refined_probability(seg: PatchSegmenter, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Flip-averaged, guided-filtered foreground probability ``(N, 1, H, W)`` (radius two cells, as
     :func:`torch_backswap.refine.cut_out_alpha` with ``refine="guided", flip_average=True``)."""
-    size = tuple(images.shape[-2:])
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size]
-        logits = flip_average_logits(seg, x)
-        radius = max(1, round(2 * size[0] / logits.shape[-1]))
-        out.append(refine_probability(logits_to_probability(logits, size), x, method="guided", radius=radius, eps=1e-4))
-    return torch.cat(out)
+    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine="guided", flip_average=True)
+                      for i in range(0, len(images), batch_size)])
 
 
 def hole_psnr(filled: torch.Tensor, truth: torch.Tensor, holes: torch.Tensor) -> float:
@@ -261,10 +251,10 @@ class Runner:
                 threshold, _ = calibrate_threshold(prob[held_out], grids)
                 tight = probability_to_mask(prob, threshold, feather=0.1)
                 loose = loose_hole(prob, 0.2, dilate=2)
-                test_prob = refined_probability(seg, splits.test.images)
-                inter = ((test_prob > threshold) & (splits.test.alpha > 0.5)).sum()
-                union = ((test_prob > threshold) | (splits.test.alpha > 0.5)).sum()
-                quality["refined_test"] = {"tight_threshold": threshold, "tight_mask_iou": float(inter / union)}
+                test_mask = refined_probability(seg, splits.test.images) > threshold
+                # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
+                quality["refined_test"] = {"tight_threshold": threshold,
+                                           "tight_mask_iou": mask_iou(test_mask, splits.test.alpha > 0.5)}
             self._masks[key] = (tight, loose, quality)
         return self._masks[key]
 
@@ -316,11 +306,11 @@ class Runner:
         r["photos"] = per_photo_accuracy(predict(model, splits.test.images), splits.test)
         # The same model with its decision threshold recalibrated on val (class labels only), scored again.
         offsets = fit_class_bias(model, splits.val.images, splits.val.labels)
-        cal = evaluate_groups(model, splits.test.images, splits.test.labels, splits.test.groups)
-        r["calibrated"] = {"average": cal["average"], "worst_group": cal["worst_group"],
-                           "groups": {str(k): v for k, v in cal["groups"].items()},
-                           "photos": per_photo_accuracy(predict(model, splits.test.images), splits.test),
-                           "bias_offsets": offsets.tolist()}
+        preds = predict(model, splits.test.images)
+        groups = group_accuracies(preds, splits.test.labels, splits.test.groups)
+        r["calibrated"] = {"average": float((preds == splits.test.labels).float().mean()),
+                           "worst_group": min(groups.values()), "groups": {str(k): v for k, v in groups.items()},
+                           "photos": per_photo_accuracy(preds, splits.test), "bias_offsets": offsets.tolist()}
         r.update(extra)
         r["config"] = {"pack_version": splits.test.version, "image_size": a.image_size, "epochs": a.epochs,
                        "classifier": a.classifier, "n_train": len(splits.train), "n_val": len(splits.val),

@@ -34,6 +34,7 @@ __all__ = [
     "REFINE_METHODS",
     "calibrate_threshold",
     "cut_out_alpha",
+    "cut_out_probability",
     "flip_average_logits",
     "loose_hole",
     "refine_probability",
@@ -265,13 +266,24 @@ def cut_out_alpha(
     :func:`refine_probability`), then the tight mask with a ``feather`` ramp
     (:func:`~torch_backswap.segmenter.probability_to_mask`).
     """
+    prob = cut_out_probability(segmenter, images, refine=refine, flip_average=flip_average)
+    return probability_to_mask(prob, tight_threshold, feather)
+
+
+def cut_out_probability(
+    segmenter: torch.nn.Module, images: Tensor, *, refine: str | None = None, flip_average: bool = False
+) -> Tensor:
+    """The foreground probability behind :func:`cut_out_alpha`: float ``(B, 1, H, W)`` in ``[0, 1]``.
+
+    Bilinear from the segmenter's logits (mean with the mirror image's with ``flip_average``), optionally
+    snapped to the image's edges with ``refine`` (radius two cells, ``eps=1e-4``).
+    """
     size = tuple(images.shape[-2:])
     if not (refine or flip_average):
-        prob = segment_probability(segmenter, images)
-    else:
-        logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
-        prob = logits_to_probability(logits, size)
-        if refine:
-            radius = max(1, round(2 * size[0] / logits.shape[-1]))  # two cells
-            prob = refine_probability(prob, images, method=refine, radius=radius, eps=1e-4)
-    return probability_to_mask(prob, tight_threshold, feather)
+        return segment_probability(segmenter, images)
+    logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
+    prob = logits_to_probability(logits, size)
+    if refine:
+        radius = max(1, round(2 * size[0] / logits.shape[-1]))  # two cells
+        prob = refine_probability(prob, images, method=refine, radius=radius, eps=1e-4)
+    return prob

@@ -180,9 +180,10 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 256, device: str
     return logits.argmax(1) if len(logits) else torch.empty(0, dtype=torch.long)
 
 
-def _balanced_accuracy(preds: Tensor, labels: Tensor, num_classes: int) -> float:
-    recalls = [(preds[labels == c] == c).float().mean() for c in range(num_classes) if bool((labels == c).any())]
-    return float(torch.stack(recalls).mean())
+def _balanced_accuracy(preds: Tensor, labels: Tensor) -> float:
+    """Mean per-class recall over the classes present in ``labels``."""
+    recalls = group_accuracies(preds, labels, labels)
+    return sum(recalls.values()) / len(recalls)
 
 
 def fit_class_bias(
@@ -209,11 +210,11 @@ def fit_class_bias(
     labels = labels.cpu()
     offsets = torch.zeros(k)
     if k == 2:
-        margin = (logits[:, 1] - logits[:, 0]).sort().values
+        m = logits[:, 1] - logits[:, 0]
+        margin = m.sort().values
         cands = torch.cat([margin[:1] - 1.0, (margin[1:] + margin[:-1]) / 2, margin[-1:] + 1.0])
         cands = torch.cat([torch.zeros(1), cands])  # threshold 0 first: no change wins ties against equals
-        m = logits[:, 1] - logits[:, 0]
-        scores = torch.tensor([_balanced_accuracy((m > t).long(), labels, 2) for t in cands.tolist()])
+        scores = torch.tensor([_balanced_accuracy((m > t).long(), labels) for t in cands.tolist()])
         best = scores.max()
         ties = cands[scores >= best - 1e-12]
         threshold = float(ties[ties.abs().argmin()])
@@ -229,7 +230,7 @@ def fit_class_bias(
                 for t in cands.tolist():
                     trial = offsets.clone()
                     trial[c] = t
-                    scores.append(_balanced_accuracy((logits + trial).argmax(1), labels, k))
+                    scores.append(_balanced_accuracy((logits + trial).argmax(1), labels))
                 offsets[c] = cands[int(torch.tensor(scores).argmax())]
     with torch.no_grad():
         model.fc.bias.add_(offsets.to(model.fc.bias.device, model.fc.bias.dtype))
