@@ -34,6 +34,7 @@ t-interval half-width over seeds (``t_{0.975, n-1} * s / sqrt(n)``).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,8 +179,23 @@ def hole_psnr(filled: torch.Tensor, truth: torch.Tensor, holes: torch.Tensor) ->
     return 10 * torch.log10(torch.tensor(255.0**2 / max(mse, 1e-12))).item()
 
 
+class BestEpoch:
+    """``on_epoch_end`` hook that keeps the weights of the epoch with the best average accuracy on ``val`` (the
+    first of equals), by :func:`~torch_backswap.experiments.classifier.train_classifier`'s own rule."""
+
+    def __init__(self, val: StampBirds) -> None:
+        self.val, self.best_score, self.best_state = val, -1.0, None
+
+    def __call__(self, model: torch.nn.Module) -> None:
+        score = evaluate_groups(model, self.val.images, self.val.labels, self.val.groups)["average"]
+        if score > self.best_score:
+            self.best_score, self.best_state = score, copy.deepcopy(model.state_dict())
+
+
 class Runner:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, segmenters: dict | None = None) -> None:
+        """``args``: the parsed command line with one ``holdout``. ``segmenters``: a cache of fine-tuned
+        segmenters per seed to share with runners of the other setting (same training split)."""
         self.args = args
         self.setting = f"{args.image_size}px_corr{args.correlation}_{args.holdout}"
         if args.tight_threshold != TIGHT_THRESHOLD:
@@ -191,7 +208,7 @@ class Runner:
         self.records = json.loads(self.path.read_text()) if self.path.exists() else {}
         self._splits: dict[float, object] = {}
         self._masks: dict[tuple[int, bool], tuple] = {}
-        self._segmenters: dict[int, tuple] = {}
+        self._segmenters: dict[int, tuple] = {} if segmenters is None else segmenters
 
     def save(self) -> None:
         """Write the results file, keeping runs that another invocation wrote meanwhile."""
@@ -258,23 +275,30 @@ class Runner:
             self._masks[key] = (tight, loose, quality)
         return self._masks[key]
 
-    def run(self, method: str, seed: int) -> dict:
+    def run(self, method: str, seed: int, also: Sequence[Runner] = ()) -> list[dict]:
+        """Train ``method`` once and score it in this setting and in each of ``also``'s: one record per runner.
+
+        The settings share the training split (they differ in val and test only, checked); each keeps the epoch
+        its own val split selects, so every record equals the one a run in that setting alone writes.
+        """
         a = self.args
         correlation = a.minority_correlation if method in MINORITY_METHODS else a.correlation
         splits = self.splits(correlation)
+        others = [o.splits(correlation) for o in also]
+        for other in others:
+            if not (torch.equal(other.train.images, splits.train.images)
+                    and torch.equal(other.train.labels, splits.train.labels)):
+                raise ValueError("joint runs need one training split; these settings train on different images")
+        selectors = [BestEpoch(o.val) for o in others]
         common = dict(epochs=a.epochs, seed=seed, classifier=a.classifier, progress=a.progress,
-                      desc=f"{method} s{seed}")
+                      desc=f"{method} s{seed}", on_epoch_end=(lambda m: [s(m) for s in selectors]) if others else None)
         extra: dict = {"correlation": correlation}
-        if method in ("erm", "erm@0.95"):
-            model, r = train_and_evaluate(splits, **common)
-        elif method == "erm_aug":
-            model, r = train_and_evaluate(splits, randaugment=True, **common)
-        elif method == "groupdro":
-            model, r = train_and_evaluate(splits, group_dro=True, **common)
-        elif method == "dfr":
+        if method in ("erm", "erm@0.95", "dfr"):
             model, _ = train_and_evaluate(splits, **common)
-            fit_last_layer_dfr(model, splits.val.images, splits.val.labels, splits.val.groups, seed=seed)
-            r = evaluate_groups(model, splits.test.images, splits.test.labels, splits.test.groups)
+        elif method == "erm_aug":
+            model, _ = train_and_evaluate(splits, randaugment=True, **common)
+        elif method == "groupdro":
+            model, _ = train_and_evaluate(splits, group_dro=True, **common)
         elif method in SWAP_METHODS or method in ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank"):
             true_tight = splits.train.alpha
             # The oracle's loose hole: the true object dilated by ~1/32 of the image side (like p > 0.1 would).
@@ -284,8 +308,7 @@ class Runner:
             if method == "backswap_gt":
                 tight, loose = true_tight, true_loose
             else:
-                tight, loose, quality = self.learned_masks(seed, refined=method == "backswap_refined")
-                extra["segmenter"] = quality
+                tight, loose, _ = self.learned_masks(seed, refined=method == "backswap_refined")
                 if method == "gt_cut":
                     tight = true_tight
                 elif method == "gt_bank":
@@ -295,13 +318,35 @@ class Runner:
                                         classes=splits.train.classes, progress=False)
             extra["bank_seconds"] = time.perf_counter() - t0
             extra["bank_hole_psnr_db"] = hole_psnr(bank.backgrounds, splits.train.true_backgrounds, loose)
+            extra["bank_hole_fraction"] = float(loose.float().mean())
             extra["tight_mask_iou_train"] = float(
                 ((tight > 0.5) & (splits.train.alpha > 0.5)).sum() / ((tight > 0.5) | (splits.train.alpha > 0.5)).sum())
             swap = BackgroundSwap(bank, seed=seed)
-            model, r = train_and_evaluate(splits, swap=swap, alphas=tight, **common)
+            model, _ = train_and_evaluate(splits, swap=swap, alphas=tight, **common)
         else:
             raise ValueError(f"unknown method {method!r}; choose from {ALL_METHODS}")
-        r = {k: v for k, v in r.items() if k != "history"}
+        records = []
+        for runner, run_splits, selector in zip((self, *also), (splits, *others), (None, *selectors)):
+            scored_model = model
+            if selector is not None:
+                scored_model = copy.deepcopy(model)
+                scored_model.load_state_dict(selector.best_state)
+            if method == "dfr":
+                fit_last_layer_dfr(scored_model, run_splits.val.images, run_splits.val.labels, run_splits.val.groups,
+                                   seed=seed)
+            own = dict(extra)
+            if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank"):
+                own["segmenter"] = runner.learned_masks(seed, refined=method == "backswap_refined")[2]
+            if runner is not self:
+                own["trained_with"] = self.setting
+            records.append(runner.score(scored_model, run_splits, own))
+        return records
+
+    def score(self, model: torch.nn.Module, splits: StampBirdsSplits, extra: dict) -> dict:
+        """A run's record: ``model``'s test scores (as trained and with the threshold recalibrated on val),
+        per-photo accuracy, ``extra`` and the configuration. Recalibration shifts ``model``'s last-layer bias."""
+        a = self.args
+        r = evaluate_groups(model, splits.test.images, splits.test.labels, splits.test.groups)
         r["groups"] = {str(k): v for k, v in r["groups"].items()}
         r["photos"] = per_photo_accuracy(predict(model, splits.test.images), splits.test)
         # The same model with its decision threshold recalibrated on val (class labels only), scored again.
@@ -319,22 +364,27 @@ class Runner:
         r["code"] = self.code
         return r
 
-    def __call__(self) -> None:
+    def __call__(self, also: Sequence[Runner] = ()) -> None:
+        """Run every missing ``method/seedN`` of ``--methods`` × ``--seeds``; with ``also``, each run is trained
+        once and scored in every setting that lacks it (see :meth:`run`)."""
         a = self.args
         for seed in a.seeds:
             for method in a.methods:
                 key = f"{method}/seed{seed}"
-                if key in self.records and not a.force:
+                todo = [r for r in (self, *also) if a.force or key not in r.records]
+                if not todo:
                     continue
                 t0 = time.perf_counter()
-                record = self.run(method, seed)
-                record["seconds"] = time.perf_counter() - t0
-                self.records[key] = record
-                self.save()
-                print(f"{key}: worst-group {record['worst_group']:.3f}, average {record['average']:.3f}, "
-                      f"calibrated on val: worst-group {record['calibrated']['worst_group']:.3f} "
-                      f"({record['seconds']:.0f}s)", flush=True)
-        self.report()
+                records = todo[0].run(method, seed, also=todo[1:])
+                for runner, record in zip(todo, records):
+                    record["seconds"] = time.perf_counter() - t0
+                    runner.records[key] = record
+                    runner.save()
+                    print(f"{runner.setting} {key}: worst-group {record['worst_group']:.3f}, "
+                          f"average {record['average']:.3f}, calibrated on val: worst-group "
+                          f"{record['calibrated']['worst_group']:.3f} ({record['seconds']:.0f}s)", flush=True)
+        for runner in (self, *also):
+            runner.report()
 
     def _runs(self, method: str) -> list[dict]:
         """Cached runs of ``method``, in seed order."""
@@ -569,7 +619,8 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--correlation", type=float, default=1.0)
     p.add_argument("--minority-correlation", type=float, default=0.95)
-    p.add_argument("--holdout", choices=("photo", "crop"), default="photo")
+    p.add_argument("--holdout", nargs="+", choices=("photo", "crop"), default=["photo"],
+                   help="setting(s); several (e.g. crop photo) train each run once and score it in each setting")
     p.add_argument("--n-train", type=int, default=2000, help="train images (the v2 ruler: 2000)")
     p.add_argument("--n-test", type=int, default=None, help="test images (default: the pack's, 2400 for v2)")
     p.add_argument("--pack-version", type=int, default=2, choices=(1, 2),
@@ -593,11 +644,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    runner = Runner(args)
+    if len(set(args.holdout)) != len(args.holdout):
+        p.error(f"--holdout: each setting once, got {args.holdout}")
+    segmenters: dict = {}  # the settings share the training split, hence its fine-tuned segmenters
+    runners = [Runner(argparse.Namespace(**{**vars(args), "holdout": h}), segmenters=segmenters)
+               for h in args.holdout]
     if args.report_only:
-        runner.report()
+        for runner in runners:
+            runner.report()
     else:
-        runner()
+        runners[0](also=runners[1:])
     return 0
 
 

@@ -59,6 +59,38 @@ def test_training_learns_a_separable_task_and_keeps_best_epoch():
     assert max(h["val_average"] for h in history) == pytest.approx(result["average"])
 
 
+def test_on_epoch_end_sees_every_epoch_and_a_second_val_split_keeps_the_same_epoch():
+    """The robustness benchmark's joint runs: a hook scores each epoch on another val split, training unchanged."""
+    from types import SimpleNamespace
+
+    from benchmarks.robustness import BestEpoch
+
+    images, labels, groups = _toy()
+    val = (images[:48], labels[:48], groups[:48])
+    torch.manual_seed(0)
+    plain = SmallCNN(width=8)
+    torch.manual_seed(0)
+    hooked = SmallCNN(width=8)
+    kw = dict(epochs=3, batch_size=32, lr=5e-3, seed=0, progress=False, val=val)
+    selector = BestEpoch(SimpleNamespace(images=val[0], labels=val[1], groups=val[2]))
+    calls = []
+
+    def hook(model):
+        calls.append(model)
+        selector(model)
+
+    h_plain = train_classifier(plain, images, labels, **kw)
+    h_hooked = train_classifier(hooked, images, labels, on_epoch_end=hook, **kw)
+    assert len(calls) == 3 and all(m is hooked for m in calls)
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(h_plain) == drop(h_hooked)
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, hooked.state_dict()[name]), name
+        # the same val split and rule select the epoch train_classifier kept
+        assert torch.equal(value, selector.best_state[name]), name
+    assert selector.best_score == max(r["val_average"] for r in h_plain)
+
+
 def test_batch_fn_sees_uint8_batches_with_their_indices():
     images, labels, _ = _toy(64)
     seen = []

@@ -267,6 +267,7 @@ def train_classifier(
     group_dro_eta: float = 0.01,
     val: Optional[Sequence[Tensor]] = None,
     select_on: str = "average",
+    on_epoch_end: Optional[Callable[[nn.Module], None]] = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -282,6 +283,8 @@ def train_classifier(
         groups: ``(N,)`` long group ids, required for ``group_dro``.
         val: optional ``(images, labels, groups)``; the epoch with the best ``select_on``
             (``"average"`` or ``"worst_group"``) validation accuracy is kept.
+        on_epoch_end: optional ``model -> None`` called after each epoch (after the validation above), e.g. to
+            score the epoch on another validation split; it must leave the model's weights alone.
     """
     if select_on not in ("average", "worst_group"):
         raise ValueError(f"select_on must be 'average' or 'worst_group', got {select_on!r}")
@@ -345,6 +348,8 @@ def train_classifier(
             score = result[select_on]
             if score > best_score:
                 best_score, best_state = score, copy.deepcopy(model.state_dict())
+        if on_epoch_end is not None:
+            on_epoch_end(model)
         history.append(record)
     bar.close()
     if best_state is not None:

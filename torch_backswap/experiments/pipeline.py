@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -141,6 +141,7 @@ def train_and_evaluate(
     classifier: str = "small_cnn",
     randaugment: bool = False,
     group_dro: bool = False,
+    on_epoch_end: Optional[Callable[[torch.nn.Module], None]] = None,
     progress: bool = True,
     desc: str = "train",
 ) -> tuple[torch.nn.Module, dict]:
@@ -148,6 +149,7 @@ def train_and_evaluate(
 
     With ``swap``, each training batch is swapped with ``swap.swap_batch(images, labels, alphas=alphas[batch])``
     (``alphas``: the training images' object alphas ``(N, 1, H, W)``, e.g. from :func:`segment_images`).
+    ``on_epoch_end`` is passed to :func:`train_classifier` (called with the model after every epoch).
     Returns the model and ``{"average", "worst_group", "groups", "history", "seconds"}``.
     """
     torch.manual_seed(seed)
@@ -165,7 +167,7 @@ def train_and_evaluate(
         model, splits.train.images, splits.train.labels, epochs=epochs, batch_fn=batch_fn,
         randaugment=randaugment, groups=splits.train.groups, group_dro=group_dro,
         val=(splits.val.images, splits.val.labels, splits.val.groups), select_on="average",
-        seed=seed, progress=progress, desc=desc,
+        on_epoch_end=on_epoch_end, seed=seed, progress=progress, desc=desc,
     )
     result = evaluate_groups(model, splits.test.images, splits.test.labels, splits.test.groups)
     result.update(history=history, seconds=time.perf_counter() - start)
