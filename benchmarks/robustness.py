@@ -5,6 +5,11 @@ resumes where it stopped, and several invocations add up)::
 
     python -m benchmarks.robustness --seeds 0 1 2
 
+The two settings (``--holdout photo``: test backgrounds from held-out photos; ``crop``: held-out crops of the
+training photos) train on the same images and differ only in val and test, so ``--holdout crop photo`` trains
+each run once and scores it in both (each setting keeps the epoch its own val split selects; the records equal
+those of single-setting runs) — half the compute for both results files.
+
 Methods (``--methods``):
 
 * ``erm`` — plain training; ``erm_aug`` — ERM + RandAugment;
@@ -456,6 +461,26 @@ class Runner:
                          f"(+{mean - ci['erm'][0]:.3f}).")
         return lines
 
+    def attribution(self) -> list[str]:
+        """Where the learned pipeline's distance to the oracle comes from: ``gt_cut`` (true cut-out, learned bank)
+        and ``gt_bank`` (learned cut-out, the oracle's bank) against ``backswap``, paired by seed (same fine-tuned
+        segmenter); empty without such runs."""
+        rows = []
+        for method, what in (("gt_cut", "true cut-out, learned bank"), ("gt_bank", "learned cut-out, oracle's bank"),
+                             ("backswap_gt", "true cut-out and the oracle's bank")):
+            raw, cal = (self.paired_difference(method, "backswap", which=w) for w in ("raw", "calibrated"))
+            if raw and (method != "backswap_gt" or rows):
+                holes = [r["bank_hole_fraction"] for r in self._runs(method) if "bank_hole_fraction" in r]
+                rows.append(f"| `{method}` − `backswap` | {what} | {len(raw)} | {fmt_ci(raw)} | "
+                            f"{fmt_ci(cal) if cal else '–'} | {fmt_ci([100 * h for h in holes]) if holes else '–'} |")
+        if not rows:
+            return []
+        holes = [100 * r["bank_hole_fraction"] for r in self._runs("backswap") if "bank_hole_fraction" in r]
+        return [("Attribution (worst-group accuracy, paired by seed, mean ± 95 % t-interval of the per-seed difference; "
+                 f"`backswap`'s bank hole: {fmt_ci(holes) if holes else '–'} % of the training image):"), "",
+                "| difference | swap | seeds | as trained | recalibrated on val | its bank hole (% of image) |",
+                "|---|---|---|---|---|---|", *rows]
+
     def report(self) -> None:
         a = self.args
         rows, plot, cal_rows = [], [], []
@@ -526,6 +551,7 @@ class Runner:
             i = argv.index("--out-dir")
             del argv[i : i + 2]
         cmd = "python -m benchmarks.robustness " + " ".join(argv)
+        joint = sum("trained_with" in r for r in self.records.values())
         md = [
             f"## Robustness: StampBirds v{a.pack_version} {a.image_size}px, train correlation {a.correlation} "
             f"(group-label baselines at {a.minority_correlation}), backgrounds held out by {a.holdout}",
@@ -533,6 +559,8 @@ class Runner:
             f"runs come from `{base} --seeds <seeds> --methods <method> --threads 1` (the seed count is in the table). "
             f"Code: git {', '.join(commits) or 'unrecorded (runs made before commits were pinned)'} (per run in the JSON, "
             "with hashes of uncommitted source files).",
+            *(["", (f"{joint} of the runs were trained once with `--holdout crop photo` and scored in both settings "
+                    "(`trained_with` in the JSON; the same records a single-setting run writes).")] if joint else []),
             "", machine_line(), "",
             f"Classifier `{a.classifier}` from scratch, {a.epochs} epochs, {test} "
             f"Cells: mean ± 95 % t-interval half-width over seeds (t_0.975,n-1 · s/√n); groups are class/background.",
@@ -561,6 +589,9 @@ class Runner:
                    "| method | seeds | " + " | ".join(photo_names) + " |", "|" + "---|" * (2 + len(photo_names)), *photo_rows]
         if a.correlation == 1.0 and a.tight_threshold == TIGHT_THRESHOLD:
             md += ["", *self.targets(), "", *self.targets("calibrated")]
+        attribution = self.attribution()
+        if attribution:
+            md += ["", *attribution]
         if seg_rows:
             md += ["", f"Segmenter (bundled `{a.segmenter}`, fine-tuned on {a.n_labeled} simulated patch labels, "
                    f"{a.finetune_epochs} epochs), on the test split:", "",
