@@ -160,10 +160,14 @@ def _weights_cases(root: Path) -> dict[str, Callable[[], object]]:
 
 
 def run_cases() -> dict[str, str]:
-    """``{"kind | case": outcome}`` for every case, in order."""
+    """``{"kind | case": outcome}`` for every case, in order (the files live in a temporary folder, removed after)."""
+    with tempfile.TemporaryDirectory(prefix="backswap-file-matrix-") as tmp:
+        return _run_cases(Path(tmp))
+
+
+def _run_cases(root: Path) -> dict[str, str]:
     from torch_backswap.labels import PatchLabels
 
-    root = Path(tempfile.mkdtemp(prefix="backswap-file-matrix-"))
     outcomes = {}
     for name, run in {**_label_cases(root), **_weights_cases(root)}.items():
         try:
