@@ -62,6 +62,13 @@ from torch_backswap.segmenter import (
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 1  # boundary F tolerance in px
 SUFFIX = {"photo": ""}  # file / section name suffix per background holdout (the photo setting is the main one)
+FINETUNE_EPOCHS = 12  # the robustness ruler's; other values get their own results file and section
+
+
+def setting_name(args) -> str:
+    """``mask_quality[_<holdout>][_finetune<epochs>]``: the results file stem and RESULTS.md section."""
+    name = f"mask_quality{SUFFIX.get(args.holdout, '_' + args.holdout)}"
+    return name + (f"_finetune{args.finetune_epochs}" if args.finetune_epochs != FINETUNE_EPOCHS else "")
 #: The route this benchmark recommends: (cut-out variant, hole variant, hole setting).
 RECOMMENDED = ("flip+guided+calibrated", "flip+guided", "p>0.2, +2 px")
 HOLE_ROWS = ("baseline", "flip+guided")  # variants whose hole is also scored at other loose thresholds
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-val", type=int, default=None, help="val images for choosing the refinement parameters")
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--n-labeled", type=int, default=300)
-    p.add_argument("--finetune-epochs", type=int, default=12)
+    p.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTER)
     p.add_argument("--cache-dir", default="/tmp/backswap-mask-quality", help="fine-tuned models (safetensors)")
     p.add_argument("--criterion", default="iou", choices=("iou", "f1", "balanced_accuracy"),
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.out is None:
-        args.out = str(HERE / "results" / f"mask_quality{SUFFIX.get(args.holdout, '_' + args.holdout)}.json")
+        args.out = str(HERE / "results" / f"{setting_name(args)}.json")
     if args.report_only:
         saved = json.loads(Path(args.out).read_text())
         for key, value in saved["settings"].items():
@@ -222,7 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
                 setattr(args, key, value)
         cmd = ("python -m benchmarks.mask_quality " + (f"--holdout {args.holdout} " if args.holdout != "photo" else "")
                + f"--seeds {' '.join(map(str, args.seeds))} --n-val {args.n_val} --n-test {args.n_test} "
-               f"--threads {args.threads} --write-results`; table rendered by `python -m benchmarks.mask_quality "
+               + (f"--finetune-epochs {args.finetune_epochs} " if args.finetune_epochs != FINETUNE_EPOCHS else "")
+               + f"--threads {args.threads} --write-results`; table rendered by `python -m benchmarks.mask_quality "
                + " ".join(argv if argv is not None else sys.argv[1:]))
         table = render(saved)
         print(table)
@@ -308,7 +316,8 @@ def write_results(args, result: dict, table: str, argv, cmd: str | None = None) 
     chosen = ", ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "method")
                        for m, p in result["chosen"].items())
     title = (f"## Mask quality: refinement of the learned cut-out (StampBirds {args.image_size} px, "
-             f"backgrounds held out by {args.holdout})")
+             f"backgrounds held out by {args.holdout}"
+             + (f", fine-tune {args.finetune_epochs} epochs" if args.finetune_epochs != FINETUNE_EPOCHS else "") + ")")
     setup = (f"The bundled segmenter fine-tuned on {args.n_labeled} simulated patch labels ({args.finetune_epochs} "
              f"epochs), one model per seed ({len(result['runs'])} seeds: {', '.join(result['runs'])}); every row "
              f"scores the same {result['n_test']} test images against the exact alpha; mean ± 95 % t-interval over "
@@ -319,7 +328,7 @@ def write_results(args, result: dict, table: str, argv, cmd: str | None = None) 
              f"{chosen}. The oracle-threshold IoU (best threshold on test) is a ceiling, not a usable setting.")
     md = [title, "", f"`{cmd}`", "", machine_line() + f"; load average {loadavg()}", "", setup, "", table, "",
           targets(result)]
-    write_section(f"mask_quality{SUFFIX.get(args.holdout, '_' + args.holdout)}", "\n".join(md))
+    write_section(setting_name(args), "\n".join(md))
 
 
 if __name__ == "__main__":
