@@ -324,3 +324,22 @@ def test_benchmark_paired_difference_and_refined_probability():
     prob = refined_probability(seg, ds.images, batch_size=3)  # two batches
     assert prob.shape == (4, 1, 32, 32) and prob.dtype == torch.float32
     assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
+
+
+def test_benchmark_joint_run_equals_single_setting_runs(tmp_path):
+    """``--holdout crop photo`` trains once; each setting's record equals a run in that setting alone."""
+    from benchmarks.robustness import main
+
+    common = ["--image-size", "16", "--n-train", "48", "--n-test", "64", "--epochs", "2", "--methods", "erm",
+              "--seeds", "0"]
+    main([*common, "--holdout", "crop", "photo", "--out-dir", str(tmp_path / "joint")])
+    for holdout in ("crop", "photo"):
+        main([*common, "--holdout", holdout, "--out-dir", str(tmp_path / holdout)])
+        name = f"results/robustness_16px_corr1.0_{holdout}_v2.json"
+        joint = json.loads((tmp_path / "joint" / name).read_text())["erm/seed0"]
+        alone = json.loads((tmp_path / holdout / name).read_text())["erm/seed0"]
+        assert joint.pop("trained_with", None) == ("16px_corr1.0_crop_v2" if holdout == "photo" else None)
+        for record in (joint, alone):
+            record.pop("seconds"), record.pop("code")
+        assert joint == alone
+        assert 0.0 <= joint["worst_group"] <= joint["average"] <= 1.0
