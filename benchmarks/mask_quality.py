@@ -64,14 +64,15 @@ TOLERANCE = 1  # boundary F tolerance in px
 SUFFIX = {"photo": ""}  # file / section name suffix per background holdout (the photo setting is the main one)
 FINETUNE_EPOCHS = 12  # the robustness ruler's; other values get their own results file and section
 
+#: The route this benchmark recommends: (cut-out variant, hole variant, hole setting).
+RECOMMENDED = ("flip+guided+calibrated", "flip+guided", "p>0.2, +2 px")
+HOLE_ROWS = ("baseline", "flip+guided")  # variants whose hole is also scored at other loose thresholds
+
 
 def setting_name(args) -> str:
     """``mask_quality[_<holdout>][_finetune<epochs>]``: the results file stem and RESULTS.md section."""
     name = f"mask_quality{SUFFIX.get(args.holdout, '_' + args.holdout)}"
     return name + (f"_finetune{args.finetune_epochs}" if args.finetune_epochs != FINETUNE_EPOCHS else "")
-#: The route this benchmark recommends: (cut-out variant, hole variant, hole setting).
-RECOMMENDED = ("flip+guided+calibrated", "flip+guided", "p>0.2, +2 px")
-HOLE_ROWS = ("baseline", "flip+guided")  # variants whose hole is also scored at other loose thresholds
 
 
 # ----------------------------------------------------------------------------------------------------------
