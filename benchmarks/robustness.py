@@ -198,9 +198,9 @@ class BestEpoch:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, segmenters: dict | None = None) -> None:
-        """``args``: the parsed command line with one ``holdout``. ``segmenters``: a cache of fine-tuned
-        segmenters per seed to share with runners of the other setting (same training split)."""
+    def __init__(self, args: argparse.Namespace, shared: dict | None = None) -> None:
+        """``args``: the parsed command line with one ``holdout``. ``shared``: a cache of the per-seed work on the
+        training split (fine-tuned segmenters, train masks) to share with runners of the other setting."""
         self.args = args
         self.setting = f"{args.image_size}px_corr{args.correlation}_{args.holdout}"
         if args.tight_threshold != TIGHT_THRESHOLD:
@@ -212,8 +212,10 @@ class Runner:
         self.path = self.out / "results" / f"robustness_{self.setting}.json"
         self.records = json.loads(self.path.read_text()) if self.path.exists() else {}
         self._splits: dict[float, object] = {}
-        self._masks: dict[tuple[int, bool], tuple] = {}
-        self._segmenters: dict[int, tuple] = {} if segmenters is None else segmenters
+        self._quality: dict[tuple[int, bool], dict] = {}
+        shared = {} if shared is None else shared
+        self._segmenters: dict[int, tuple] = shared.setdefault("segmenters", {})
+        self._train_masks: dict[tuple[int, bool], tuple] = shared.setdefault("train_masks", {})
 
     def save(self) -> None:
         """Write the results file, keeping runs that another invocation wrote meanwhile."""
@@ -249,36 +251,50 @@ class Runner:
             self._segmenters[seed] = (base, seg, history, torch.tensor([int(i) for i in held_out]))
         return self._segmenters[seed]
 
-    def learned_masks(self, seed: int, refined: bool = False):
-        """Tight alpha + loose holes of train from the fine-tuned segmenter, and its quality on test.
+    def train_masks(self, seed: int, refined: bool = False) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Tight alpha and loose hole of train from the fine-tuned segmenter, and the tight threshold the refined
+        route calibrated (``None`` for the plain route); cached per seed and shared between settings.
 
         ``refined=False``: the paper's route (bilinear probability, p > ``--tight-threshold`` feathered, hole
         p > 0.1). ``refined=True``: flip-averaged logits, guided filter (radius two cells), tight threshold
         calibrated on the held-out labelled images, hole = refined p > 0.2 grown 2 px.
         """
         key = (seed, refined)
-        if key not in self._masks:
-            a, splits = self.args, self.splits(self.args.correlation)
-            base, seg, history, held_out = self.finetuned(seed)
-            quality = {
-                "zero_shot_test": segmenter_quality(base, splits.test.images, splits.test.alpha),
-                "finetuned_test": segmenter_quality(seg, splits.test.images, splits.test.alpha),
-                "finetune_val_balanced_accuracy": max(h["val_balanced_accuracy"] for h in history),
-            }
+        if key not in self._train_masks:
+            train = self.splits(self.args.correlation).train
+            _, seg, _, held_out = self.finetuned(seed)
             if not refined:
-                _, tight, loose = segment_images(seg, splits.train.images, tight_threshold=a.tight_threshold)
+                _, tight, loose = segment_images(seg, train.images, tight_threshold=self.args.tight_threshold)
+                threshold = None
             else:
-                prob = refined_probability(seg, splits.train.images)
-                grids = dense_to_patch_grid(splits.train.alpha[held_out], seg.grid_size, 0.25)
+                prob = refined_probability(seg, train.images)
+                grids = dense_to_patch_grid(train.alpha[held_out], seg.grid_size, 0.25)
                 threshold, _ = calibrate_threshold(prob[held_out], grids)
                 tight = probability_to_mask(prob, threshold, feather=0.1)
                 loose = loose_hole(prob, 0.2, dilate=2)
-                test_mask = refined_probability(seg, splits.test.images) > threshold
+            self._train_masks[key] = (tight, loose, threshold)
+        return self._train_masks[key]
+
+    def segmenter_test_quality(self, seed: int, refined: bool = False) -> dict:
+        """The fine-tuned segmenter's quality on this setting's test (zero-shot, fine-tuned and, for the refined
+        route, the refined cut-out at :meth:`train_masks`' calibrated threshold); cached per seed."""
+        key = (seed, refined)
+        if key not in self._quality:
+            test = self.splits(self.args.correlation).test
+            base, seg, history, _ = self.finetuned(seed)
+            quality = {
+                "zero_shot_test": segmenter_quality(base, test.images, test.alpha),
+                "finetuned_test": segmenter_quality(seg, test.images, test.alpha),
+                "finetune_val_balanced_accuracy": max(h["val_balanced_accuracy"] for h in history),
+            }
+            if refined:
+                threshold = self.train_masks(seed, refined)[2]
+                test_mask = refined_probability(seg, test.images) > threshold
                 # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
                 quality["refined_test"] = {"tight_threshold": threshold,
-                                           "tight_mask_iou": mask_iou(test_mask, splits.test.alpha > 0.5)}
-            self._masks[key] = (tight, loose, quality)
-        return self._masks[key]
+                                           "tight_mask_iou": mask_iou(test_mask, test.alpha > 0.5)}
+            self._quality[key] = quality
+        return self._quality[key]
 
     def run(self, method: str, seed: int, also: Sequence[Runner] = ()) -> list[dict]:
         """Train ``method`` once and score it in this setting and in each of ``also``'s: one record per runner.
@@ -313,7 +329,7 @@ class Runner:
             if method == "backswap_gt":
                 tight, loose = true_tight, true_loose
             else:
-                tight, loose, _ = self.learned_masks(seed, refined=method == "backswap_refined")
+                tight, loose, _ = self.train_masks(seed, refined=method == "backswap_refined")
                 if method == "gt_cut":
                     tight = true_tight
                 elif method == "gt_bank":
@@ -341,7 +357,7 @@ class Runner:
                                    seed=seed)
             own = dict(extra)
             if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank"):
-                own["segmenter"] = runner.learned_masks(seed, refined=method == "backswap_refined")[2]
+                own["segmenter"] = runner.segmenter_test_quality(seed, refined=method == "backswap_refined")
             if runner is not self:
                 own["trained_with"] = self.setting
             records.append(runner.score(scored_model, run_splits, own))
@@ -680,8 +696,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if len(set(args.holdout)) != len(args.holdout):
         p.error(f"--holdout: each setting once, got {args.holdout}")
-    segmenters: dict = {}  # the settings share the training split, hence its fine-tuned segmenters
-    runners = [Runner(argparse.Namespace(**{**vars(args), "holdout": h}), segmenters=segmenters)
+    shared: dict = {}  # the settings share the training split, hence its segmenters and masks
+    runners = [Runner(argparse.Namespace(**{**vars(args), "holdout": h}), shared=shared)
                for h in args.holdout]
     if args.report_only:
         for runner in runners:
