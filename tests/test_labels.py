@@ -58,6 +58,22 @@ def test_write_read_roundtrip(tmp_path, fmt, suffix):
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
 
 
+@pytest.mark.parametrize("fmt", ["backswap", "paper", "json"])
+def test_the_file_codec_works_on_plain_data(fmt):
+    """``label_files`` turns text into (ids, grids, lines) without PatchLabels; PatchLabels writes through it."""
+    from torch_backswap import label_files
+
+    labels = PatchLabels.read(EXCERPT)
+    text = label_files.format_label_text(labels.ids, labels.grids, fmt)
+    assert text == labels.to_text(fmt)
+    ids, grids, lines = label_files.parse_label_text(text, "x.json" if fmt == "json" else "x.csv")
+    assert ids == labels.ids and torch.equal(grids, labels.grids) and grids.dtype == torch.bool
+    assert lines == (list(range(6, 6 + len(ids))) if fmt == "json" else list(range(2, 2 + len(ids))))
+    assert label_files.LabelFormatError is LabelFormatError  # one class, re-exported by labels
+    with pytest.raises(ValueError, match=r"format must be .*'bogus'"):
+        label_files.parse_label_text(text, "x.csv", "bogus")
+
+
 def test_backswap_csv_header_and_json_autodetect(tmp_path):
     labels = PatchLabels(["a.png", "sub/b.jpg"], torch.eye(4, dtype=torch.bool).repeat(2, 1, 1))
     csv_path = labels.write(tmp_path / "l.csv")
