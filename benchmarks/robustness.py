@@ -23,6 +23,9 @@ Methods (``--methods``):
 * ``gray``, ``mean``, ``noise``, ``scramble_patches`` — the infill ablation (learned masks, other fills);
 * ``gt_cut`` / ``gt_bank`` — where the gap to the oracle comes from: the true alpha as cut-out with the
   learned bank, or the learned cut-out with the oracle's bank;
+* ``gt_soft`` / ``gt_rim`` — the oracle with the edge of its cut-out changed (probes of why a learned cut-out can
+  beat it on held-out photos): the true alpha Gaussian-blurred (σ = r) or grown by r px with a hard edge (a rim
+  of the source background comes along), r = image side / 32 (2 px at 64 px); the oracle's bank;
 * ``groupdro``, ``dfr`` (and ``erm@0.95``) — group-label baselines. They need minority samples, so they
   run at train correlation 0.95 (``--minority-correlation``); everything else at ``--correlation``.
 
@@ -51,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import kornia
 import torch
 import torch.nn.functional as F
 
@@ -86,8 +90,11 @@ from torch_backswap.transform import BackgroundSwap  # noqa: E402
 SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": "noise",
                 "scramble_patches": "scramble_patches"}
 MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
+EDGE_PROBES = ("gt_soft", "gt_rim")
+# Swap runs other than the infill ablation: the oracle, the refined cut-out, the attribution and the edge probes.
+OTHER_SWAPS = ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank", *EDGE_PROBES)
 ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", *[m for m in SWAP_METHODS if m != "backswap"],
-               "gt_cut", "gt_bank", *MINORITY_METHODS)
+               "gt_cut", "gt_bank", *EDGE_PROBES, *MINORITY_METHODS)
 
 
 # Two-sided 95 % quantiles of Student's t, t_{0.975, df}.
@@ -172,6 +179,19 @@ def refined_probability(seg: PatchSegmenter, images: torch.Tensor, batch_size: i
     :func:`torch_backswap.refine.cut_out_alpha` with ``refine="guided", flip_average=True``)."""
     return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine="guided", flip_average=True)
                       for i in range(0, len(images), batch_size)])
+
+
+def edge_probe_cut(method: str, alpha: torch.Tensor, radius: int) -> torch.Tensor:
+    """The true alpha ``(N, 1, H, W)`` float in [0, 1] with its edge changed: ``gt_soft`` Gaussian-blurred
+    (σ = ``radius`` px, kernel 4·radius + 1), ``gt_rim`` grown by ``radius`` px (max-pool) with a hard edge."""
+    if method == "gt_soft":
+        k = 4 * radius + 1
+        blurred = kornia.filters.gaussian_blur2d(alpha, (k, k), (float(radius), float(radius)), border_type="replicate")
+        return blurred.clamp_(0.0, 1.0)  # float rounding can leave 1 + 1e-7 inside the object
+    if method == "gt_rim":
+        k = 2 * radius + 1
+        return (F.max_pool2d((alpha > 0.5).float(), k, stride=1, padding=k // 2) > 0.5).float()
+    raise ValueError(f"unknown edge probe {method!r}; choose from {EDGE_PROBES}")
 
 
 def hole_psnr(filled: torch.Tensor, truth: torch.Tensor, holes: torch.Tensor) -> float:
@@ -320,14 +340,17 @@ class Runner:
             model, _ = train_and_evaluate(splits, randaugment=True, **common)
         elif method == "groupdro":
             model, _ = train_and_evaluate(splits, group_dro=True, **common)
-        elif method in SWAP_METHODS or method in ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank"):
+        elif method in SWAP_METHODS or method in OTHER_SWAPS:
             true_tight = splits.train.alpha
             # The oracle's loose hole: the true object dilated by ~1/32 of the image side (like p > 0.1 would).
-            k = 2 * max(1, a.image_size // 32) + 1
+            radius = max(1, a.image_size // 32)
+            k = 2 * radius + 1
             true_loose = F.max_pool2d((true_tight > 0.05).float(), k, stride=1, padding=k // 2) > 0.5
             inpainter = SWAP_METHODS.get(method, "pyramid")
             if method == "backswap_gt":
                 tight, loose = true_tight, true_loose
+            elif method in EDGE_PROBES:
+                tight, loose = edge_probe_cut(method, true_tight, radius), true_loose
             else:
                 tight, loose, _ = self.train_masks(seed, refined=method == "backswap_refined")
                 if method == "gt_cut":
@@ -356,7 +379,7 @@ class Runner:
                 fit_last_layer_dfr(scored_model, run_splits.val.images, run_splits.val.labels, run_splits.val.groups,
                                    seed=seed)
             own = dict(extra)
-            if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank"):
+            if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank"):  # learned masks
                 own["segmenter"] = runner.segmenter_test_quality(seed, refined=method == "backswap_refined")
             if runner is not self:
                 own["trained_with"] = self.setting
@@ -492,13 +515,25 @@ class Runner:
                 holes = [r["bank_hole_fraction"] for r in self._runs(method) if "bank_hole_fraction" in r]
                 rows.append(f"| `{method}` − `backswap` | {what} | {len(raw)} | {fmt_ci(raw)} | "
                             f"{fmt_ci(cal) if cal else '–'} | {fmt_ci([100 * h for h in holes]) if holes else '–'} |")
+        probes = []
+        for method, what in (("gt_soft", "true alpha blurred, σ = r"), ("gt_rim", "true alpha grown by r px, hard edge")):
+            raw, cal = (self.paired_difference(method, "backswap_gt", which=w) for w in ("raw", "calibrated"))
+            if raw:
+                iou = [r["tight_mask_iou_train"] for r in self._runs(method)]
+                probes.append(f"| `{method}` − `backswap_gt` | {what} | {len(raw)} | {fmt_ci(raw)} | "
+                              f"{fmt_ci(cal) if cal else '–'} | {statistics.fmean(iou):.3f} |")
+        if probes:
+            probes = ["", ("Edge probes (the oracle's bank and the true alpha with its edge changed, r = image side / 32; "
+                           "worst-group accuracy minus `backswap_gt`'s, paired by seed, mean ± 95 % t-interval):"), "",
+                      "| difference | cut-out | seeds | as trained | recalibrated on val | cut-out IoU with the true alpha |",
+                      "|---|---|---|---|---|---|", *probes]
         if not rows:
-            return []
+            return probes[1:]
         holes = [100 * r["bank_hole_fraction"] for r in self._runs("backswap") if "bank_hole_fraction" in r]
         return [("Attribution (worst-group accuracy, paired by seed, mean ± 95 % t-interval of the per-seed difference; "
                  f"`backswap`'s bank hole: {fmt_ci(holes) if holes else '–'} % of the training image):"), "",
                 "| difference | swap | seeds | as trained | recalibrated on val | its bank hole (% of image) |",
-                "|---|---|---|---|---|---|", *rows]
+                "|---|---|---|---|---|---|", *rows, *probes]
 
     def report(self) -> None:
         a = self.args

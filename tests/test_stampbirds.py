@@ -349,3 +349,22 @@ def test_benchmark_joint_run_equals_single_setting_runs(tmp_path):
             assert joint == alone, method
             assert 0.0 <= joint["worst_group"] <= joint["average"] <= 1.0
         assert "refined_test" in joint_file["backswap_refined/seed0"]["segmenter"]
+
+
+def test_benchmark_edge_probes_change_only_the_edge_of_the_true_alpha():
+    """``gt_soft`` blurs the true alpha (same object, soft edge); ``gt_rim`` grows it by r px with a hard edge."""
+    from benchmarks.robustness import edge_probe_cut
+
+    alpha = torch.zeros(2, 1, 16, 16)
+    alpha[0, :, 5:11, 5:11] = 1.0
+    alpha[1, :, 8, 3:13] = 1.0  # a one-pixel "leg"
+    soft = edge_probe_cut("gt_soft", alpha, 1)
+    assert soft.shape == alpha.shape and soft.dtype == torch.float32
+    assert float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0
+    assert torch.allclose(soft.sum((1, 2, 3)), alpha.sum((1, 2, 3)), rtol=1e-4)  # blur keeps the mass (replicate border, object inside)
+    assert 0.0 < float(soft[0, 0, 5, 4]) < 0.5 < float(soft[0, 0, 7, 7]) < 1.0 + 1e-6
+    rim = edge_probe_cut("gt_rim", alpha, 1)
+    assert set(rim.unique().tolist()) == {0.0, 1.0}
+    assert bool((rim >= alpha).all()) and int(rim[0].sum()) == 8 * 8 and int(rim[1].sum()) == 3 * 12
+    with pytest.raises(ValueError, match="gt_blur"):
+        edge_probe_cut("gt_blur", alpha, 1)
