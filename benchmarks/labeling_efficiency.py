@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._common import mean_ci
 from torch_backswap.datasets import StampBirds
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.labeler import ActiveSelector, cell_uncertainty
@@ -46,20 +47,6 @@ from torch_backswap.metrics import cell_balanced_accuracy
 from torch_backswap.segmenter import PatchSegmenter
 
 STRATEGIES = ("random", "uncertainty", "topk_random", "kcenter")
-
-
-#: Two-sided 95 % quantiles of Student's t by degrees of freedom (1-10; 1.96 beyond).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval (``nan`` half-width for fewer than 2 values)."""
-    import statistics
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
 
 
 @torch.no_grad()

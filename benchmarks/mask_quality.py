@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.labeling_efficiency import mean_ci
+from benchmarks._common import mean_ci
 from torch_backswap._io import atomic_write_text
 from torch_backswap.experiments.pipeline import load_splits, simulated_patch_labels
 from torch_backswap.finetune import finetune_segmenter

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 
-from benchmarks._common import machine_line, write_section
+from benchmarks._common import machine_line, mean_ci, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
 from torch_backswap._io import atomic_write_text  # noqa: E402
@@ -97,10 +97,6 @@ ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", 
                "gt_cut", "gt_bank", *EDGE_PROBES, *MINORITY_METHODS)
 
 
-# Two-sided 95 % quantiles of Student's t, t_{0.975, df}.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086}
 MAIN_METHODS = ("erm", "backswap", "backswap_gt")
 INFILL_METHODS = ("backswap", "gray", "mean", "noise", "scramble_patches")
 # Source files whose content decides a run's figures (hashed into each record next to the git commit).
@@ -113,11 +109,7 @@ CODE_FILES = ("benchmarks/robustness.py", "torch_backswap/experiments/pipeline.p
 
 def t_interval(values: list[float]) -> tuple[float, float]:
     """Mean and 95 % t-interval half-width ``t_{0.975,n-1} * s / sqrt(n)`` (half-width nan for one value)."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, float("nan")
-    return mean, T975.get(n - 1, 1.96) * statistics.stdev(values) / math.sqrt(n)
+    return mean_ci(values)
 
 
 def fmt_ci(values: list[float]) -> str:

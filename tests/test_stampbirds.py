@@ -309,6 +309,21 @@ def test_benchmark_interval_and_per_photo_accuracy():
     assert all(v["accuracy"] == 1.0 for k, v in acc.items() if k != ds.photo_names[int(ds.photo_ids[0])])
 
 
+def test_benchmark_t_quantile_beyond_twenty_seeds():
+    """25 seeds take t_{0.975,24} = 2.064, not the normal 1.96 (intervals were 5 % too narrow past 21 seeds)."""
+    from benchmarks._common import mean_ci, t975
+
+    assert t975(4) == 2.776 and t975(24) == 2.064 and t975(30) == 2.042
+    assert 2.000 < t975(50) < 2.021 and 1.962 < t975(1000) < 1.963  # between the table's entries, monotone
+    assert all(t975(df) > t975(df + 1) for df in range(1, 300))
+    values = [0.1 * (k % 5) for k in range(25)]
+    mean, half = mean_ci(values)
+    sd = (sum((v - mean) ** 2 for v in values) / 24) ** 0.5
+    assert half == pytest.approx(2.064 * sd / 5)
+    with pytest.raises(ValueError, match="df"):
+        t975(0)
+
+
 def test_benchmark_paired_difference_and_refined_probability():
     from benchmarks.robustness import Runner, refined_probability
     from torch_backswap.segmenter import PatchSegmenter
