@@ -460,7 +460,8 @@ class Runner:
         order = ci["backswap"][0] <= ci["backswap_gt"][0]
         lines.append(f"- learned ≤ oracle (means): **{'met' if order else 'NOT met'}** "
                      f"({ci['backswap'][0]:.3f} vs {ci['backswap_gt'][0]:.3f}); the gap is "
-                     f"{'beyond' if hi['backswap'] < lo['backswap_gt'] else 'within'} the intervals.")
+                     f"{'beyond' if hi['backswap'] < lo['backswap_gt'] or hi['backswap_gt'] < lo['backswap'] else 'within'}"
+                     " the intervals.")  # either way round: the intervals do not overlap
         pw = {m: [photo_worst(scored(r, which)) for r in self._runs(m)
                   if scored(r, which) is not None and photo_worst(scored(r, which)) is not None] for m in MAIN_METHODS}
         if all(len(v) > 1 for v in pw.values()):
