@@ -499,7 +499,8 @@ class Runner:
     def attribution(self) -> list[str]:
         """Where the learned pipeline's distance to the oracle comes from: ``gt_cut`` (true cut-out, learned bank)
         and ``gt_bank`` (learned cut-out, the oracle's bank) against ``backswap``, paired by seed (same fine-tuned
-        segmenter); empty without such runs."""
+        segmenter); then the edge probes (``gt_soft``, ``gt_rim``) against ``backswap_gt``, whose bank they share.
+        Empty without such runs."""
         rows = []
         for method, what in (("gt_cut", "true cut-out, learned bank"), ("gt_bank", "learned cut-out, oracle's bank"),
                              ("backswap_gt", "true cut-out and the oracle's bank")):
