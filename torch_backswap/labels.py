@@ -4,7 +4,8 @@
 :meth:`PatchLabels.read` and :meth:`PatchLabels.write` go through :mod:`torch_backswap.label_files`, which
 describes the three file formats (our CSV and JSON, the paper's ``masks.csv``) and raises
 :class:`LabelFormatError` — message naming the file, the line and the value — on malformed input.
-:meth:`PatchLabels.write` is durable (:mod:`torch_backswap._io`).
+Image ids are non-empty, on one line and without NUL or surrounding whitespace (label files cannot keep them);
+:class:`PatchLabels` refuses others. :meth:`PatchLabels.write` is durable (:mod:`torch_backswap._io`).
 """
 
 from __future__ import annotations
