@@ -26,6 +26,8 @@ Methods (``--methods``):
 * ``gt_soft`` / ``gt_rim`` — the oracle with the edge of its cut-out changed (probes of why a learned cut-out can
   beat it on held-out photos): the true alpha Gaussian-blurred (σ = r) or grown by r px with a hard edge (a rim
   of the source background comes along), r = image side / 32 (2 px at 64 px); the oracle's bank;
+* ``gt_trim`` — the learned cut-out trimmed to the true object (learned × true alpha: the learned shape errors
+  inside the object, no rim of source background), with the oracle's bank;
 * ``groupdro``, ``dfr`` (and ``erm@0.95``) — group-label baselines. They need minority samples, so they
   run at train correlation 0.95 (``--minority-correlation``); everything else at ``--correlation``.
 
@@ -91,10 +93,10 @@ SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": 
                 "scramble_patches": "scramble_patches"}
 MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
 EDGE_PROBES = ("gt_soft", "gt_rim")
-# Swap runs other than the infill ablation: the oracle, the refined cut-out, the attribution and the edge probes.
-OTHER_SWAPS = ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank", *EDGE_PROBES)
+# Swap runs other than the infill ablation: the oracle, the refined cut-out, the attribution and the probes.
+OTHER_SWAPS = ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim")
 ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", *[m for m in SWAP_METHODS if m != "backswap"],
-               "gt_cut", "gt_bank", *EDGE_PROBES, *MINORITY_METHODS)
+               "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim", *MINORITY_METHODS)
 
 
 MAIN_METHODS = ("erm", "backswap", "backswap_gt")
@@ -349,6 +351,8 @@ class Runner:
                     tight = true_tight
                 elif method == "gt_bank":
                     loose = true_loose
+                elif method == "gt_trim":
+                    tight, loose = tight * true_tight, true_loose
             t0 = time.perf_counter()
             bank = build_bank(splits.train.images, splits.train.labels, holes=loose, inpainter=inpainter,
                                         classes=splits.train.classes, progress=False)
@@ -371,7 +375,7 @@ class Runner:
                 fit_last_layer_dfr(scored_model, run_splits.val.images, run_splits.val.labels, run_splits.val.groups,
                                    seed=seed)
             own = dict(extra)
-            if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank"):  # learned masks
+            if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank", "gt_trim"):  # learned masks
                 own["segmenter"] = runner.segmenter_test_quality(seed, refined=method == "backswap_refined")
             if runner is not self:
                 own["trained_with"] = self.setting
@@ -499,7 +503,8 @@ class Runner:
     def attribution(self) -> list[str]:
         """Where the learned pipeline's distance to the oracle comes from: ``gt_cut`` (true cut-out, learned bank)
         and ``gt_bank`` (learned cut-out, the oracle's bank) against ``backswap``, paired by seed (same fine-tuned
-        segmenter); then the edge probes (``gt_soft``, ``gt_rim``) against ``backswap_gt``, whose bank they share.
+        segmenter); then the cut-out probes (``gt_soft``, ``gt_rim``, ``gt_trim``) against ``backswap_gt``, whose bank
+        they share.
         Empty without such runs."""
         rows = []
         for method, what in (("gt_cut", "true cut-out, learned bank"), ("gt_bank", "learned cut-out, oracle's bank"),
@@ -510,15 +515,17 @@ class Runner:
                 rows.append(f"| `{method}` − `backswap` | {what} | {len(raw)} | {fmt_ci(raw)} | "
                             f"{fmt_ci(cal) if cal else '–'} | {fmt_ci([100 * h for h in holes]) if holes else '–'} |")
         probes = []
-        for method, what in (("gt_soft", "true alpha blurred, σ = r"), ("gt_rim", "true alpha grown by r px, hard edge")):
+        for method, what in (("gt_soft", "true alpha blurred, σ = r"), ("gt_rim", "true alpha grown by r px, hard edge"),
+                             ("gt_trim", "learned cut-out × true alpha (no rim)")):
             raw, cal = (self.paired_difference(method, "backswap_gt", which=w) for w in ("raw", "calibrated"))
             if raw:
                 iou = [r["tight_mask_iou_train"] for r in self._runs(method)]
                 probes.append(f"| `{method}` − `backswap_gt` | {what} | {len(raw)} | {fmt_ci(raw)} | "
                               f"{fmt_ci(cal) if cal else '–'} | {statistics.fmean(iou):.3f} |")
         if probes:
-            probes = ["", ("Edge probes (the oracle's bank and the true alpha with its edge changed, r = image side / 32; "
-                           "worst-group accuracy minus `backswap_gt`'s, paired by seed, mean ± 95 % t-interval):"), "",
+            probes = ["", ("Cut-out probes (the oracle's bank with another cut-out: the true alpha with its edge changed, "
+                           "r = image side / 32, or the learned cut-out trimmed to the object; worst-group accuracy minus "
+                           "`backswap_gt`'s, paired by seed, mean ± 95 % t-interval):"), "",
                       "| difference | cut-out | seeds | as trained | recalibrated on val | cut-out IoU with the true alpha |",
                       "|---|---|---|---|---|---|", *probes]
         if not rows:

@@ -346,7 +346,7 @@ def test_benchmark_joint_run_equals_single_setting_runs(tmp_path):
     learned-mask routes, whose fine-tuned segmenter and train masks the settings share)."""
     from benchmarks.robustness import main
 
-    methods = ("erm", "backswap", "backswap_refined")
+    methods = ("erm", "backswap", "backswap_refined", "gt_trim")
     common = ["--image-size", "16", "--n-train", "48", "--n-test", "64", "--epochs", "2", "--n-labeled", "20",
               "--finetune-epochs", "1", "--methods", *methods, "--seeds", "0"]
     main([*common, "--holdout", "crop", "photo", "--out-dir", str(tmp_path / "joint")])
