@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -45,8 +46,6 @@ def t975(df: int) -> float:
 def mean_ci(values) -> tuple[float, float]:
     """Mean and the half-width of its 95 % t-interval, ``t_{0.975, n-1} * s / sqrt(n)`` (``nan`` half-width for
     fewer than two values)."""
-    import statistics
-
     values = list(values)
     mean = statistics.fmean(values)
     if len(values) < 2:

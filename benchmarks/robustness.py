@@ -58,11 +58,10 @@ from typing import Sequence
 
 import kornia
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 
-from benchmarks._common import machine_line, mean_ci, write_section
+from benchmarks._common import dilate, machine_line, mean_ci, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
 from torch_backswap._io import atomic_write_text  # noqa: E402
@@ -95,6 +94,8 @@ MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
 EDGE_PROBES = ("gt_soft", "gt_rim")
 # Swap runs other than the infill ablation: the oracle, the refined cut-out, the attribution and the probes.
 OTHER_SWAPS = ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim")
+# Swap runs that use the fine-tuned segmenter's masks (their records carry its test quality).
+LEARNED_MASK_METHODS = (*SWAP_METHODS, "backswap_refined", "gt_cut", "gt_bank", "gt_trim")
 ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", *[m for m in SWAP_METHODS if m != "backswap"],
                "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim", *MINORITY_METHODS)
 
@@ -183,8 +184,7 @@ def edge_probe_cut(method: str, alpha: torch.Tensor, radius: int) -> torch.Tenso
         blurred = kornia.filters.gaussian_blur2d(alpha, (k, k), (float(radius), float(radius)), border_type="replicate")
         return blurred.clamp_(0.0, 1.0)  # float rounding can leave 1 + 1e-7 inside the object
     if method == "gt_rim":
-        k = 2 * radius + 1
-        return (F.max_pool2d((alpha > 0.5).float(), k, stride=1, padding=k // 2) > 0.5).float()
+        return dilate(alpha > 0.5, radius).float()
     raise ValueError(f"unknown edge probe {method!r}; choose from {EDGE_PROBES}")
 
 
@@ -338,8 +338,7 @@ class Runner:
             true_tight = splits.train.alpha
             # The oracle's loose hole: the true object dilated by ~1/32 of the image side (like p > 0.1 would).
             radius = max(1, a.image_size // 32)
-            k = 2 * radius + 1
-            true_loose = F.max_pool2d((true_tight > 0.05).float(), k, stride=1, padding=k // 2) > 0.5
+            true_loose = dilate(true_tight > 0.05, radius)
             inpainter = SWAP_METHODS.get(method, "pyramid")
             if method == "backswap_gt":
                 tight, loose = true_tight, true_loose
@@ -375,7 +374,7 @@ class Runner:
                 fit_last_layer_dfr(scored_model, run_splits.val.images, run_splits.val.labels, run_splits.val.groups,
                                    seed=seed)
             own = dict(extra)
-            if method in SWAP_METHODS or method in ("backswap_refined", "gt_cut", "gt_bank", "gt_trim"):  # learned masks
+            if method in LEARNED_MASK_METHODS:
                 own["segmenter"] = runner.segmenter_test_quality(seed, refined=method == "backswap_refined")
             if runner is not self:
                 own["trained_with"] = self.setting
