@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch_backswap import BackgroundBank, BackgroundSwap, PyramidInpainter
 from torch_backswap._image import to_uint8_rgb
 from torch_backswap.segmenter import segment_probability, segmenter_input
-from torch_backswap.composite import mask_bboxes
+from torch_backswap.jitter import mask_bboxes
 from torch_backswap.inpaint import ScramblePatches, _scramble_cells
 from torch_backswap.segmenter import PatchSegmenter, logits_to_probability
 from torch_backswap._image import float_alpha, mask_to_alpha

@@ -37,7 +37,8 @@ from .inpaint import (
     ScramblePixels,
     get_inpainter,
 )
-from .composite import JitterParams, composite, jitter_affine, sample_jitter
+from .composite import composite
+from .jitter import JitterParams, jitter_affine, sample_jitter
 from .bank import BackgroundBank
 from .bankfiles import BankManifest
 from .build import build_bank

@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from ._image import float_alpha
-from .composite import REFERENCE_SIZE, JitterParams, composite, jitter_affine, mask_bboxes, sample_jitter, soft_alpha
+from .composite import composite, soft_alpha
+from .jitter import REFERENCE_SIZE, JitterParams, jitter_affine, mask_bboxes, sample_jitter
 
 __all__ = [
     "SwapParams",
@@ -58,7 +59,7 @@ class SwapParams:
     Attributes:
         apply: ``(B,)`` bool — sampled to be swapped (probability ``p``).
         bank_indices: ``(B,)`` int64 — the bank background for each applied sample, ``-1`` elsewhere.
-        jitter: :class:`~torch_backswap.composite.JitterParams` with ``B`` rows (identity where not applied).
+        jitter: :class:`~torch_backswap.jitter.JitterParams` with ``B`` rows (identity where not applied).
     """
 
     apply: Tensor
@@ -134,7 +135,7 @@ def sample_params(
 
     Draws, in this order, from ``generator`` (CPU; default: the global RNG): the per-sample coin
     (only when ``p < 1``), the bank indices (:meth:`BackgroundBank.sample_indices`), the jitter
-    (:func:`~torch_backswap.composite.sample_jitter`).
+    (:func:`~torch_backswap.jitter.sample_jitter`).
 
     Args:
         batch_size: ``B``.

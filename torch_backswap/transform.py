@@ -57,7 +57,7 @@ from ._kinds import alpha_to_batch, batch_to_image, boxes_like, image_to_batch, 
 from ._runtime import SwapRuntime, parse_device
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
-from .composite import REFERENCE_SIZE, sample_jitter
+from .jitter import REFERENCE_SIZE, sample_jitter
 from .functional import (
     SwapParams,
     SwapRecord,
