@@ -65,8 +65,37 @@ def segmenter_cases() -> dict:
     return out
 
 
+def finetune_cases() -> dict:
+    """Digests of fine-tuned weights and their history (scratch and given model; AdamW with a validation split,
+    SGD without one). Pinned before ``finetune_segmenter`` was split into steps."""
+    from torch_backswap.finetune import finetune_segmenter
+    from torch_backswap.labels import PatchLabels
+    from torch_backswap.segmenter import PatchSegmenter
+
+    torch.set_num_threads(1)
+    images, masks, *_ = _scene(b=16, size=32)
+    images = (images // 4 + (masks * 160).to(torch.uint8))  # a bright object on dark noise: learnable
+    labels = PatchLabels.from_dense_masks(masks[:, 0], [f"img{i:02d}" for i in range(16)], 4, drop_empty=False)
+    small = {"input_size": 32, "width": 8}
+    torch.manual_seed(0)
+    given = PatchSegmenter(grid_size=4, **small)
+    runs = {
+        "scratch_adamw_val": finetune_segmenter(None, images, labels, epochs=5, batch_size=4, seed=5, lr=0.01,
+                                                progress=False, scratch_kwargs=small),
+        "given_sgd_no_val": finetune_segmenter(given, images, labels, epochs=2, batch_size=8, seed=6,
+                                               progress=False, optimizer="sgd", val_fraction=0.0, max_shift=0),
+    }
+    out = {}
+    for name, (model, history) in runs.items():
+        state = model.state_dict()
+        out[f"{name}_weights"] = digest(torch.cat([state[k].flatten().double() for k in sorted(state)]))
+        out[f"{name}_history"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()
+                                   if k != "seconds"} for h in history]
+    return out
+
+
 def compute() -> dict:
-    return {"swap": swap_cases(), "segmenter": segmenter_cases()}
+    return {"swap": swap_cases(), "segmenter": segmenter_cases(), "finetune": finetune_cases()}
 
 
 if __name__ == "__main__":

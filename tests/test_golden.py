@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import torch_backswap.segmenter as segmenter_module
-from _golden_cases import GOLDEN, segmenter_cases, swap_cases
+from _golden_cases import GOLDEN, finetune_cases, segmenter_cases, swap_cases
 
 EXPECTED = json.loads(GOLDEN.read_text())
 
@@ -36,6 +36,11 @@ def test_swap_batches_match_golden():
 @pytest.mark.usefixtures("one_thread")
 def test_bank_bytes_and_segmenter_swap_match_golden():
     assert segmenter_cases() == EXPECTED["segmenter"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_finetuned_weights_and_history_match_golden():
+    assert finetune_cases() == EXPECTED["finetune"]
 
 
 @pytest.mark.usefixtures("one_thread")
