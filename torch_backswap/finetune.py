@@ -257,6 +257,33 @@ def finetune_segmenter(
     A ``KeyboardInterrupt`` stops training early: the best model so far is returned (and saved to
     ``output_dir``), with a warning; nothing is lost.
     """
+    _check_arguments(epochs=epochs, batch_size=batch_size, val_fraction=val_fraction, optimizer=optimizer,
+                     smoothing=smoothing)
+    if not isinstance(labels, PatchLabels):
+        labels = PatchLabels.read(labels)
+    if len(labels) < 1:
+        raise ValueError("labels is empty")
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model, start = _starting_model(segmenter, labels, scratch_kwargs)  # a scratch model draws its init here
+        model.to(device)
+        data = _labelled_images(images, labels, model.input_size, progress)
+        train, val, val_idx = _split(data, labels.grids.clone(), val_fraction)  # then the split
+        opt = _optimizer(model, optimizer, lr, weight_decay)
+        shift = labels.grid_size // 4 if max_shift is None else int(max_shift)
+        info = {"start": start, "seed": seed, "n_train": len(train[0]), "n_val": len(val_idx),
+                "val_ids": [labels.ids[i] for i in val_idx.tolist()], "optimizer": optimizer,
+                "epochs": epochs, "batch_size": batch_size, "interrupted": False}
+        history = _fit(model, opt, train, val, info, epochs=epochs, batch_size=batch_size, device=device,
+                       smoothing=smoothing, augmentation=PatchAugmentation(shift) if augment else None,
+                       lr_patience=lr_patience, progress=progress,
+                       output_dir=None if output_dir is None else Path(output_dir))
+    return model, history
+
+
+def _check_arguments(*, epochs: int, batch_size: int, val_fraction: float, optimizer: str, smoothing: float) -> None:
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -267,106 +294,96 @@ def finetune_segmenter(
         raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
     if not (0.0 <= float(smoothing) < 1.0):
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
-    if not isinstance(labels, PatchLabels):
-        labels = PatchLabels.read(labels)
-    if len(labels) < 1:
-        raise ValueError("labels is empty")
-    device = torch.device(device)
-    out_dir = None if output_dir is None else Path(output_dir)
+
+
+def _starting_model(segmenter: PatchSegmenter | str | os.PathLike | None, labels: PatchLabels,
+                    scratch_kwargs: dict[str, Any] | None) -> tuple[PatchSegmenter, str]:
+    """The model to train (a copy of a given one) and where it started (for ``history.json``)."""
+    if segmenter is None:
+        model, start = PatchSegmenter(**{"grid_size": labels.grid_size, **(scratch_kwargs or {})}), "scratch"
+    elif isinstance(segmenter, PatchSegmenter):
+        model, start = copy.deepcopy(segmenter), "given model"
+    else:
+        model, start = PatchSegmenter.from_pretrained(segmenter), str(segmenter)
+    if model.grid_size != labels.grid_size:
+        raise ValueError(
+            f"segmenter grid_size {model.grid_size} does not match the labels' grid_size {labels.grid_size}")
+    return model, start
+
+
+def _labelled_images(images: Tensor | str | os.PathLike, labels: PatchLabels, size: int, progress: bool) -> Tensor:
+    """uint8 ``(N, 3, size, size)`` images in the order of ``labels.ids``, from a tensor or an image folder."""
+    if not isinstance(images, Tensor):
+        return load_image_folder(images, labels, size, progress=progress)
+    if images.ndim != 4 or images.shape[0] != len(labels):
+        raise ValueError(f"images must be (N,C,H,W) with N = len(labels) = {len(labels)}, got {tuple(images.shape)}")
+    return resize_uint8(to_uint8_rgb(images), (size, size))
+
+
+def _split(data: Tensor, grids: Tensor, val_fraction: float) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor]:
+    """A random train / validation split (global RNG): ``(train_x, train_y), (val_x, val_y), val_idx``."""
+    n = len(data)
+    order = torch.randperm(n)
+    n_val = 0 if val_fraction == 0 else min(max(1, round(n * val_fraction)), n - 1)
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return (data[train_idx], grids[train_idx]), (data[val_idx], grids[val_idx]), val_idx
+
+
+def _optimizer(model: PatchSegmenter, name: str, lr: float | None, weight_decay: float | None) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=3e-3 if lr is None else lr,
+                                 weight_decay=1e-4 if weight_decay is None else weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=0.3 if lr is None else lr, momentum=0.9,
+                           weight_decay=1e-5 if weight_decay is None else weight_decay)
+
+
+def _fit(model: PatchSegmenter, opt: torch.optim.Optimizer, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+         info: dict, *, epochs: int, batch_size: int, device: torch.device, smoothing: float,
+         augmentation: torch.nn.Module | None, lr_patience: int, progress: bool, output_dir: Path | None) -> list[dict]:
+    """The epochs: train, score on ``val``, keep (and save) the best state; leaves the best model loaded in eval
+    mode and returns the history. A ``KeyboardInterrupt`` ends training early with a warning (see
+    :func:`finetune_segmenter`)."""
     from tqdm.auto import tqdm
 
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-
-        # -- model ---------------------------------------------------------------------------------------
-        if segmenter is None:
-            model = PatchSegmenter(**{"grid_size": labels.grid_size, **(scratch_kwargs or {})})
-            start = "scratch"
-        elif isinstance(segmenter, PatchSegmenter):
-            model = copy.deepcopy(segmenter)
-            start = "given model"
-        else:
-            model = PatchSegmenter.from_pretrained(segmenter)
-            start = str(segmenter)
-        if model.grid_size != labels.grid_size:
-            raise ValueError(
-                f"segmenter grid_size {model.grid_size} does not match the labels' grid_size {labels.grid_size}")
-        model.to(device)
-        size = model.input_size
-        grid_size = labels.grid_size
-        shift = grid_size // 4 if max_shift is None else int(max_shift)
-
-        # -- data ----------------------------------------------------------------------------------------
-        if isinstance(images, Tensor):
-            if images.ndim != 4 or images.shape[0] != len(labels):
-                raise ValueError(
-                    f"images must be (N,C,H,W) with N = len(labels) = {len(labels)}, got {tuple(images.shape)}")
-            data = resize_uint8(to_uint8_rgb(images), (size, size))
-        else:
-            data = load_image_folder(images, labels, size, progress=progress)
-        grids = labels.grids.clone()
-        n = len(labels)
-        order = torch.randperm(n)
-        n_val = 0 if val_fraction == 0 else min(max(1, round(n * val_fraction)), n - 1)
-        val_idx, train_idx = order[:n_val], order[n_val:]
-        train_x, train_y = data[train_idx], grids[train_idx]
-        val_x, val_y = data[val_idx], grids[val_idx]
-
-        # -- optimisation --------------------------------------------------------------------------------
-        if optimizer == "adamw":
-            opt: torch.optim.Optimizer = torch.optim.AdamW(
-                model.parameters(), lr=3e-3 if lr is None else lr,
-                weight_decay=1e-4 if weight_decay is None else weight_decay)
-        else:
-            opt = torch.optim.SGD(model.parameters(), lr=0.3 if lr is None else lr, momentum=0.9,
-                                  weight_decay=1e-5 if weight_decay is None else weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
-                                                               patience=lr_patience)
-        steps_per_epoch = math.ceil(len(train_x) / batch_size)
-        augmentation = PatchAugmentation(shift) if augment else None
-        info = {"start": start, "seed": seed, "n_train": len(train_x), "n_val": n_val,
-                "val_ids": [labels.ids[i] for i in val_idx.tolist()], "optimizer": optimizer,
-                "epochs": epochs, "batch_size": batch_size, "interrupted": False}
-        history: list[dict] = []
-        best_score = -math.inf
-        best_state = copy.deepcopy(model.state_dict())
-        bar = tqdm(total=epochs * steps_per_epoch, desc="fine-tuning segmenter", disable=not progress,
-                   unit="step")
-        try:
-            for epoch in range(1, epochs + 1):
-                tic = time.perf_counter()
-                train_loss = train_epoch(model, opt, train_x, train_y, batch_size=batch_size, device=device,
-                                         smoothing=smoothing, augment=augmentation, on_step=lambda: bar.update(1))
-                record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
-                                          "lr": opt.param_groups[0]["lr"]}
-                if n_val:
-                    record.update(evaluate_segmenter(model, val_x, val_y, batch_size=batch_size, device=device,
-                                                     smoothing=smoothing))
-                    score = record["val_balanced_accuracy"]
-                else:
-                    record.update(val_loss=None, val_balanced_accuracy=None, val_cell_iou=None)
-                    score = float(epoch)  # no validation: keep the latest
-                record["seconds"] = time.perf_counter() - tic
-                record["best"] = score > best_score
-                history.append(record)
-                if record["best"]:
-                    best_score = score
-                    best_state = copy.deepcopy(model.state_dict())
-                    _save(model, out_dir, history, info)
-                if n_val:
-                    scheduler.step(score)
-                bar.set_postfix(loss=f"{record['train_loss']:.4f}",
-                                val_bacc="-" if not n_val else f"{score:.3f}",
-                                best="-" if not n_val else f"{best_score:.3f}")
-        except KeyboardInterrupt:
-            info["interrupted"] = True
-            warnings.warn(f"fine-tuning interrupted after {len(history)} finished epoch(s); returning the best "
-                          "model so far" + (f" (saved to {out_dir})" if out_dir else ""), stacklevel=2)
-        finally:
-            bar.close()
-
-        model.load_state_dict(best_state)
-        model.eval()
-        _save(model, out_dir, history, info)
-    return model, history
+    (train_x, train_y), (val_x, val_y) = train, val
+    n_val = len(val_x)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=lr_patience)
+    history: list[dict] = []
+    best_score = -math.inf
+    best_state = copy.deepcopy(model.state_dict())
+    bar = tqdm(total=epochs * math.ceil(len(train_x) / batch_size), desc="fine-tuning segmenter",
+               disable=not progress, unit="step")
+    try:
+        for epoch in range(1, epochs + 1):
+            tic = time.perf_counter()
+            train_loss = train_epoch(model, opt, train_x, train_y, batch_size=batch_size, device=device,
+                                     smoothing=smoothing, augment=augmentation, on_step=lambda: bar.update(1))
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"]}
+            if n_val:
+                record.update(evaluate_segmenter(model, val_x, val_y, batch_size=batch_size, device=device,
+                                                 smoothing=smoothing))
+                score = record["val_balanced_accuracy"]
+            else:
+                record.update(val_loss=None, val_balanced_accuracy=None, val_cell_iou=None)
+                score = float(epoch)  # no validation: keep the latest
+            record["seconds"] = time.perf_counter() - tic
+            record["best"] = score > best_score
+            history.append(record)
+            if record["best"]:
+                best_score = score
+                best_state = copy.deepcopy(model.state_dict())
+                _save(model, output_dir, history, info)
+            if n_val:
+                scheduler.step(score)
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_bacc="-" if not n_val else f"{score:.3f}",
+                            best="-" if not n_val else f"{best_score:.3f}")
+    except KeyboardInterrupt:
+        info["interrupted"] = True
+        warnings.warn(f"fine-tuning interrupted after {len(history)} finished epoch(s); returning the best "
+                      "model so far" + (f" (saved to {output_dir})" if output_dir else ""), stacklevel=3)
+    finally:
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    _save(model, output_dir, history, info)
+    return history
