@@ -5,7 +5,8 @@ See :func:`serve_labeler` for the Python entry point and :mod:`.active` for the 
 
 from .active import ActiveSelector, binary_entropy, cell_uncertainty
 from .catalog import IMAGE_EXTENSIONS, ImageCatalog, InvalidImageId, sniff_image_type
-from .server import LabelServer, LabelSession, serve_labeler
+from .server import LabelServer, serve_labeler
+from .session import LabelSession
 
 __all__ = [
     "IMAGE_EXTENSIONS",
