@@ -17,6 +17,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_SEGMENTER",
@@ -24,7 +25,9 @@ __all__ = [
     "PretrainedNotFoundError",
     "bundled_weight_roots",
     "find_bundled",
+    "load_pretrained_model",
     "resolve_pretrained",
+    "save_pretrained_model",
 ]
 
 #: The default patch segmenter (bundled as ``weights/patchseg-tiny-s16/``).
@@ -184,3 +187,109 @@ def resolve_pretrained(
 
     raise PretrainedNotFoundError(
         f"could not find pretrained weights for {name!r}. Tried:\n  - " + "\n  - ".join(tried))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading and saving a model class whose config is its __init__ arguments (PyTorchModelHubMixin style)
+
+
+def load_pretrained_model(
+    cls: Any,
+    name_or_path: str | os.PathLike,
+    *,
+    what: str,
+    fixed: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+    map_location: Any = "cpu",
+    strict: bool = True,
+) -> Any:
+    """``cls(**config.json)`` with the tensors of ``model.safetensors``, in eval mode on ``map_location``.
+
+    ``name_or_path`` goes through :func:`resolve_pretrained`; ``overrides`` replace config entries and
+    ``fixed`` entries always win (e.g. no ImageNet download when the weights come from the file). Never
+    unpickles anything; a checksum written by :func:`save_pretrained_model` is checked. Errors name the file
+    and say ``what`` it is (e.g. ``"segmenter"``): :class:`~torch_backswap._io.BackswapFileError` for a config
+    that is not a JSON object or not valid for ``cls``, and for weights that are corrupt or do not fit.
+    """
+    import warnings
+
+    from ._io import BackswapFileError, load_safetensors, read_json_object
+
+    directory = resolve_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    config = read_json_object(config_path, f"{what} config")
+    known = cls._hub_mixin_init_parameters
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        warnings.warn(f"{config_path}: ignoring unknown keys {unknown}", stacklevel=3)
+    kwargs = {**{k: v for k, v in config.items() if k in known}, **(fixed or {})}
+    try:
+        model = cls(**{**kwargs, **(overrides or {}), **(fixed or {})})
+    except (TypeError, ValueError) as err:
+        if overrides:  # blame the file only if its own values fail, too
+            try:
+                cls(**kwargs)
+            except (TypeError, ValueError):
+                pass
+            else:
+                raise
+        raise BackswapFileError(config_path, f"invalid {what} config: {err}") from err
+    state = load_safetensors(weights_path, f"{what} weights file", device=str(map_location))
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape (e.g. {k!r}: file {tuple(state[k].shape)}, "
+                        f"model {tuple(expected[k].shape)})")
+    if strict and missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+    if problems:
+        raise BackswapFileError(weights_path, f"{what} weights do not fit the model config.json describes: "
+                                f"tensors {', '.join(problems)}")
+    model.load_state_dict(state, strict=strict)
+    model.to(map_location)
+    model.eval()
+    return model
+
+
+def save_pretrained_model(
+    model: Any,
+    save_directory: str | os.PathLike,
+    *,
+    config: dict | None = None,
+    repo_id: str | None = None,
+    push_to_hub: bool = False,
+    model_card_kwargs: dict | None = None,
+    **push_to_hub_kwargs: Any,
+) -> str | None:
+    """Write ``model.safetensors`` (with a sha256 of its tensors in the header), ``config.json`` (``model.config``
+    unless ``config`` is given) and a model card ``README.md`` (unless one is there), each durably
+    (:mod:`torch_backswap._io`); optionally push. Returns the commit URL when pushing, else ``None``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ._io import CHECKSUM_KEY, atomic_write_text, tensors_sha256, write_with
+
+    directory = Path(save_directory)
+    config = model.config if config is None else dict(config)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {"format": "pt", CHECKSUM_KEY: tensors_sha256(state)}  # checked by load_pretrained_model
+    write_with(directory / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_write_text(directory / "config.json", json.dumps(config, sort_keys=True, indent=2))
+    if not (directory / "README.md").exists():  # never overwrite a model card
+        card = model.generate_model_card(**(model_card_kwargs or {}))
+        write_with(directory / "README.md", card.save)
+    if push_to_hub:
+        return model.push_to_hub(repo_id=repo_id or directory.name, config=config,
+                                 model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+    return None

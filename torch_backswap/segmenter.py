@@ -30,10 +30,7 @@ Backbones:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import warnings
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -44,7 +41,7 @@ from torch import Tensor, nn
 from ._checks import check_images
 from ._image import to_rgb
 from .backbones import BACKBONES, PooledPatchHead, TinyPatchNet, torchvision_features
-from .hub import DEFAULT_SEGMENTER, resolve_pretrained
+from .hub import DEFAULT_SEGMENTER, load_pretrained_model, save_pretrained_model
 
 __all__ = [
     "BACKBONES",
@@ -356,50 +353,10 @@ class PatchSegmenter(
                 ``model.safetensors`` (empty, truncated, corrupt, another format, a checksum mismatch, or
                 tensors that do not fit the model the config describes); the underlying error is chained.
         """
-        from ._io import BackswapFileError, load_safetensors, read_json_object
-
-        directory = resolve_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                                       local_files_only=local_files_only)
-        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-        config = read_json_object(config_path, "segmenter config")
-        known = cls._hub_mixin_init_parameters
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            warnings.warn(f"{config_path}: ignoring unknown keys {unknown}", stacklevel=2)
-        kwargs = {k: v for k, v in config.items() if k in known}
-        kwargs["pretrained_backbone"] = False  # the weights come from the file
-        try:
-            model = cls(**{**kwargs, **overrides, "pretrained_backbone": False})
-        except (TypeError, ValueError) as err:
-            if overrides:  # blame the file only if its own values fail, too
-                try:
-                    cls(**kwargs)
-                except (TypeError, ValueError):
-                    pass
-                else:
-                    raise
-            raise BackswapFileError(config_path, f"invalid segmenter config: {err}") from err
-        state = load_safetensors(weights_path, "segmenter weights file", device=str(map_location))
-        expected = model.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        problems = []
-        if reshaped:
-            k = reshaped[0]
-            problems.append(f"{len(reshaped)} of another shape (e.g. {k!r}: file {tuple(state[k].shape)}, "
-                            f"model {tuple(expected[k].shape)})")
-        if strict and missing:
-            problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
-        if strict and unexpected:
-            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
-        if problems:
-            raise BackswapFileError(weights_path, "segmenter weights do not fit the model config.json describes: "
-                                    f"tensors {', '.join(problems)}")
-        model.load_state_dict(state, strict=strict)
-        model.to(map_location)
-        model.eval()
-        return model
+        return load_pretrained_model(
+            cls, pretrained_model_name_or_path, what="segmenter", fixed={"pretrained_backbone": False},
+            overrides=overrides, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            map_location=map_location, strict=strict)
 
     def save_pretrained(  # type: ignore[override]
         self,
@@ -418,23 +375,8 @@ class PatchSegmenter(
         ``config`` replaces :attr:`config`; ``push_to_hub`` and the rest behave as in
         :meth:`huggingface_hub.ModelHubMixin.save_pretrained`. Returns the commit URL when pushing, else ``None``.
         """
-        from safetensors.torch import save_file
-
-        from ._io import CHECKSUM_KEY, atomic_write_text, tensors_sha256, write_with
-
-        directory = Path(save_directory)
-        config = self.config if config is None else dict(config)
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        metadata = {"format": "pt", CHECKSUM_KEY: tensors_sha256(state)}  # checked by from_pretrained
-        write_with(directory / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
-        atomic_write_text(directory / "config.json", json.dumps(config, sort_keys=True, indent=2))
-        if not (directory / "README.md").exists():  # never overwrite a model card
-            card = self.generate_model_card(**(model_card_kwargs or {}))
-            write_with(directory / "README.md", card.save)
-        if push_to_hub:
-            return self.push_to_hub(repo_id=repo_id or directory.name, config=config,
-                                    model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
-        return None
+        return save_pretrained_model(self, save_directory, config=config, repo_id=repo_id, push_to_hub=push_to_hub,
+                                     model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, backbone={self.backbone_name!r}, input_size={self.input_size}"
