@@ -12,6 +12,8 @@ Every variant below is scored on the **same** test images with the **same** fine
 
 Variants: ``baseline`` (bilinear upsampling of the cell probabilities, tight p > 0.67, hole p > 0.1: the
 route before this benchmark), ``guided`` / ``bilateral`` (:func:`torch_backswap.refine.refine_probability`),
+``edge`` (the learned :class:`torch_backswap.EdgeRefiner`, bundled ``edgerefine-tiny``; scored at its own
+threshold p > 0.5),
 ``flip`` (:func:`torch_backswap.refine.flip_average_logits`), ``calibrated`` (tight threshold from
 :func:`torch_backswap.refine.calibrate_threshold` on the labelled images the fine-tune held out for
 validation – patch labels only, no alpha), ``input256`` (the segmenter run at 256 px without its final
@@ -42,6 +44,7 @@ from tqdm.auto import tqdm
 from benchmarks._common import mean_ci
 from torch_backswap._io import atomic_write_text
 from torch_backswap.experiments.pipeline import load_splits, simulated_patch_labels
+from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.labels import dense_to_patch_grid
@@ -66,7 +69,7 @@ FINETUNE_EPOCHS = 12  # the robustness ruler's; other values get their own resul
 
 #: The route this benchmark recommends: (cut-out variant, hole variant, hole setting).
 RECOMMENDED = ("flip+guided+calibrated", "flip+guided", "p>0.2, +2 px")
-HOLE_ROWS = ("baseline", "flip+guided")  # variants whose hole is also scored at other loose thresholds
+HOLE_ROWS = ("baseline", "flip+guided", "flip+edge")  # variants whose hole is also scored at other loose thresholds
 
 
 def setting_name(args) -> str:
@@ -106,9 +109,13 @@ def cell_logits(seg: PatchSegmenter, images: torch.Tensor, *, flip: bool, input_
     return torch.cat(out)
 
 
-def probability(logits: torch.Tensor, images: torch.Tensor, refine: dict | None) -> torch.Tensor:
-    """(N,1,H,W) float32 probability at image size, refined with ``refine`` (kwargs of refine_probability)."""
+def probability(logits: torch.Tensor, images: torch.Tensor, refine: dict | EdgeRefiner | None) -> torch.Tensor:
+    """(N,1,H,W) float32 probability at image size, refined with ``refine`` (kwargs of refine_probability, or the
+    learned edge refiner)."""
     prob = logits_to_probability(logits, tuple(images.shape[-2:]))
+    if isinstance(refine, EdgeRefiner):
+        return torch.cat([refine.predict_probability(images[i : i + 512], prob[i : i + 512])
+                          for i in range(0, len(prob), 512)])
     if refine:
         prob = torch.cat([refine_probability(prob[i : i + 512], images[i : i + 512], **refine)
                           for i in range(0, len(prob), 512)])
@@ -167,7 +174,7 @@ def choose_parameters(seg: PatchSegmenter, val) -> tuple[dict, list[dict]]:
     return chosen, rows
 
 
-def evaluate_seed(args, splits, seed: int, chosen: dict) -> dict:
+def evaluate_seed(args, splits, seed: int, chosen: dict, edge_refiner: EdgeRefiner) -> dict:
     seg, val_ids = finetuned(args, splits, seed)
     test, train = splits.test, splits.train
     calib_images = train.images[val_ids]
@@ -179,7 +186,7 @@ def evaluate_seed(args, splits, seed: int, chosen: dict) -> dict:
         "input256": (cell_logits(seg, test.images, flip=False, input_size=256),
                      cell_logits(seg, calib_images, flip=False, input_size=256)),
     }
-    refines = {"none": None, **chosen}
+    refines = {"none": None, **chosen, "edge": edge_refiner}
     for logit_name, (test_logits, calib_logits) in logit_sets.items():
         for refine_name, params in refines.items():
             prob = probability(test_logits, test.images, params)
@@ -187,7 +194,8 @@ def evaluate_seed(args, splits, seed: int, chosen: dict) -> dict:
             threshold, _ = calibrate_threshold(calib_prob, calib_grids, criterion=args.criterion)
             parts = [p for p in (logit_name if logit_name != "plain" else "", refine_name if params else "") if p]
             name = "+".join(parts) or "baseline"
-            out[name] = scores(prob, test.alpha, TIGHT_THRESHOLD)
+            # the edge refiner is trained as a per-pixel probability: its own threshold is 0.5
+            out[name] = scores(prob, test.alpha, 0.5 if refine_name == "edge" else TIGHT_THRESHOLD)
             out[f"{name}+calibrated"] = scores(prob, test.alpha, threshold)
             iou, thr = best_threshold_iou(prob, test.alpha)
             out[f"{name}+calibrated"]["oracle_threshold_iou"] = iou
@@ -241,11 +249,12 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_splits(image_size=args.image_size, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                          background_holdout=args.holdout)
     seg0, _ = finetuned(args, splits, args.seeds[0])
+    edge_refiner = EdgeRefiner.from_pretrained(DEFAULT_EDGE_REFINER)
     chosen, sweep = choose_parameters(seg0, splits.val)
     print("chosen refinement parameters (val):", chosen, flush=True)
     per_seed = {}
     for seed in tqdm(args.seeds, desc="seeds"):
-        per_seed[f"seed{seed}"] = evaluate_seed(args, splits, seed, chosen)
+        per_seed[f"seed{seed}"] = evaluate_seed(args, splits, seed, chosen, edge_refiner)
         print(f"seed {seed}: baseline {per_seed[f'seed{seed}']['baseline']}", flush=True)
     result = {"settings": vars(args), "chosen": chosen, "sweep": sweep, "runs": per_seed,
               "n_test": len(splits.test), "pack_version": getattr(splits.test, "version", None), "seconds": round(time.perf_counter() - tic, 1)}

@@ -20,6 +20,9 @@ Methods (``--methods``):
 * ``backswap_refined`` — ``backswap`` with the refined cut-out (:mod:`torch_backswap.refine`): flip-averaged
   logits, guided filter with the image as guide, tight threshold calibrated on the labelled images the
   fine-tune held out, hole = refined p > 0.2 grown 2 px (the ``mask_quality`` benchmark's recommendation);
+* ``backswap_edge`` — ``backswap`` with the learned edge refiner (:class:`~torch_backswap.EdgeRefiner`, bundled
+  ``edgerefine-tiny``) on the flip-averaged probability: cut-out p > 0.5 (the refiner is trained as a calibrated
+  per-pixel probability; no threshold is fitted), hole = refined p > 0.2 grown 2 px;
 * ``gray``, ``mean``, ``noise``, ``scramble_patches`` — the infill ablation (learned masks, other fills);
 * ``gt_cut`` / ``gt_bank`` — where the gap to the oracle comes from: the true alpha as cut-out with the
   learned bank, or the learned cut-out with the oracle's bank;
@@ -64,6 +67,7 @@ HERE = Path(__file__).resolve().parent
 from benchmarks._common import dilate, machine_line, mean_ci, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
+from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner  # noqa: E402
 from torch_backswap._io import atomic_write_text  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.experiments.classifier import (  # noqa: E402
@@ -93,10 +97,12 @@ SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": 
 MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
 EDGE_PROBES = ("gt_soft", "gt_rim")
 # Swap runs other than the infill ablation: the oracle, the refined cut-out, the attribution and the probes.
-OTHER_SWAPS = ("backswap_gt", "backswap_refined", "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim")
+OTHER_SWAPS = ("backswap_gt", "backswap_refined", "backswap_edge", "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim")
 # Swap runs that use the fine-tuned segmenter's masks (their records carry its test quality).
-LEARNED_MASK_METHODS = (*SWAP_METHODS, "backswap_refined", "gt_cut", "gt_bank", "gt_trim")
-ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", *[m for m in SWAP_METHODS if m != "backswap"],
+LEARNED_MASK_METHODS = (*SWAP_METHODS, "backswap_refined", "backswap_edge", "gt_cut", "gt_bank", "gt_trim")
+# The cut-out route of each learned-mask method (train_masks): the paper's, the guided filter's, the edge refiner's.
+MASK_ROUTE = {"backswap_refined": "refined", "backswap_edge": "edge"}
+ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", "backswap_edge", *[m for m in SWAP_METHODS if m != "backswap"],
                "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim", *MINORITY_METHODS)
 
 
@@ -176,6 +182,14 @@ def refined_probability(seg: PatchSegmenter, images: torch.Tensor, batch_size: i
                       for i in range(0, len(images), batch_size)])
 
 
+@torch.no_grad()
+def edge_probability(seg: PatchSegmenter, refiner: EdgeRefiner, images: torch.Tensor,
+                     batch_size: int = 256) -> torch.Tensor:
+    """Flip-averaged probability refined by the learned edge refiner, ``(N, 1, H, W)``."""
+    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine=refiner, flip_average=True)
+                      for i in range(0, len(images), batch_size)])
+
+
 def edge_probe_cut(method: str, alpha: torch.Tensor, radius: int) -> torch.Tensor:
     """The true alpha ``(N, 1, H, W)`` float in [0, 1] with its edge changed: ``gt_soft`` Gaussian-blurred
     (σ = ``radius`` px, kernel 4·radius + 1), ``gt_rim`` grown by ``radius`` px (max-pool) with a hard edge."""
@@ -226,10 +240,11 @@ class Runner:
         self.path = self.out / "results" / f"robustness_{self.setting}.json"
         self.records = json.loads(self.path.read_text()) if self.path.exists() else {}
         self._splits: dict[float, object] = {}
-        self._quality: dict[tuple[int, bool], dict] = {}
+        self._quality: dict[tuple[int, str], dict] = {}
         shared = {} if shared is None else shared
         self._segmenters: dict[int, tuple] = shared.setdefault("segmenters", {})
-        self._train_masks: dict[tuple[int, bool], tuple] = shared.setdefault("train_masks", {})
+        self._train_masks: dict[tuple[int, str], tuple] = shared.setdefault("train_masks", {})
+        self._models: dict[str, torch.nn.Module] = shared.setdefault("models", {})
 
     def save(self) -> None:
         """Write the results file, keeping runs that another invocation wrote meanwhile."""
@@ -265,34 +280,44 @@ class Runner:
             self._segmenters[seed] = (base, seg, history, torch.tensor([int(i) for i in held_out]))
         return self._segmenters[seed]
 
-    def train_masks(self, seed: int, refined: bool = False) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        """Tight alpha and loose hole of train from the fine-tuned segmenter, and the tight threshold the refined
-        route calibrated (``None`` for the plain route); cached per seed and shared between settings.
+    def train_masks(self, seed: int, route: str = "plain") -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Tight alpha and loose hole of train from the fine-tuned segmenter, and the tight threshold of the route
+        (``None`` for the plain route); cached per seed and shared between settings.
 
-        ``refined=False``: the paper's route (bilinear probability, p > ``--tight-threshold`` feathered, hole
-        p > 0.1). ``refined=True``: flip-averaged logits, guided filter (radius two cells), tight threshold
-        calibrated on the held-out labelled images, hole = refined p > 0.2 grown 2 px.
+        ``"plain"``: the paper's route (bilinear probability, p > ``--tight-threshold`` feathered, hole p > 0.1).
+        ``"refined"``: flip-averaged logits, guided filter (radius two cells), tight threshold calibrated on the
+        held-out labelled images, hole = refined p > 0.2 grown 2 px. ``"edge"``: flip-averaged logits, the
+        bundled edge refiner, tight threshold 0.5, hole = refined p > 0.2 grown 2 px.
         """
-        key = (seed, refined)
+        key = (seed, route)
         if key not in self._train_masks:
             train = self.splits(self.args.correlation).train
             _, seg, _, held_out = self.finetuned(seed)
-            if not refined:
+            if route == "plain":
                 _, tight, loose = segment_images(seg, train.images, tight_threshold=self.args.tight_threshold)
                 threshold = None
             else:
-                prob = refined_probability(seg, train.images)
-                grids = dense_to_patch_grid(train.alpha[held_out], seg.grid_size, 0.25)
-                threshold, _ = calibrate_threshold(prob[held_out], grids)
+                if route == "refined":
+                    prob = refined_probability(seg, train.images)
+                    grids = dense_to_patch_grid(train.alpha[held_out], seg.grid_size, 0.25)
+                    threshold, _ = calibrate_threshold(prob[held_out], grids)
+                else:
+                    prob, threshold = edge_probability(seg, self.edge_refiner(), train.images), 0.5
                 tight = probability_to_mask(prob, threshold, feather=0.1)
                 loose = loose_hole(prob, 0.2, dilate=2)
             self._train_masks[key] = (tight, loose, threshold)
         return self._train_masks[key]
 
-    def segmenter_test_quality(self, seed: int, refined: bool = False) -> dict:
+    def edge_refiner(self) -> EdgeRefiner:
+        """The bundled edge refiner (loaded once, shared between settings)."""
+        if "edge_refiner" not in self._models:
+            self._models["edge_refiner"] = EdgeRefiner.from_pretrained(DEFAULT_EDGE_REFINER)
+        return self._models["edge_refiner"]
+
+    def segmenter_test_quality(self, seed: int, route: str = "plain") -> dict:
         """The fine-tuned segmenter's quality on this setting's test (zero-shot, fine-tuned and, for the refined
-        route, the refined cut-out at :meth:`train_masks`' calibrated threshold); cached per seed."""
-        key = (seed, refined)
+        and edge routes, their cut-out at :meth:`train_masks`' threshold); cached per seed."""
+        key = (seed, route)
         if key not in self._quality:
             test = self.splits(self.args.correlation).test
             base, seg, history, _ = self.finetuned(seed)
@@ -301,11 +326,13 @@ class Runner:
                 "finetuned_test": segmenter_quality(seg, test.images, test.alpha),
                 "finetune_val_balanced_accuracy": max(h["val_balanced_accuracy"] for h in history),
             }
-            if refined:
-                threshold = self.train_masks(seed, refined)[2]
-                test_mask = refined_probability(seg, test.images) > threshold
+            if route != "plain":
+                threshold = self.train_masks(seed, route)[2]
+                prob = (refined_probability(seg, test.images) if route == "refined"
+                        else edge_probability(seg, self.edge_refiner(), test.images))
+                test_mask = prob > threshold
                 # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
-                quality["refined_test"] = {"tight_threshold": threshold,
+                quality[f"{route}_test"] = {"tight_threshold": threshold,
                                            "tight_mask_iou": mask_iou(test_mask, test.alpha > 0.5)}
             self._quality[key] = quality
         return self._quality[key]
@@ -345,7 +372,7 @@ class Runner:
             elif method in EDGE_PROBES:
                 tight, loose = edge_probe_cut(method, true_tight, radius), true_loose
             else:
-                tight, loose, _ = self.train_masks(seed, refined=method == "backswap_refined")
+                tight, loose, _ = self.train_masks(seed, route=MASK_ROUTE.get(method, "plain"))
                 if method == "gt_cut":
                     tight = true_tight
                 elif method == "gt_bank":
@@ -375,7 +402,7 @@ class Runner:
                                    seed=seed)
             own = dict(extra)
             if method in LEARNED_MASK_METHODS:
-                own["segmenter"] = runner.segmenter_test_quality(seed, refined=method == "backswap_refined")
+                own["segmenter"] = runner.segmenter_test_quality(seed, route=MASK_ROUTE.get(method, "plain"))
             if runner is not self:
                 own["trained_with"] = self.setting
             records.append(runner.score(scored_model, run_splits, own))
@@ -482,21 +509,22 @@ class Runner:
         lines.append(f"- learned ≥ 0.95 × oracle: **{verdict}** ({ratio:.3f}×); "
                      f"learned ≥ ERM + 0.50: **{'met' if ci['backswap'][0] >= ci['erm'][0] + 0.5 else 'NOT met'}** "
                      f"(+{ci['backswap'][0] - ci['erm'][0]:.3f}).")
-        refined = self.values("backswap_refined", which)
-        paired = self.paired_difference("backswap_refined", "backswap", which=which)
-        if paired:
-            lines.append(f"- refined − plain cut-out, paired by seed ({len(paired)} seeds, same fine-tuned segmenter): "
-                         f"{fmt_ci(paired)} worst-group accuracy.")
-        if refined:
-            mean = t_interval(refined)[0]
-            r_ratio = mean / ci["backswap_gt"][0] if ci["backswap_gt"][0] > 0 else float("nan")
-            r_verdict = "met" if r_ratio >= 0.95 else "NOT met"
-            if not order:
-                r_verdict = "not measurable (the oracle scores below the learned pipeline)"
-            lines.append(f"- refined cut-out (`backswap_refined`, {len(refined)} seeds): {fmt_ci(refined)}, "
-                         f"{r_ratio:.3f}× oracle: **{r_verdict}**; "
-                         f"≥ ERM + 0.50: **{'met' if mean >= ci['erm'][0] + 0.5 else 'NOT met'}** "
-                         f"(+{mean - ci['erm'][0]:.3f}).")
+        for method, name in (("backswap_refined", "refined"), ("backswap_edge", "edge-refined")):
+            values = self.values(method, which)
+            paired = self.paired_difference(method, "backswap", which=which)
+            if paired:
+                lines.append(f"- {name} − plain cut-out, paired by seed ({len(paired)} seeds, same fine-tuned "
+                             f"segmenter): {fmt_ci(paired)} worst-group accuracy.")
+            if values:
+                mean = t_interval(values)[0]
+                r_ratio = mean / ci["backswap_gt"][0] if ci["backswap_gt"][0] > 0 else float("nan")
+                r_verdict = "met" if r_ratio >= 0.95 else "NOT met"
+                if not order:
+                    r_verdict = "not measurable (the oracle scores below the learned pipeline)"
+                lines.append(f"- {name} cut-out (`{method}`, {len(values)} seeds): {fmt_ci(values)}, "
+                             f"{r_ratio:.3f}× oracle: **{r_verdict}**; "
+                             f"≥ ERM + 0.50: **{'met' if mean >= ci['erm'][0] + 0.5 else 'NOT met'}** "
+                             f"(+{mean - ci['erm'][0]:.3f}).")
         return lines
 
     def attribution(self) -> list[str]:
@@ -567,7 +595,7 @@ class Runner:
                 photo_names += [p for p in r.get("photos", {}) if p not in photo_names]
         for method in ALL_METHODS:
             runs = [r for r in self._runs(method) if "photos" in r]
-            if not runs or method not in (*MAIN_METHODS, "backswap_refined", *INFILL_METHODS):
+            if not runs or method not in (*MAIN_METHODS, "backswap_refined", "backswap_edge", *INFILL_METHODS):
                 continue
             cells = []
             for p in photo_names:
@@ -581,11 +609,14 @@ class Runner:
                 q = v["segmenter"]
                 ref = self.records.get(k.replace("backswap/", "backswap_refined/"), {}).get("segmenter", {})
                 ref = ref.get("refined_test")
+                edge = self.records.get(k.replace("backswap/", "backswap_edge/"), {}).get("segmenter", {})
+                edge = edge.get("edge_test")
                 seg_rows.append(
                     f"| {k.split('/')[1]} | {q['zero_shot_test']['patch_balanced_accuracy']:.3f} | "
                     f"{q['finetuned_test']['patch_balanced_accuracy']:.3f} | {q['zero_shot_test']['tight_mask_iou']:.3f} | "
                     f"{q['finetuned_test']['tight_mask_iou']:.3f} | "
-                    + (f"{ref['tight_mask_iou']:.3f} (p > {ref['tight_threshold']:.2f})" if ref else "–")
+                    + (f"{ref['tight_mask_iou']:.3f} (p > {ref['tight_threshold']:.2f})" if ref else "–") + " | "
+                    + (f"{edge['tight_mask_iou']:.3f}" if edge else "–")
                     + f" | {q['finetune_val_balanced_accuracy']:.3f} |")
         configs = {json.dumps(r.get("config", {}), sort_keys=True) for r in self.records.values()
                    if r.get("correlation") == a.correlation}
@@ -650,8 +681,8 @@ class Runner:
             md += ["", f"Segmenter (bundled `{a.segmenter}`, fine-tuned on {a.n_labeled} simulated patch labels, "
                    f"{a.finetune_epochs} epochs), on the test split:", "",
                    "| seed | patch bal. acc. zero-shot | fine-tuned | tight IoU zero-shot | fine-tuned | fine-tuned, refined "
-                   "(calibrated threshold) | fine-tune val bal. acc. |",
-                   "|---|---|---|---|---|---|---|", *seg_rows]
+                   "(calibrated threshold) | fine-tuned, edge refiner (p > 0.5) | fine-tune val bal. acc. |",
+                   "|---|---|---|---|---|---|---|---|", *seg_rows]
         fig = self.out / "figures" / f"robustness_{self.setting}.png"
         if plot:
             self.bar_plot(plot, fig)

@@ -346,7 +346,7 @@ def test_benchmark_joint_run_equals_single_setting_runs(tmp_path):
     learned-mask routes, whose fine-tuned segmenter and train masks the settings share)."""
     from benchmarks.robustness import main
 
-    methods = ("erm", "backswap", "backswap_refined", "gt_trim")
+    methods = ("erm", "backswap", "backswap_refined", "backswap_edge", "gt_trim")
     common = ["--image-size", "16", "--n-train", "48", "--n-test", "64", "--epochs", "2", "--n-labeled", "20",
               "--finetune-epochs", "1", "--methods", *methods, "--seeds", "0"]
     main([*common, "--holdout", "crop", "photo", "--out-dir", str(tmp_path / "joint")])
@@ -364,6 +364,7 @@ def test_benchmark_joint_run_equals_single_setting_runs(tmp_path):
             assert joint == alone, method
             assert 0.0 <= joint["worst_group"] <= joint["average"] <= 1.0
         assert "refined_test" in joint_file["backswap_refined/seed0"]["segmenter"]
+        assert joint_file["backswap_edge/seed0"]["segmenter"]["edge_test"]["tight_threshold"] == 0.5
 
 
 def test_benchmark_edge_probes_change_only_the_edge_of_the_true_alpha():

@@ -26,6 +26,7 @@ from .metrics import (
 from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, logits_to_probability, probability_to_mask
 from .finetune import finetune_segmenter
 from .refine import calibrate_threshold, flip_average_logits, loose_hole, refine_probability
+from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
 from .quantize import QuantizedPatchSegmenter, quantize_segmenter
 from .inpaint import (
     GrayFill,
@@ -69,6 +70,8 @@ __all__ = [
     "probability_to_mask",
     "finetune_segmenter",
     "refine_probability",
+    "EdgeRefiner",
+    "DEFAULT_EDGE_REFINER",
     "flip_average_logits",
     "calibrate_threshold",
     "loose_hole",

@@ -66,10 +66,12 @@ def _cpu_copy(module: Any) -> Any:
 class SwapRuntime:
     """Devices, worker processes and random streams of one swap (see the module docs)."""
 
-    def __init__(self, segmenter: Any, seed: int | None, generator: torch.Generator | None) -> None:
+    def __init__(self, segmenter: Any, seed: int | None, generator: torch.Generator | None,
+                 refiner: Any = None) -> None:
         self.seed = seed
         self.generator = generator
         self.cpu_segmenter = _cpu_copy(segmenter)
+        self.cpu_refiner = _cpu_copy(refiner)  # a learned refine step (a module) travels like the segmenter
         self._gen: torch.Generator | None = None
         self._gen_key: tuple | None = None
 
@@ -96,13 +98,27 @@ class SwapRuntime:
             )
         return self.cpu_segmenter
 
-    def moved(self, segmenter: Any, device: torch.device | None) -> None:
-        """Call before the caller's segmenter moves to ``device``: keep a separate CPU copy for workers."""
-        if device is not None and device.type != "cpu" and isinstance(segmenter, nn.Module):
+    def refiner(self, refiner: Any) -> Any:
+        """The learned refine step to run: the caller's in the main process, the CPU copy inside workers."""
+        if self.worker_info() is None or not isinstance(refiner, nn.Module):
+            return refiner
+        return self.cpu_refiner
+
+    def moved(self, segmenter: Any, device: torch.device | None, refiner: Any = None) -> None:
+        """Call before the caller's segmenter (and learned refiner) move to ``device``: keep separate CPU copies
+        for workers."""
+        if device is None or device.type == "cpu":
+            return
+        if isinstance(segmenter, nn.Module):
             cpu_seg = self.cpu_segmenter
             if cpu_seg is segmenter:
                 cpu_seg = copy.deepcopy(cpu_seg)
             self.cpu_segmenter = _cpu_copy(cpu_seg)
+        if isinstance(refiner, nn.Module):
+            cpu_ref = self.cpu_refiner
+            if cpu_ref is refiner:
+                cpu_ref = copy.deepcopy(cpu_ref)
+            self.cpu_refiner = _cpu_copy(cpu_ref)
 
     def generator_for_call(self) -> torch.Generator | None:
         """This process's stream (``None`` = torch's global RNG)."""

@@ -10,7 +10,9 @@ module holds the steps that bring the mask back to pixel accuracy, all batched a
   ``"guided"`` (He et al.'s guided filter, :func:`kornia.filters.guided_blur`) or ``"bilateral"`` (joint
   bilateral filter, :func:`kornia.filters.joint_bilateral_blur`);
 * :func:`calibrate_threshold` – the tight threshold that best reproduces a labelled split's patch labels;
-* :func:`loose_hole` – the hole to inpaint: ``probability > threshold``, optionally grown by a few pixels.
+* :func:`loose_hole` – the hole to inpaint: ``probability > threshold``, optionally grown by a few pixels;
+* a learned alternative to the fixed filters: :class:`~torch_backswap.edge_refiner.EdgeRefiner` (pass it as
+  ``refine=`` to :func:`cut_out_probability` / :class:`~torch_backswap.transform.BackgroundSwap`).
 
 Typical use (``segmenter`` a :class:`~torch_backswap.segmenter.PatchSegmenter`, ``images`` uint8)::
 
@@ -23,6 +25,7 @@ The measured effect of each step is in ``benchmarks/RESULTS.md`` (section ``mask
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,13 @@ __all__ = [
 
 #: Methods of :func:`refine_probability`.
 REFINE_METHODS = ("none", "guided", "bilateral")
+
+
+class Refiner(Protocol):
+    """A learned refinement step (e.g. :class:`~torch_backswap.edge_refiner.EdgeRefiner`): images ``(B, C, H, W)``
+    and their upsampled probability ``(B, 1, H, W)`` → refined probability ``(B, 1, H, W)``."""
+
+    def predict_probability(self, images: Tensor, probability: Tensor) -> Tensor: ...
 
 
 def _guide(images: Tensor, size: tuple[int, int], device: torch.device) -> Tensor:
@@ -255,7 +265,7 @@ def cut_out_alpha(
     *,
     tight_threshold: float,
     feather: float = 0.0,
-    refine: str | None = None,
+    refine: str | Refiner | None = None,
     flip_average: bool = False,
 ) -> Tensor:
     """The object's cut-out alpha from a segmenter: float ``(B, 1, H, W)`` in ``[0, 1]`` of ``(B, 3, H, W)`` images.
@@ -263,27 +273,31 @@ def cut_out_alpha(
     Logits through the one route (:func:`~torch_backswap.segmenter.segment_logits`; with ``flip_average`` the
     mean with the mirror image's, :func:`flip_average_logits`), bilinear probability at the images' size,
     optionally snapped to the image's edges (``refine="guided"`` or ``"bilateral"``, radius two cells, see
-    :func:`refine_probability`), then the tight mask with a ``feather`` ramp
-    (:func:`~torch_backswap.segmenter.probability_to_mask`).
+    :func:`refine_probability`, or a learned :class:`~torch_backswap.edge_refiner.EdgeRefiner`), then the tight
+    mask with a ``feather`` ramp (:func:`~torch_backswap.segmenter.probability_to_mask`).
     """
     prob = cut_out_probability(segmenter, images, refine=refine, flip_average=flip_average)
     return probability_to_mask(prob, tight_threshold, feather)
 
 
 def cut_out_probability(
-    segmenter: torch.nn.Module, images: Tensor, *, refine: str | None = None, flip_average: bool = False
+    segmenter: torch.nn.Module, images: Tensor, *, refine: str | Refiner | None = None, flip_average: bool = False
 ) -> Tensor:
     """The foreground probability behind :func:`cut_out_alpha`: float ``(B, 1, H, W)`` in ``[0, 1]``.
 
     Bilinear from the segmenter's logits (mean with the mirror image's with ``flip_average``), optionally
-    snapped to the image's edges with ``refine`` (radius two cells, ``eps=1e-4``).
+    snapped to the image's edges with ``refine``: a method of :func:`refine_probability` (radius two cells,
+    ``eps=1e-4``) or a learned refiner (anything with ``predict_probability(images, probability)``, e.g.
+    :class:`~torch_backswap.edge_refiner.EdgeRefiner`).
     """
     size = tuple(images.shape[-2:])
-    if not (refine or flip_average):
+    if not flip_average and (refine is None or isinstance(refine, str) and not refine):
         return segment_probability(segmenter, images)
     logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
     prob = logits_to_probability(logits, size)
-    if refine:
+    if isinstance(refine, str):
         radius = max(1, round(2 * size[0] / logits.shape[-1]))  # two cells
         prob = refine_probability(prob, images, method=refine, radius=radius, eps=1e-4)
+    elif refine is not None:
+        prob = refine.predict_probability(images, prob)
     return prob

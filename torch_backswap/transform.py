@@ -139,10 +139,12 @@ class BackgroundSwap(v2.Transform):
         min_foreground: samples whose cut-out covers less than this fraction of the image are left
             unchanged (a missed object's speck would carry the label alone; default 0.01, 0 disables).
         refine: ``"guided"`` or ``"bilateral"``: snap the segmenter's upsampled probability to the image's edges
-            (:func:`~torch_backswap.refine.refine_probability`, radius two cells); ``None`` (default) keeps the
-            bilinear upsampling. With ``flip_average`` the logits are averaged with the mirror image's. Both
-            raise tight-mask IoU on StampBirds (``benchmarks/RESULTS.md``, *mask_quality*); pair them with a
-            calibrated ``tight_threshold`` (:func:`~torch_backswap.refine.calibrate_threshold`).
+            (:func:`~torch_backswap.refine.refine_probability`, radius two cells; pair it with a calibrated
+            ``tight_threshold``, :func:`~torch_backswap.refine.calibrate_threshold`); a learned refiner
+            (:class:`~torch_backswap.edge_refiner.EdgeRefiner`, moved by :meth:`to` like the segmenter; pair it
+            with ``tight_threshold=0.5``); ``None`` (default) keeps the bilinear upsampling. With
+            ``flip_average`` the logits are averaged with the mirror image's. Each raises tight-mask IoU on
+            StampBirds (``benchmarks/RESULTS.md``, *mask_quality*).
         value_range: ``(low, high)`` of float images (default ``(0, 1)``; uint8 is always 0..255). Float
             images outside the range raise ``ValueError`` instead of being blended as garbage.
         labels_getter: ``"default"`` (:func:`default_labels_getter`), a callable ``sample -> labels``, or
@@ -182,7 +184,7 @@ class BackgroundSwap(v2.Transform):
         harmonize: float = 0.0,
         interpolation: str = "bilinear",
         min_foreground: float = 0.01,
-        refine: str | None = None,
+        refine: str | nn.Module | None = None,
         flip_average: bool = False,
         value_range: tuple[float, float] | None = None,
         labels_getter: str | Callable[[Any], Any] | None = "default",
@@ -210,7 +212,12 @@ class BackgroundSwap(v2.Transform):
         self.interpolation = check_choice("interpolation", interpolation, ("bilinear", "nearest"))
         self.min_foreground = check_fraction("min_foreground", min_foreground, upper_open=True)
         self.value_range = value_range_of("value_range", value_range)
-        self.refine = None if refine is None else check_choice("refine", refine, tuple(m for m in REFINE_METHODS if m != "none"))
+        if refine is not None and not isinstance(refine, str) and not callable(getattr(refine, "predict_probability", None)):
+            raise TypeError("refine must be None, 'guided', 'bilateral' or a learned refiner with "
+                            f"predict_probability(images, probability) (e.g. EdgeRefiner), got {describe(refine)}")
+        if isinstance(refine, str):
+            refine = check_choice("refine", refine, tuple(m for m in REFINE_METHODS if m != "none"))
+        self.refine = refine
         self.flip_average = bool(flip_average)
         if segmenter is not None and not callable(segmenter):
             raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
@@ -225,7 +232,7 @@ class BackgroundSwap(v2.Transform):
         self.reference_size = int(reference_size)
         self.labels_getter = labels_getter
         self.seed = seed
-        self.runtime = SwapRuntime(segmenter, seed, generator)
+        self.runtime = SwapRuntime(segmenter, seed, generator, refiner=self.refine)
         self.last_record: SwapRecord | None = None
 
     # ------------------------------------------------------------------------------------------------
@@ -249,7 +256,7 @@ class BackgroundSwap(v2.Transform):
     def to(self, *args: Any, **kwargs: Any) -> "BackgroundSwap":
         """Move the segmenter and the bank (a CPU copy of the segmenter stays for DataLoader workers)."""
         device = parse_device(*args, **kwargs)
-        self.runtime.moved(self.segmenter, device)
+        self.runtime.moved(self.segmenter, device, refiner=self.refine)
         super().to(*args, **kwargs)
         if device is not None:
             self.bank = self.bank.to(device)
@@ -280,7 +287,9 @@ class BackgroundSwap(v2.Transform):
         modules = dict(state.get("_modules", {}))
         if modules.get("segmenter") is not None:
             modules["segmenter"] = self.runtime.cpu_segmenter  # a pickled swap is a CPU swap
-            state["_modules"] = modules
+        if modules.get("refine") is not None:
+            modules["refine"] = self.runtime.cpu_refiner
+        state["_modules"] = modules
         state["last_record"] = None
         return state
 
@@ -417,7 +426,7 @@ class BackgroundSwap(v2.Transform):
                 "the object's alpha in the sample as torch_backswap.ObjectAlpha (see ObjectAlphaDataset)"
             )
         return cut_out_alpha(segmenter, rgb, tight_threshold=self.tight_threshold, feather=self.feather,
-                             refine=self.refine, flip_average=self.flip_average)
+                             refine=self.runtime.refiner(self.refine), flip_average=self.flip_average)
 
     def _swap(
         self,
