@@ -358,16 +358,7 @@ class PatchSegmenter(
             overrides=overrides, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
             map_location=map_location, strict=strict)
 
-    def save_pretrained(  # type: ignore[override]
-        self,
-        save_directory: str | os.PathLike,
-        *,
-        config: dict | None = None,
-        repo_id: str | None = None,
-        push_to_hub: bool = False,
-        model_card_kwargs: dict | None = None,
-        **push_to_hub_kwargs,
-    ) -> str | None:
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> str | None:  # type: ignore[override]
         """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` (unless present) to
         ``save_directory``, each durably (:mod:`torch_backswap._io`: a temporary file unique to this writer,
         ``fsync``, ``os.replace``): an interrupted save leaves each file old or new, never half written. The
@@ -375,8 +366,7 @@ class PatchSegmenter(
         ``config`` replaces :attr:`config`; ``push_to_hub`` and the rest behave as in
         :meth:`huggingface_hub.ModelHubMixin.save_pretrained`. Returns the commit URL when pushing, else ``None``.
         """
-        return save_pretrained_model(self, save_directory, config=config, repo_id=repo_id, push_to_hub=push_to_hub,
-                                     model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+        return save_pretrained_model(self, save_directory, **kwargs)
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, backbone={self.backbone_name!r}, input_size={self.input_size}"

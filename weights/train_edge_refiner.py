@@ -81,8 +81,9 @@ swap = BackgroundSwap(bank, segmenter, refine=EdgeRefiner.from_pretrained(), fli
 """
 
 
-def training_data(seed: int, n: int, segmenter: PatchSegmenter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Composites (uint8), their alpha and the segmenter's flip-averaged cell logits."""
+def training_data(seed: int, n: int, segmenter: PatchSegmenter) -> tuple:
+    """Composites (uint8), their alpha, the segmenter's flip-averaged cell logits, the number of photos and the
+    stamps (the held-out check pastes them on other photos)."""
     stamps = segmenter_recipe._non_bird_stamps(max_side=192, rng=random.Random(seed), limit=None)
     root = default_root()
     manifest = json.loads((root / "manifest.json").read_text())
