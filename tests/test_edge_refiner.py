@@ -3,11 +3,21 @@ import pickle
 import pytest
 import torch
 
-from torch_backswap import BackgroundBank, BackgroundSwap, EdgeRefiner, PatchSegmenter, StampBirds
+from torch_backswap import (
+    BackgroundBank,
+    BackgroundSwap,
+    EdgeRefiner,
+    PatchSegmenter,
+    StampBirds,
+)
 from torch_backswap._io import BackswapFileError
 from torch_backswap.labels import dense_to_patch_grid
 from torch_backswap.metrics import mask_iou
-from torch_backswap.refine import cut_out_probability, flip_average_logits, refine_probability
+from torch_backswap.refine import (
+    cut_out_probability,
+    flip_average_logits,
+    refine_probability,
+)
 from torch_backswap.segmenter import logits_to_probability
 
 pytestmark = pytest.mark.usefixtures("one_thread")

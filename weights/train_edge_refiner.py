@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import train_default_segmenter as segmenter_recipe
 from PIL import Image
 
-import train_default_segmenter as segmenter_recipe
 from torch_backswap._io import atomic_write_text
 from torch_backswap.datasets import composite_stamps
 from torch_backswap.datasets.stampbirds import default_root
