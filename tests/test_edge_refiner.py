@@ -131,3 +131,16 @@ def test_cell_labels_of_the_discs_are_what_a_person_would_mark():
     grid = dense_to_patch_grid(alpha, 16, threshold=0.25)
     coarse = torch.nn.functional.avg_pool2d(prob, 4)[:, 0] > 0.5
     assert (coarse == grid).float().mean() > 0.95
+
+
+def test_from_pretrained_swap_uses_the_edge_route_unless_told_otherwise():
+    bank = BackgroundBank(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]))
+    swap = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", bank, seed=0)
+    assert isinstance(swap.refine, EdgeRefiner) and swap.flip_average and swap.tight_threshold == 0.5
+    plain = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", bank, refiner=None)
+    assert plain.refine is None and not plain.flip_average and plain.tight_threshold == 0.67
+    guided = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", bank, refine="guided",
+                                            tight_threshold=0.6)
+    assert guided.refine == "guided" and guided.tight_threshold == 0.6
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert swap.swap_batch(images, torch.tensor([0, 1])).shape == images.shape

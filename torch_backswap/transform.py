@@ -57,6 +57,7 @@ from ._kinds import alpha_to_batch, batch_to_image, boxes_like, image_to_batch, 
 from ._runtime import SwapRuntime, parse_device
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
+from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
 from .jitter import REFERENCE_SIZE, sample_jitter
 from .functional import (
     SwapParams,
@@ -241,16 +242,28 @@ class BackgroundSwap(v2.Transform):
 
     @classmethod
     def from_pretrained(
-        cls, segmenter_name_or_path: str | os.PathLike, bank: BackgroundBank | str | os.PathLike, **kwargs: Any
+        cls,
+        segmenter_name_or_path: str | os.PathLike,
+        bank: BackgroundBank | str | os.PathLike,
+        *,
+        refiner: str | os.PathLike | None = DEFAULT_EDGE_REFINER,
+        **kwargs: Any,
     ) -> "BackgroundSwap":
         """Load a pretrained :class:`PatchSegmenter` (local dir → Hub → bundled) and wrap it with ``bank``.
 
-        ``revision``, ``cache_dir`` and ``local_files_only`` go to ``PatchSegmenter.from_pretrained``, the
-        other ``kwargs`` to :class:`BackgroundSwap`.
+        The cut-out follows the measured best route (``benchmarks/RESULTS.md``, *mask_quality* and *robustness*,
+        ``backswap_edge``): the learned :class:`~torch_backswap.edge_refiner.EdgeRefiner` ``refiner`` on the
+        flip-averaged probability, cut at p > 0.5. ``refiner=None`` keeps the paper's bilinear route (the
+        constructor's defaults); ``refine``, ``flip_average`` and ``tight_threshold`` given here win.
+        ``revision``, ``cache_dir`` and ``local_files_only`` go to both ``from_pretrained`` loaders, the other
+        ``kwargs`` to :class:`BackgroundSwap`.
         """
         from .segmenter import PatchSegmenter
 
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
+        if refiner is not None and "refine" not in kwargs:
+            kwargs = {"flip_average": True, "tight_threshold": 0.5, **kwargs,
+                      "refine": EdgeRefiner.from_pretrained(refiner, **hub_kwargs)}
         return cls(bank, PatchSegmenter.from_pretrained(segmenter_name_or_path, **hub_kwargs), **kwargs)
 
     def to(self, *args: Any, **kwargs: Any) -> "BackgroundSwap":
