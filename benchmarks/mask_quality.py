@@ -113,12 +113,10 @@ def probability(logits: torch.Tensor, images: torch.Tensor, refine: dict | EdgeR
     """(N,1,H,W) float32 probability at image size, refined with ``refine`` (kwargs of refine_probability, or the
     learned edge refiner)."""
     prob = logits_to_probability(logits, tuple(images.shape[-2:]))
-    if isinstance(refine, EdgeRefiner):
-        return torch.cat([refine.predict_probability(images[i : i + 512], prob[i : i + 512])
-                          for i in range(0, len(prob), 512)])
     if refine:
-        prob = torch.cat([refine_probability(prob[i : i + 512], images[i : i + 512], **refine)
-                          for i in range(0, len(prob), 512)])
+        step = refine.predict_probability if isinstance(refine, EdgeRefiner) else (
+            lambda x, p: refine_probability(p, x, **refine))
+        prob = torch.cat([step(images[i : i + 512], prob[i : i + 512]) for i in range(0, len(prob), 512)])
     return prob
 
 

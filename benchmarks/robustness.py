@@ -175,18 +175,12 @@ def photo_worst(record: dict) -> float | None:
 
 
 @torch.no_grad()
-def refined_probability(seg: PatchSegmenter, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Flip-averaged, guided-filtered foreground probability ``(N, 1, H, W)`` (radius two cells, as
-    :func:`torch_backswap.refine.cut_out_alpha` with ``refine="guided", flip_average=True``)."""
-    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine="guided", flip_average=True)
-                      for i in range(0, len(images), batch_size)])
-
-
-@torch.no_grad()
-def edge_probability(seg: PatchSegmenter, refiner: EdgeRefiner, images: torch.Tensor,
-                     batch_size: int = 256) -> torch.Tensor:
-    """Flip-averaged probability refined by the learned edge refiner, ``(N, 1, H, W)``."""
-    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine=refiner, flip_average=True)
+def refined_probability(seg: PatchSegmenter, images: torch.Tensor, batch_size: int = 256,
+                        refine: str | EdgeRefiner = "guided") -> torch.Tensor:
+    """Flip-averaged foreground probability ``(N, 1, H, W)``, refined by ``refine``: the guided filter (radius two
+    cells, as :func:`torch_backswap.refine.cut_out_alpha` with ``refine="guided", flip_average=True``) or a learned
+    edge refiner."""
+    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine=refine, flip_average=True)
                       for i in range(0, len(images), batch_size)])
 
 
@@ -297,19 +291,22 @@ class Runner:
                 _, tight, loose = segment_images(seg, train.images, tight_threshold=self.args.tight_threshold)
                 threshold = None
             else:
+                prob = refined_probability(seg, train.images, refine=self.route_refine(route))
                 if route == "refined":
-                    prob = refined_probability(seg, train.images)
                     grids = dense_to_patch_grid(train.alpha[held_out], seg.grid_size, 0.25)
                     threshold, _ = calibrate_threshold(prob[held_out], grids)
                 else:
-                    prob, threshold = edge_probability(seg, self.edge_refiner(), train.images), 0.5
+                    threshold = 0.5
                 tight = probability_to_mask(prob, threshold, feather=0.1)
                 loose = loose_hole(prob, 0.2, dilate=2)
             self._train_masks[key] = (tight, loose, threshold)
         return self._train_masks[key]
 
-    def edge_refiner(self) -> EdgeRefiner:
-        """The bundled edge refiner (loaded once, shared between settings)."""
+    def route_refine(self, route: str) -> str | EdgeRefiner:
+        """The ``refine`` of a refined route: ``"guided"``, or the bundled edge refiner (loaded once, shared between
+        settings)."""
+        if route == "refined":
+            return "guided"
         if "edge_refiner" not in self._models:
             self._models["edge_refiner"] = EdgeRefiner.from_pretrained(DEFAULT_EDGE_REFINER)
         return self._models["edge_refiner"]
@@ -328,9 +325,7 @@ class Runner:
             }
             if route != "plain":
                 threshold = self.train_masks(seed, route)[2]
-                prob = (refined_probability(seg, test.images) if route == "refined"
-                        else edge_probability(seg, self.edge_refiner(), test.images))
-                test_mask = prob > threshold
+                test_mask = refined_probability(seg, test.images, refine=self.route_refine(route)) > threshold
                 # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
                 quality[f"{route}_test"] = {"tight_threshold": threshold,
                                            "tight_mask_iou": mask_iou(test_mask, test.alpha > 0.5)}

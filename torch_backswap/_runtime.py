@@ -63,6 +63,14 @@ def _cpu_copy(module: Any) -> Any:
     return copy.deepcopy(module).cpu()
 
 
+def _kept_cpu_copy(cpu_copy: Any, module: Any) -> Any:
+    """The CPU copy to keep for workers when ``module`` is about to move off the CPU: a separate copy, never the
+    module itself (``cpu_copy`` unchanged for non-modules)."""
+    if not isinstance(module, nn.Module):
+        return cpu_copy
+    return _cpu_copy(copy.deepcopy(cpu_copy) if cpu_copy is module else cpu_copy)
+
+
 class SwapRuntime:
     """Devices, worker processes and random streams of one swap (see the module docs)."""
 
@@ -109,16 +117,8 @@ class SwapRuntime:
         for workers."""
         if device is None or device.type == "cpu":
             return
-        if isinstance(segmenter, nn.Module):
-            cpu_seg = self.cpu_segmenter
-            if cpu_seg is segmenter:
-                cpu_seg = copy.deepcopy(cpu_seg)
-            self.cpu_segmenter = _cpu_copy(cpu_seg)
-        if isinstance(refiner, nn.Module):
-            cpu_ref = self.cpu_refiner
-            if cpu_ref is refiner:
-                cpu_ref = copy.deepcopy(cpu_ref)
-            self.cpu_refiner = _cpu_copy(cpu_ref)
+        self.cpu_segmenter = _kept_cpu_copy(self.cpu_segmenter, segmenter)
+        self.cpu_refiner = _kept_cpu_copy(self.cpu_refiner, refiner)
 
     def generator_for_call(self) -> torch.Generator | None:
         """This process's stream (``None`` = torch's global RNG)."""
