@@ -11,8 +11,8 @@ split (held-out photos), two kinds of hole are filled:
 * **alpha+d**: the exact bird alpha (> 0) dilated by ``round(size / 32)`` px — the hole a loose mask
   would cut, without segmentation errors;
 * **seg loose**: the loose mask of the bundled segmenter (``torch-backswap/patchseg-tiny-s16``,
-  probability > :data:`~torch_backswap.segmenter.LOOSE_THRESHOLD` = 0.1), as ``build_bank``
-  uses it. Skipped when the weights are not there. Bird pixels the mask misses stay in the
+  probability > :data:`~torch_backswap.segmenter.LOOSE_THRESHOLD` = 0.1), the paper's hole
+  (``build_bank(..., refiner=None)``). Skipped when the weights are not there. Bird pixels the mask misses stay in the
   "background" and count as error in the whole-image PSNR.
 
 Reported per method: PSNR (dB, signal range 1) inside the hole only and over the whole image, mean ± std
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         segmenter = PatchSegmenter.from_pretrained(args.segmenter).eval()
         sha = weights_id(args.segmenter)
         seg_note = (f"bundled segmenter `{args.segmenter}` (model.safetensors sha256 {sha}…) probability > "
-                    f"{LOOSE_THRESHOLD} (the loose mask `build_bank` cuts)")
+                    f"{LOOSE_THRESHOLD} (the paper's loose mask, `build_bank(..., refiner=None)`)")
     except (FileNotFoundError, OSError) as err:
         print(f"segmenter {args.segmenter!r} not available ({err}); only alpha+d holes", flush=True)
         segmenter = None

@@ -113,10 +113,12 @@ def test_build_from_tensor_with_segmenter_fills_the_object():
     images = torch.zeros(6, 3, 32, 32, dtype=torch.uint8)
     images[:, 1] = 90  # green background
     images[:, :, 8:24, 8:24] = torch.tensor([250, 0, 0], dtype=torch.uint8)[:, None, None]  # red object
-    bank = build_bank(images, torch.tensor([0, 1] * 3), _BoxSegmenter(), batch_size=4, progress=False)
-    assert len(bank) == 6 and bank.size == (32, 32) and bank.backgrounds.dtype == torch.uint8
-    assert bank.backgrounds[:, 0].max() < 60  # the red object is gone
-    assert bank.metadata["loose_threshold"] == 0.1 and "Pyramid" in bank.metadata["inpainter"]
+    for refiner, loose in ((None, 0.1), ("torch-backswap/edgerefine-tiny", 0.2)):  # the paper's hole, the default
+        bank = build_bank(images, torch.tensor([0, 1] * 3), _BoxSegmenter(), batch_size=4, progress=False,
+                          refiner=refiner)
+        assert len(bank) == 6 and bank.size == (32, 32) and bank.backgrounds.dtype == torch.uint8
+        assert bank.backgrounds[:, 0].max() < 60  # the red object is gone
+        assert bank.metadata["loose_threshold"] == loose and "Pyramid" in bank.metadata["inpainter"]
     assert bank.build_stats["images"] == 6 and bank.build_stats["images_per_s"] > 0
 
 

@@ -154,3 +154,50 @@ def test_building_never_moves_or_switches_the_callers_segmenter():
     eval_bank = build_bank(images, labels, seg.eval(), batch_size=4, progress=False)
     assert not seg.training
     assert torch.equal(bank.backgrounds, eval_bank.backgrounds)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_default_hole_is_the_edge_route_and_refiner_none_the_papers():
+    """build_bank's default hole is the measured route (flip-averaged logits -> bundled EdgeRefiner -> p > 0.2,
+    grown size/32 px), as the robustness benchmark's ``backswap_edge`` cuts it; ``refiner=None`` is p > 0.1."""
+    from torch_backswap import StampBirds
+    from torch_backswap.edge_refiner import EdgeRefiner
+    from torch_backswap.refine import cut_out_probability, loose_hole
+    from torch_backswap.segmenter import PatchSegmenter, segment_probability
+
+    data = StampBirds(split="train", n=12, image_size=64, seed=3)
+    seg = PatchSegmenter.from_pretrained("torch-backswap/patchseg-tiny-s16")
+    refiner = EdgeRefiner.from_pretrained("torch-backswap/edgerefine-tiny")
+    kw = {"progress": False, "batch_size": 12}
+    default = build_bank(data.images, data.labels, seg, **kw)
+    prob = cut_out_probability(seg, data.images, refine=refiner, flip_average=True)
+    given = build_bank(data.images, data.labels, holes=loose_hole(prob, 0.2, dilate=2), **kw)
+    assert torch.equal(default.backgrounds, given.backgrounds)
+    assert {k: default.metadata[k] for k in ("loose_threshold", "tight_threshold", "flip_average", "dilate")} == {
+        "loose_threshold": 0.2, "tight_threshold": 0.5, "flip_average": True, "dilate": 2}
+    assert default.metadata["refiner"] == "torch-backswap/edgerefine-tiny"
+
+    paper = build_bank(data.images, data.labels, seg, refiner=None, **kw)
+    given = build_bank(data.images, data.labels, holes=segment_probability(seg, data.images) > 0.1, **kw)
+    assert torch.equal(paper.backgrounds, given.backgrounds)
+    assert "refiner" not in paper.metadata and paper.metadata["loose_threshold"] == 0.1
+    assert not torch.equal(paper.backgrounds, default.backgrounds)
+
+    # a loaded refiner is used as given (never moved or switched), explicit settings win
+    refiner.train()
+    explicit = build_bank(data.images, data.labels, seg, refiner=refiner, flip_average=False, loose_threshold=0.3,
+                          dilate=0, **kw)
+    assert refiner.training
+    prob = cut_out_probability(seg, data.images, refine=refiner.eval(), flip_average=False)
+    given = build_bank(data.images, data.labels, holes=prob > 0.3, **kw)
+    assert torch.equal(explicit.backgrounds, given.backgrounds)
+
+
+def test_bad_refiner_and_dilate_are_named():
+    images, labels, _ = scene(n=4)
+    with pytest.raises(ValueError, match="refiner must be a learned refiner.*'guided'"):
+        build_bank(images, labels, BoxSegmenter(), refiner="guided", progress=False)
+    with pytest.raises(TypeError, match="refiner must be None.*got int"):
+        build_bank(images, labels, BoxSegmenter(), refiner=3, progress=False)
+    with pytest.raises(ValueError, match="dilate must be an int >= 0.*-1"):
+        build_bank(images, labels, BoxSegmenter(), dilate=-1, progress=False)

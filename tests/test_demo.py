@@ -9,11 +9,15 @@ import math
 
 import pytest
 import torch
+from _golden_cases import GOLDEN, digest
 from PIL import Image
 
-from _golden_cases import GOLDEN
+from torch_backswap import BackgroundBank
 from torch_backswap.cli import main
-from torch_backswap.experiments.pipeline import format_group_table, simulated_patch_labels
+from torch_backswap.experiments.pipeline import (
+    format_group_table,
+    simulated_patch_labels,
+)
 
 
 def _is_fraction(x) -> bool:
@@ -21,9 +25,11 @@ def _is_fraction(x) -> bool:
 
 
 @pytest.mark.slow
-def test_demo_fast_end_to_end(tmp_path):
+@pytest.mark.parametrize("route, golden_key", [([], "demo_fast"), (["--refiner", "none"], "demo_fast_paper_route")],
+                         ids=["edge_route", "paper_route"])
+def test_demo_fast_end_to_end(tmp_path, route, golden_key):
     out = tmp_path / "demo"
-    assert main(["demo", "--fast", "--quiet", "--out", str(out)]) == 0
+    assert main(["demo", "--fast", "--quiet", "--out", str(out), *route]) == 0
 
     summary = json.loads((out / "results.json").read_text())
     assert summary["settings"]["fast"] is True
@@ -45,14 +51,23 @@ def test_demo_fast_end_to_end(tmp_path):
     assert (out / "segmenter" / "model.safetensors").is_file()
     assert (out / "bank.safetensors").is_file()
 
-    # golden figures, pinned before the v0.2 refactor (tests/_golden_cases.py): the pipeline is deterministic
-    golden = json.loads(GOLDEN.read_text())["demo_fast"]
+    cut = summary["segmenter"]["cut_out"]
+    assert _is_fraction(cut["tight_mask_iou"])
+    assert cut["flip_average"] is (not route) and (cut["refiner"] is None) is bool(route)
+    if route:  # the paper's cut-out is the segmenter's tight mask that segmenter_quality scores
+        assert cut["tight_mask_iou"] == pytest.approx(summary["segmenter"]["after_finetune"]["tight_mask_iou"])
+
+    # golden figures (tests/data/golden.json; the pipeline is deterministic): the edge route's, and the paper
+    # route's, which are the v0.2 demo's (pinned before the v0.2 refactor)
+    golden = json.loads(GOLDEN.read_text())[golden_key]
     for method, expected in golden["classifiers"].items():
         got = summary["classifiers"][method]
         assert got["average"] == pytest.approx(expected["average"], abs=1e-6)
         assert got["groups"] == pytest.approx(expected["groups"], abs=1e-6)
     for stage, expected in golden["segmenter"].items():
         assert summary["segmenter"][stage] == pytest.approx(expected, abs=1e-6)
+    assert {k: cut[k] for k in golden["cut_out"]} == pytest.approx(golden["cut_out"], abs=1e-6)
+    assert digest(BackgroundBank.load(out / "bank.safetensors").backgrounds) == golden["bank_backgrounds"]
 
 
 def test_simulated_labels_skip_empty_and_match_alpha():

@@ -12,9 +12,15 @@ import json
 
 import pytest
 import torch
+from _golden_cases import (
+    GOLDEN,
+    edge_route_cases,
+    finetune_cases,
+    segmenter_cases,
+    swap_cases,
+)
 
 import torch_backswap.segmenter as segmenter_module
-from _golden_cases import GOLDEN, finetune_cases, segmenter_cases, swap_cases
 
 EXPECTED = json.loads(GOLDEN.read_text())
 
@@ -36,6 +42,11 @@ def test_swap_batches_match_golden():
 @pytest.mark.usefixtures("one_thread")
 def test_bank_bytes_and_segmenter_swap_match_golden():
     assert segmenter_cases() == EXPECTED["segmenter"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_edge_route_defaults_match_golden():
+    assert edge_route_cases() == EXPECTED["edge_route"]
 
 
 @pytest.mark.usefixtures("one_thread")

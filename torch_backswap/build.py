@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 
 from ._dist import Dist
-from ._io import BackswapFileError
 from ._image import resize_uint8, to_uint8_rgb
+from ._io import BackswapFileError
 from .bank import BackgroundBank, _as_size
 from .bankfiles import (
     MANIFEST,
@@ -51,6 +51,7 @@ from .bankfiles import (
     shard_name,
     write_shard,
 )
+from .edge_refiner import DEFAULT_EDGE_REFINER
 
 __all__ = ["build_bank"]
 
@@ -186,19 +187,32 @@ def _inpainter_name(fill: Any) -> str:
     return type(fill).__qualname__
 
 
-def _ready_segmenter(segmenter: Any, device: torch.device) -> Any:
-    """A segmenter in eval mode on ``device`` that is never the caller's module moved or switched:
-    the caller's module itself when it already is in eval mode on ``device``, else a deep copy."""
-    from .segmenter import PatchSegmenter
-
-    if isinstance(segmenter, (str, os.PathLike)):
-        return PatchSegmenter.from_pretrained(segmenter).eval().to(device)
-    if isinstance(segmenter, torch.nn.Module):
-        tensors = [*segmenter.parameters(), *segmenter.buffers()]
+def _ready_module(module: Any, device: torch.device, loader: Any) -> Any:
+    """A model in eval mode on ``device`` that is never the caller's module moved or switched: loaded with
+    ``loader.from_pretrained`` when given as a name or path; the caller's module itself when it already is in
+    eval mode on ``device``, else a deep copy. Other callables are returned as they are."""
+    if isinstance(module, (str, os.PathLike)):
+        return loader.from_pretrained(module).eval().to(device)
+    if isinstance(module, torch.nn.Module):
+        tensors = [*module.parameters(), *module.buffers()]
         on_device = all(t.device == device for t in tensors)
-        if segmenter.training or any(m.training for m in segmenter.modules()) or not on_device:
-            segmenter = copy.deepcopy(segmenter).eval().to(device)
-    return segmenter
+        if module.training or any(m.training for m in module.modules()) or not on_device:
+            module = copy.deepcopy(module).eval().to(device)
+    return module
+
+
+def _check_refiner(refiner: Any) -> None:
+    from .refine import REFINE_METHODS, is_learned_refiner
+
+    if isinstance(refiner, str) and refiner in REFINE_METHODS:
+        raise ValueError(
+            f"refiner must be a learned refiner (a name or path for EdgeRefiner.from_pretrained, or a loaded one) or "
+            f"None, got the filter name {refiner!r}; for a filtered hole pass holes=loose_hole(cut_out_probability("
+            f"segmenter, images, refine={refiner!r}), threshold)"
+        )
+    if refiner is not None and not isinstance(refiner, (str, os.PathLike)) and not is_learned_refiner(refiner):
+        raise TypeError(f"refiner must be None, a name or path of an EdgeRefiner, or a learned refiner with "
+                        f"predict_probability(images, probability), got {type(refiner).__name__}")
 
 
 def _default_device(device: torch.device | str) -> torch.device:
@@ -216,15 +230,16 @@ def _default_device(device: torch.device | str) -> torch.device:
 class _Builder:
     """Segment + inpaint batches of a :class:`_Source` on one device."""
 
-    def __init__(self, source: _Source, segmenter: Any, fill: Any, holes: Tensor | None, loose: float,
-                 device: torch.device) -> None:
-        self.source, self.segmenter, self.fill, self.loose, self.device = source, segmenter, fill, loose, device
+    def __init__(self, source: _Source, segmenter: Any, fill: Any, holes: Tensor | None, device: torch.device, *,
+                 refiner: Any = None, flip_average: bool = False, loose: float, dilate: int) -> None:
+        self.source, self.segmenter, self.fill, self.device = source, segmenter, fill, device
+        self.refiner, self.flip_average, self.loose, self.dilate = refiner, flip_average, loose, dilate
         self.holes = holes
         if holes is not None and holes.shape[0] != source.n:
             raise ValueError(f"holes has {holes.shape[0]} masks for {source.n} images")
 
     def backgrounds(self, start: int, x: Tensor) -> Tensor:
-        from .segmenter import segment_probability
+        from .refine import cut_out_probability, loose_hole
 
         size = self.source.size
         x = x.to(self.device)
@@ -236,7 +251,8 @@ class _Builder:
                 if tuple(hole.shape[-2:]) != size:
                     hole = torch.nn.functional.interpolate(hole.float(), size=size, mode="nearest") > 0.5
             else:
-                hole = segment_probability(self.segmenter, x, size) > self.loose
+                prob = cut_out_probability(self.segmenter, x, refine=self.refiner, flip_average=self.flip_average)
+                hole = loose_hole(prob, self.loose, self.dilate)
             # uint8 in -> uint8 out: the inpainter rounds exactly as to_uint8_rgb would
             filled = self.fill(x, hole)
         return to_uint8_rgb(filled, "the inpainter's output", check_values=False) if filled.dtype != torch.uint8 else filled
@@ -256,7 +272,10 @@ def build_bank(
     size: int | Sequence[int] | None = None,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    refiner: Any = DEFAULT_EDGE_REFINER,
+    flip_average: bool | None = None,
     loose_threshold: float | None = None,
+    dilate: int | None = None,
     classes: Sequence[str] | None = None,
     num_workers: int = 0,
     progress: bool = True,
@@ -284,8 +303,19 @@ def build_bank(
         batch_size: images per segment-and-inpaint step.
         device: where segmentation and inpainting run (an in-memory bank is returned on this device).
             Under torchrun ``"cuda"`` means ``cuda:LOCAL_RANK``.
+        refiner: the learned refiner that snaps the segmenter's probability to the image's edges before the
+            hole is cut: a name or path for :meth:`EdgeRefiner.from_pretrained
+            <torch_backswap.edge_refiner.EdgeRefiner.from_pretrained>` (default: the bundled
+            ``torch-backswap/edgerefine-tiny``), a loaded refiner (never moved or switched, as ``segmenter``), or
+            ``None`` for the paper's route (the bilinear probability, no flip, p > 0.1, not grown). The default
+            is the route measured best (``benchmarks/RESULTS.md``, *mask_quality* and *robustness*
+            ``backswap_edge``).
+        flip_average: average the segmenter's logits with the mirror image's (default: on with a refiner).
         loose_threshold: foreground probability above which a pixel is a hole (default
+            :data:`~torch_backswap.refine.REFINED_HOLE_THRESHOLD` = 0.2 with a refiner, else
             :data:`~torch_backswap.segmenter.LOOSE_THRESHOLD` = 0.1, the paper's loose mask).
+        dilate: pixels to grow the hole by (default :func:`~torch_backswap.refine.hole_growth` of the bank size
+            with a refiner, 1/32 of the shorter side: 2 px at 64 px; else 0).
         classes: class names stored with the bank.
         num_workers: DataLoader workers to decode a dataset.
         progress: show a tqdm bar (unit: images, so it reports images/s; rank 0 only).
@@ -307,8 +337,10 @@ def build_bank(
         >>> len(bank), bank.size
         (4, (16, 16))
     """
+    from .edge_refiner import EdgeRefiner
     from .inpaint import get_inpainter
-    from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD
+    from .refine import REFINED_HOLE_THRESHOLD, REFINED_TIGHT_THRESHOLD, hole_growth
+    from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -316,9 +348,16 @@ def build_bank(
         raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
     if shard_size is not None and out is None:
         raise ValueError("shard_size needs out=<directory> to write the shards to, got out=None")
-    loose = LOOSE_THRESHOLD if loose_threshold is None else float(loose_threshold)
+    if holes is not None:
+        refiner = None  # given holes: nothing is segmented or refined
+    _check_refiner(refiner)
+    routed = refiner is not None
+    loose = (REFINED_HOLE_THRESHOLD if routed else LOOSE_THRESHOLD) if loose_threshold is None else float(loose_threshold)
     if not 0.0 <= loose <= 1.0:
         raise ValueError(f"loose_threshold must be in [0, 1], got {loose_threshold!r}")
+    if dilate is not None and (not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0):
+        raise ValueError(f"dilate must be an int >= 0 (pixels) or None, got {dilate!r}")
+    flip_average = routed if flip_average is None else bool(flip_average)
     if segmenter is None and holes is None:
         raise ValueError("build_bank needs a segmenter (or given holes), got segmenter=None")
     if shard_size is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -327,15 +366,20 @@ def build_bank(
     source = _Source(images, labels, _as_size(size), num_workers)
     seg_name = None if holes is not None else _segmenter_name(segmenter)
     fill = get_inpainter(inpainter)
-    builder = _Builder(source, None if holes is not None else _ready_segmenter(segmenter, device), fill, holes,
-                       loose, device)
+    dilate = (hole_growth(source.size) if routed else 0) if dilate is None else dilate
+    builder = _Builder(
+        source, None if holes is not None else _ready_module(segmenter, device, PatchSegmenter), fill, holes, device,
+        refiner=_ready_module(refiner, device, EdgeRefiner), flip_average=flip_average, loose=loose, dilate=dilate,
+    )
     settings = {
         "segmenter": seg_name,
         "inpainter": _inpainter_name(fill),
         "loose_threshold": loose,
-        "tight_threshold": TIGHT_THRESHOLD,
+        "tight_threshold": REFINED_TIGHT_THRESHOLD if routed else TIGHT_THRESHOLD,
         "source_count": source.n,
     }
+    if routed or flip_average or dilate:  # the paper's route keeps the settings (and the files) it always had
+        settings.update({"refiner": _segmenter_name(refiner), "flip_average": flip_average, "dilate": dilate})
     if shard_size is None:
         bank = _build_in_memory(builder, batch_size, classes, dict(settings, **(metadata or {})), progress)
         if out is not None:

@@ -22,12 +22,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(args.out, fast=args.fast, seed=args.seed, image_size=args.image_size, correlation=args.correlation,
-             n_labeled=args.n_labeled, segmenter=args.segmenter, finetune_epochs=args.finetune_epochs,
+             n_labeled=args.n_labeled, segmenter=args.segmenter,
+             refiner=None if args.refiner.lower() == "none" else args.refiner, finetune_epochs=args.finetune_epochs,
              epochs=args.epochs, progress=not args.quiet)
     return 0
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    from .edge_refiner import DEFAULT_EDGE_REFINER
     from .hub import DEFAULT_SEGMENTER
 
     p = subparsers.add_parser(
@@ -43,6 +45,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correlation", type=float, default=1.0, help="train class/background correlation (default: 1.0)")
     p.add_argument("--n-labeled", type=int, default=300, help="patch-labelled images for fine-tuning (default: 300)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter to fine-tune (name or path)")
+    p.add_argument("--refiner", default=DEFAULT_EDGE_REFINER, metavar="NAME_OR_PATH",
+                   help=f"learned edge refiner of the cut-out and the hole (default: {DEFAULT_EDGE_REFINER}); "
+                   "'none' for the paper's route")
     p.add_argument("--finetune-epochs", type=int, default=None, help="segmenter epochs (default: 12, --fast: 1)")
     p.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: 8, --fast: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -59,7 +64,8 @@ def _run_bank(args: argparse.Namespace) -> int:
     shard_size = args.shard_size if args.shard_size is not None or world == 1 else 1024
     to_tensor = v2.Compose([v2.PILToTensor(), v2.Resize((args.size, args.size), antialias=True)])
     dataset = ImageFolder(args.image_dir, transform=to_tensor)
-    result = build_bank(dataset, segmenter=args.segmenter, inpainter=args.inpainter, size=args.size,
+    refiner = None if args.refiner.lower() == "none" else args.refiner
+    result = build_bank(dataset, segmenter=args.segmenter, refiner=refiner, inpainter=args.inpainter, size=args.size,
                         batch_size=args.batch_size, device=args.device, classes=dataset.classes,
                         num_workers=args.num_workers, progress=not args.no_progress, out=args.out,
                         shard_size=shard_size)
@@ -72,6 +78,7 @@ def _run_bank(args: argparse.Namespace) -> int:
 
 
 def _add_bank(subparsers: argparse._SubParsersAction) -> None:
+    from .edge_refiner import DEFAULT_EDGE_REFINER
     from .hub import DEFAULT_SEGMENTER
 
     p = subparsers.add_parser(
@@ -90,6 +97,9 @@ def _add_bank(subparsers: argparse._SubParsersAction) -> None:
                    help="write N backgrounds per shard into the --out directory: resumable, and split between "
                    "processes under torchrun (default: one file; 1024 under torchrun)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter name or path")
+    p.add_argument("--refiner", default=DEFAULT_EDGE_REFINER, metavar="NAME_OR_PATH",
+                   help="learned edge refiner for the hole (flip-averaged, refined p > 0.2, grown size/32 px; "
+                   f"default: {DEFAULT_EDGE_REFINER}); 'none' for the paper's hole (bilinear p > 0.1)")
     p.add_argument("--inpainter", default="pyramid",
                    help="pyramid (default), gray, mean, noise, scramble_pixels, scramble_patches")
     p.add_argument("--size", type=int, default=224, help="bank resolution (default: 224)")

@@ -5,12 +5,17 @@
 1. **labels** — derives 16×16 patch labels for ~300 training images from the true alpha (standing in for
    a person with ``backswap label``);
 2. **fine-tune** — fine-tunes the bundled segmenter on them; scores it on the held-out test split;
-3. **bank** — segments every training image, inpaints the loose hole, keeps a background bank;
+3. **bank** — segments every training image, inpaints the loose hole, keeps a background bank
+   (:func:`~torch_backswap.build.build_bank`'s default route: flip-averaged logits, the bundled
+   :class:`~torch_backswap.edge_refiner.EdgeRefiner`, hole p > 0.2 grown 2 px);
 4. **train** — trains the same small CNN with plain ERM and with :class:`BackgroundSwap` (class-balanced
-   backgrounds) at 100 % train correlation (no training image breaks the correlation);
+   backgrounds; the same route cuts the object out at p > 0.5) at 100 % train correlation (no training image
+   breaks the correlation);
 5. **report** — prints the group-accuracy table and writes ``results.json`` and ``swap_grid.png``.
 
-The steps live in :mod:`torch_backswap.experiments.pipeline`, where the benchmarks reuse them.
+The steps live in :mod:`torch_backswap.experiments.pipeline`, where the benchmarks reuse them. ``refiner=None``
+(``backswap demo --refiner none``) runs the paper's route instead (bilinear probability, cut-out p > 0.67,
+hole p > 0.1).
 """
 
 from __future__ import annotations
@@ -24,18 +29,19 @@ from typing import Optional
 import torch
 
 from torch_backswap._io import atomic_write_text
+from torch_backswap.build import build_bank
+from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
 from torch_backswap.experiments.pipeline import (
-    build_bank,
     format_group_table,
     load_splits,
     save_swap_grid,
-    segment_images,
     segmenter_quality,
     simulated_patch_labels,
     train_and_evaluate,
 )
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
+from torch_backswap.metrics import mask_iou
 from torch_backswap.segmenter import PatchSegmenter
 from torch_backswap.transform import BackgroundSwap
 
@@ -51,6 +57,7 @@ def run_demo(
     correlation: float = 1.0,
     n_labeled: int = 300,
     segmenter: str = DEFAULT_SEGMENTER,
+    refiner: Optional[str] = DEFAULT_EDGE_REFINER,
     finetune_epochs: Optional[int] = None,
     epochs: Optional[int] = None,
     progress: bool = True,
@@ -90,12 +97,20 @@ def run_demo(
         f"{after['patch_balanced_accuracy']:.3f}, tight-mask IoU {before['tight_mask_iou']:.3f} -> "
         f"{after['tight_mask_iou']:.3f}")
 
-    _, tight, loose = segment_images(seg, splits.train.images)
-    bank = build_bank(splits.train, loose, progress=progress)
-    bank.save(out / "bank.safetensors")
-    say(f"3/5 background bank: {len(bank)} backgrounds ({bank.build_stats['images_per_s']:.0f} images/s)")
+    edge = EdgeRefiner.from_pretrained(refiner) if refiner else None
+    train = splits.train
+    bank = build_bank(train.images, train.labels, segmenter=seg, refiner=edge, classes=train.classes,
+                      progress=progress, out=out / "bank.safetensors")
+    say(f"3/5 background bank: {len(bank)} backgrounds ({bank.build_stats['images_per_s']:.0f} images/s), hole "
+        f"p > {bank.metadata['loose_threshold']}" + (f" of the edge refiner, grown {bank.metadata['dilate']} px"
+                                                       if edge is not None else ""))
 
-    swap = BackgroundSwap(bank, seed=seed)
+    swap = BackgroundSwap(bank, seg, refine=edge, seed=seed)  # its cut-out route, run once per image below
+    tight = cut_out(swap, train.images)
+    test_cut = cut_out(swap, splits.test.images)
+    cut_out_quality = {"tight_threshold": swap.tight_threshold, "flip_average": swap.flip_average,
+                       "refiner": refiner, "tight_mask_iou": mask_iou(test_cut > 0.5, splits.test.alpha > 0.5)}
+    say(f"3/5 cut-out (the swap's route): test tight-mask IoU {cut_out_quality['tight_mask_iou']:.3f}")
     results = {}
     _, results["erm"] = train_and_evaluate(splits, epochs=epochs, seed=seed, progress=progress, desc="ERM")
     say(f"4/5 ERM: worst-group {results['erm']['worst_group']:.3f}")
@@ -115,9 +130,9 @@ def run_demo(
     summary = {
         "settings": dict(image_size=image_size, correlation=correlation, seed=seed, fast=fast,
                          n_labeled=len(labels), finetune_epochs=finetune_epochs, epochs=epochs,
-                         segmenter=segmenter, n_train=len(splits.train), n_test=len(splits.test)),
+                         segmenter=segmenter, refiner=refiner, n_train=len(splits.train), n_test=len(splits.test)),
         "segmenter": {"before_finetune": before, "after_finetune": after,
-                      "finetune_history": seg_history},
+                      "finetune_history": seg_history, "cut_out": cut_out_quality},
         "bank": {"size": len(bank), **bank.build_stats},
         "classifiers": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()},
         "seconds": time.perf_counter() - start,
@@ -128,3 +143,9 @@ def run_demo(
         print(table)
         print(f"wrote {out / 'results.json'} and {out / 'swap_grid.png'}")
     return summary
+
+
+def cut_out(swap: BackgroundSwap, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``swap``'s cut-out alpha of ``images``, float ``(N, 1, H, W)``, in batches (computed once, then given to
+    every training batch's swap)."""
+    return torch.cat([swap.segment(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])

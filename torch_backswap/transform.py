@@ -67,7 +67,7 @@ from .functional import (
     sample_params,
     swap_backgrounds,
 )
-from .refine import REFINE_METHODS, cut_out_alpha
+from .refine import REFINE_METHODS, REFINED_TIGHT_THRESHOLD, cut_out_alpha, is_learned_refiner
 from .segmenter import TIGHT_THRESHOLD
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ class BackgroundSwap(v2.Transform):
         p: probability per sample of swapping (the others are returned unchanged).
         strategy: background sampling: ``"class_balanced"`` (paper), ``"uniform"`` or ``"other_class"``
             (needs labels).
-        tight_threshold: foreground probability of the cut-out (default 0.67, the paper's).
+        tight_threshold: foreground probability of the cut-out (default 0.67, the paper's; 0.5 with a learned
+            ``refine``, :data:`~torch_backswap.refine.REFINED_TIGHT_THRESHOLD`).
         feather: ramp width in probability units around ``tight_threshold`` (soft edges).
         feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
         scale, degrees, translate_px, reference_size: the object's jitter (paper: 0.5–1.5, ±30°, ±32 px at
@@ -142,10 +143,11 @@ class BackgroundSwap(v2.Transform):
         refine: ``"guided"`` or ``"bilateral"``: snap the segmenter's upsampled probability to the image's edges
             (:func:`~torch_backswap.refine.refine_probability`, radius two cells; pair it with a calibrated
             ``tight_threshold``, :func:`~torch_backswap.refine.calibrate_threshold`); a learned refiner
-            (:class:`~torch_backswap.edge_refiner.EdgeRefiner`, moved by :meth:`to` like the segmenter; pair it
-            with ``tight_threshold=0.5``); ``None`` (default) keeps the bilinear upsampling. With
-            ``flip_average`` the logits are averaged with the mirror image's. Each raises tight-mask IoU on
-            StampBirds (``benchmarks/RESULTS.md``, *mask_quality*).
+            (:class:`~torch_backswap.edge_refiner.EdgeRefiner`, moved by :meth:`to` like the segmenter); ``None``
+            (default) keeps the bilinear upsampling. Each raises tight-mask IoU on StampBirds
+            (``benchmarks/RESULTS.md``, *mask_quality*); the learned refiner most.
+        flip_average: average the logits with the mirror image's (default: on with a learned ``refine``, the
+            measured route; off otherwise).
         value_range: ``(low, high)`` of float images (default ``(0, 1)``; uint8 is always 0..255). Float
             images outside the range raise ``ValueError`` instead of being blended as garbage.
         labels_getter: ``"default"`` (:func:`default_labels_getter`), a callable ``sample -> labels``, or
@@ -186,7 +188,7 @@ class BackgroundSwap(v2.Transform):
         interpolation: str = "bilinear",
         min_foreground: float = 0.01,
         refine: str | nn.Module | None = None,
-        flip_average: bool = False,
+        flip_average: bool | None = None,
         value_range: tuple[float, float] | None = None,
         labels_getter: str | Callable[[Any], Any] | None = "default",
         seed: int | None = None,
@@ -204,22 +206,24 @@ class BackgroundSwap(v2.Transform):
                 f"strategy='other_class' needs a bank with at least 2 classes, but the bank only has class "
                 f"{bank.present_classes}"
             )
-        self.tight_threshold = check_fraction(
-            "tight_threshold", TIGHT_THRESHOLD if tight_threshold is None else tight_threshold
-        )
         self.feather = check_non_negative("feather", feather)
         self.feather_px = check_non_negative("feather_px", feather_px)
         self.harmonize = check_fraction("harmonize", harmonize)
         self.interpolation = check_choice("interpolation", interpolation, ("bilinear", "nearest"))
         self.min_foreground = check_fraction("min_foreground", min_foreground, upper_open=True)
         self.value_range = value_range_of("value_range", value_range)
-        if refine is not None and not isinstance(refine, str) and not callable(getattr(refine, "predict_probability", None)):
+        if refine is not None and not isinstance(refine, str) and not is_learned_refiner(refine):
             raise TypeError("refine must be None, 'guided', 'bilateral' or a learned refiner with "
                             f"predict_probability(images, probability) (e.g. EdgeRefiner), got {describe(refine)}")
         if isinstance(refine, str):
             refine = check_choice("refine", refine, tuple(m for m in REFINE_METHODS if m != "none"))
         self.refine = refine
-        self.flip_average = bool(flip_average)
+        learned = is_learned_refiner(refine)  # its route: flip-averaged, cut at its per-pixel p > 0.5
+        default_threshold = REFINED_TIGHT_THRESHOLD if learned else TIGHT_THRESHOLD
+        self.tight_threshold = check_fraction(
+            "tight_threshold", default_threshold if tight_threshold is None else tight_threshold
+        )
+        self.flip_average = learned if flip_average is None else bool(flip_average)
         if segmenter is not None and not callable(segmenter):
             raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
         if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
@@ -253,8 +257,9 @@ class BackgroundSwap(v2.Transform):
 
         The cut-out follows the measured best route (``benchmarks/RESULTS.md``, *mask_quality* and *robustness*,
         ``backswap_edge``): the learned :class:`~torch_backswap.edge_refiner.EdgeRefiner` ``refiner`` on the
-        flip-averaged probability, cut at p > 0.5. ``refiner=None`` keeps the paper's bilinear route (the
-        constructor's defaults); ``refine``, ``flip_average`` and ``tight_threshold`` given here win.
+        flip-averaged probability, cut at p > 0.5 (the constructor's defaults with a learned ``refine``).
+        ``refiner=None`` keeps the paper's bilinear route; ``refine``, ``flip_average`` and ``tight_threshold``
+        given here win.
         ``revision``, ``cache_dir`` and ``local_files_only`` go to both ``from_pretrained`` loaders, the other
         ``kwargs`` to :class:`BackgroundSwap`.
         """
@@ -262,8 +267,7 @@ class BackgroundSwap(v2.Transform):
 
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
         if refiner is not None and "refine" not in kwargs:
-            kwargs = {"flip_average": True, "tight_threshold": 0.5, **kwargs,
-                      "refine": EdgeRefiner.from_pretrained(refiner, **hub_kwargs)}
+            kwargs["refine"] = EdgeRefiner.from_pretrained(refiner, **hub_kwargs)
         return cls(bank, PatchSegmenter.from_pretrained(segmenter_name_or_path, **hub_kwargs), **kwargs)
 
     def to(self, *args: Any, **kwargs: Any) -> "BackgroundSwap":
