@@ -23,6 +23,9 @@ Methods (``--methods``):
 * ``backswap_edge`` — ``backswap`` with the learned edge refiner (:class:`~torch_backswap.EdgeRefiner`, bundled
   ``edgerefine-tiny``) on the flip-averaged probability: cut-out p > 0.5 (the refiner is trained as a calibrated
   per-pixel probability; no threshold is fitted), hole = refined p > 0.2 grown 2 px;
+* ``edge_cut`` — the edge route split in two: ``backswap_edge``'s cut-out with ``backswap``'s (the paper's) bank,
+  so ``edge_cut`` − ``backswap`` is what the edge cut-out brings and ``backswap_edge`` − ``edge_cut`` what its
+  bank (the tighter hole) brings;
 * ``gray``, ``mean``, ``noise``, ``scramble_patches`` — the infill ablation (learned masks, other fills);
 * ``gt_cut`` / ``gt_bank`` — where the gap to the oracle comes from: the true alpha as cut-out with the
   learned bank, or the learned cut-out with the oracle's bank;
@@ -97,13 +100,15 @@ SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": 
 MINORITY_METHODS = ("erm@0.95", "groupdro", "dfr")
 EDGE_PROBES = ("gt_soft", "gt_rim")
 # Swap runs other than the infill ablation: the oracle, the refined cut-out, the attribution and the probes.
-OTHER_SWAPS = ("backswap_gt", "backswap_refined", "backswap_edge", "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim")
+OTHER_SWAPS = ("backswap_gt", "backswap_refined", "backswap_edge", "edge_cut", "gt_cut", "gt_bank", *EDGE_PROBES,
+               "gt_trim")
 # Swap runs that use the fine-tuned segmenter's masks (their records carry its test quality).
-LEARNED_MASK_METHODS = (*SWAP_METHODS, "backswap_refined", "backswap_edge", "gt_cut", "gt_bank", "gt_trim")
+LEARNED_MASK_METHODS = (*SWAP_METHODS, "backswap_refined", "backswap_edge", "edge_cut", "gt_cut", "gt_bank", "gt_trim")
 # The cut-out route of each learned-mask method (train_masks): the paper's, the guided filter's, the edge refiner's.
-MASK_ROUTE = {"backswap_refined": "refined", "backswap_edge": "edge"}
-ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", "backswap_edge", *[m for m in SWAP_METHODS if m != "backswap"],
-               "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim", *MINORITY_METHODS)
+MASK_ROUTE = {"backswap_refined": "refined", "backswap_edge": "edge", "edge_cut": "edge"}
+ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", "backswap_edge", "edge_cut",
+               *[m for m in SWAP_METHODS if m != "backswap"], "gt_cut", "gt_bank", *EDGE_PROBES, "gt_trim",
+               *MINORITY_METHODS)
 
 
 MAIN_METHODS = ("erm", "backswap", "backswap_gt")
@@ -368,7 +373,9 @@ class Runner:
                 tight, loose = edge_probe_cut(method, true_tight, radius), true_loose
             else:
                 tight, loose, _ = self.train_masks(seed, route=MASK_ROUTE.get(method, "plain"))
-                if method == "gt_cut":
+                if method == "edge_cut":
+                    loose = self.train_masks(seed, route="plain")[1]
+                elif method == "gt_cut":
                     tight = true_tight
                 elif method == "gt_bank":
                     loose = true_loose
@@ -544,12 +551,25 @@ class Runner:
                 iou = [r["tight_mask_iou_train"] for r in self._runs(method)]
                 probes.append(f"| `{method}` − `backswap_gt` | {what} | {len(raw)} | {fmt_ci(raw)} | "
                               f"{fmt_ci(cal) if cal else '–'} | {statistics.fmean(iou):.3f} |")
+        split = []
+        for method, ref, what in (("edge_cut", "backswap", "the edge cut-out (both on the paper's bank)"),
+                                  ("backswap_edge", "edge_cut", "the edge route's bank (both with the edge cut-out)")):
+            raw, cal = (self.paired_difference(method, ref, which=w) for w in ("raw", "calibrated"))
+            if raw:
+                split.append(f"| `{method}` − `{ref}` | {what} | {len(raw)} | {fmt_ci(raw)} | "
+                             f"{fmt_ci(cal) if cal else '–'} |")
+        if split:
+            split = ["", ("The edge route split in two (worst-group accuracy, paired by seed, mean ± 95 % t-interval): "
+                          "what its cut-out brings and what its bank (hole = refined p > 0.2 grown 2 px) brings:"), "",
+                     "| difference | what changes | seeds | as trained | recalibrated on val |", "|---|---|---|---|---|",
+                     *split]
         if probes:
             probes = ["", ("Cut-out probes (the oracle's bank with another cut-out: the true alpha with its edge changed, "
                            "r = image side / 32, or the learned cut-out trimmed to the object; worst-group accuracy minus "
                            "`backswap_gt`'s, paired by seed, mean ± 95 % t-interval):"), "",
                       "| difference | cut-out | seeds | as trained | recalibrated on val | cut-out IoU with the true alpha |",
                       "|---|---|---|---|---|---|", *probes]
+        probes += split
         if not rows:
             return probes[1:]
         holes = [100 * r["bank_hole_fraction"] for r in self._runs("backswap") if "bank_hole_fraction" in r]
