@@ -15,7 +15,7 @@ from ._checks import check_images, describe
 from ._image import from_rgb, mask_to_alpha, pil_to_tensor, resize_alpha, tensor_to_pil
 from .functional import SwapRecord, move_boxes, move_masks
 
-__all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "mask_like"]
+__all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "is_image", "mask_like"]
 
 
 def image_to_batch(image: Any, value_range: tuple[float, float] | None) -> tuple[Tensor, bool]:
@@ -95,3 +95,10 @@ def boxes_like(boxes: tv_tensors.BoundingBoxes, record: SwapRecord) -> Any:
     if not boxes.dtype.is_floating_point:
         out = tv_tensors.wrap(out.as_subclass(Tensor).round().to(boxes.dtype), like=boxes)
     return out
+
+
+def is_image(item: Any) -> bool:
+    """Whether a sample item is an image the swap takes (PIL, ``tv_tensors.Image`` or a plain tensor)."""
+    return isinstance(item, (PIL.Image.Image, tv_tensors.Image)) or (
+        isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
+    )

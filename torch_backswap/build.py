@@ -31,15 +31,16 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._bank_source import ImageSource
 from ._dist import Dist
-from ._image import resize_uint8, to_uint8_rgb
+from ._image import to_uint8_rgb
 from ._io import BackswapFileError
 from .bank import BackgroundBank, _as_size
 from .bankfiles import (
@@ -54,117 +55,6 @@ from .bankfiles import (
 from .edge_refiner import DEFAULT_EDGE_REFINER
 
 __all__ = ["build_bank"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# inputs
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _int_labels(values: Any, name: str) -> Tensor:
-    """``values`` as int64 ``(N,)``; non-integer values raise ``ValueError`` naming ``name`` and them."""
-    try:
-        t = torch.as_tensor(values)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{name} must be integer class indices, got {values!r}") from err
-    t = t.flatten() if t.ndim == 0 else t
-    if t.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of integer class indices, got shape {tuple(t.shape)}")
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must be integer class indices, got dtype {t.dtype}")
-    if t.dtype.is_floating_point:
-        bad = ~torch.isfinite(t) | (t != t.round())
-        if bool(bad.any()):
-            raise ValueError(f"{name} must be integer class indices, got non-integer values {t[bad][:5].tolist()}")
-    t = t.to(torch.long)
-    if t.numel() and bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got {t[t < 0][:5].tolist()}")
-    return t
-
-
-def _item_to_tensor(item: Any) -> Tensor:
-    """One image (PIL, tensor ``(C, H, W)`` or ``(H, W)``, tv_tensors.Image) → uint8 ``(3, H, W)``."""
-    from PIL import Image as PILImage
-
-    if isinstance(item, PILImage.Image):
-        from torchvision.transforms.v2 import functional as TF
-
-        item = TF.pil_to_tensor(item.convert("RGB"))
-    if not isinstance(item, Tensor):
-        raise TypeError(f"images must be tensors or PIL images, got {type(item).__name__}")
-    t = item.as_subclass(Tensor)
-    if t.ndim == 2:
-        t = t[None]
-    return to_uint8_rgb(t[None])[0]
-
-
-def _split_sample(sample: Any) -> tuple[Any, Any]:
-    if isinstance(sample, dict):
-        return sample.get("image", next(iter(sample.values()))), sample.get("label", sample.get("labels"))
-    if isinstance(sample, (tuple, list)):
-        return sample[0], (sample[1] if len(sample) > 1 else None)
-    return sample, None
-
-
-class _Collate:
-    """Collate ``image`` / ``(image, label, ...)`` / ``{"image", "label"}`` samples → uint8 ``(B, 3, H, W)``
-    at ``size`` and int64 labels (``None`` when the samples carry none). Picklable for worker processes."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.size = size
-
-    def __call__(self, batch: list) -> tuple[Tensor, Tensor | None]:
-        images, labels = [], []
-        for sample in batch:
-            img, lab = _split_sample(sample)
-            images.append(resize_uint8(_item_to_tensor(img)[None], self.size)[0])
-            labels.append(lab)
-        if any(lab is None for lab in labels):
-            return torch.stack(images), None
-        return torch.stack(images), _int_labels([torch.as_tensor(x).item() for x in labels], "labels yielded by the dataset")
-
-
-class _Source:
-    """The images to build from: a tensor, a sequence of images or a map-style dataset."""
-
-    def __init__(self, images: Any, labels: Any, size: tuple[int, int] | None, num_workers: int) -> None:
-        self.num_workers = num_workers
-        self.labels = None if labels is None else _int_labels(labels, "labels")
-        if isinstance(images, Tensor):
-            x = images[None] if images.ndim == 3 else images
-            if x.ndim != 4:
-                raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
-            self.tensor, self.dataset, self.n = x, None, int(x.shape[0])
-            if self.labels is None:
-                raise ValueError("build_bank needs labels for a tensor of images: pass labels=, got labels=None")
-            self.size = size or (int(x.shape[-2]), int(x.shape[-1]))
-        else:
-            if not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
-                raise TypeError(
-                    f"images must be a tensor, a sequence or a map-style dataset, got {type(images).__name__}"
-                )
-            self.tensor, self.dataset, self.n = None, images, len(images)
-            if size is None and self.n:
-                size = tuple(_item_to_tensor(_split_sample(images[0])[0]).shape[-2:])
-            self.size = size
-        if self.n == 0:
-            raise ValueError("build_bank got no images")
-        if self.labels is not None and self.labels.shape[0] != self.n:
-            raise ValueError(f"labels has {self.labels.shape[0]} entries for {self.n} images")
-
-    def batches(self, ranges: list[tuple[int, int]]) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        """``(start, uint8 images (b, 3, H, W) at size, labels or None)`` for each ``(start, stop)`` range."""
-        if self.tensor is not None:
-            for s, e in ranges:
-                x = resize_uint8(to_uint8_rgb(self.tensor[s:e]), self.size)
-                yield s, x, None if self.labels is None else self.labels[s:e]
-            return
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=[list(range(s, e)) for s, e in ranges], num_workers=self.num_workers,
-            collate_fn=_Collate(self.size),
-        )
-        for (s, e), (x, lab) in zip(ranges, loader):
-            yield s, x, lab if self.labels is None else self.labels[s:e]
 
 
 def _segmenter_name(segmenter: Any) -> str | None:
@@ -201,6 +91,25 @@ def _ready_module(module: Any, device: torch.device, loader: Any) -> Any:
     return module
 
 
+def _hole_route(refiner: Any, flip_average: bool | None, loose_threshold: float | None, dilate: int | None,
+                size: tuple[int, int]) -> tuple[Any, bool, float, int]:
+    """``build_bank``'s hole route with its defaults filled in: ``(refiner, flip_average, loose threshold, dilate
+    px)``. A refiner brings the measured route's defaults (flip-averaged, p > 0.2, grown size/32 px); without one
+    they are the paper's (no flip, p > 0.1, not grown)."""
+    from .refine import REFINED_HOLE_THRESHOLD, hole_growth
+    from .segmenter import LOOSE_THRESHOLD
+
+    _check_refiner(refiner)
+    routed = refiner is not None
+    loose = (REFINED_HOLE_THRESHOLD if routed else LOOSE_THRESHOLD) if loose_threshold is None else float(loose_threshold)
+    if not 0.0 <= loose <= 1.0:
+        raise ValueError(f"loose_threshold must be in [0, 1], got {loose_threshold!r}")
+    if dilate is not None and (not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0):
+        raise ValueError(f"dilate must be an int >= 0 (pixels) or None, got {dilate!r}")
+    flip = routed if flip_average is None else bool(flip_average)
+    return refiner, flip, loose, (hole_growth(size) if routed else 0) if dilate is None else dilate
+
+
 def _check_refiner(refiner: Any) -> None:
     from .refine import REFINE_METHODS, is_learned_refiner
 
@@ -228,9 +137,9 @@ def _default_device(device: torch.device | str) -> torch.device:
 
 
 class _Builder:
-    """Segment + inpaint batches of a :class:`_Source` on one device."""
+    """Segment + inpaint batches of a :class:`ImageSource` on one device."""
 
-    def __init__(self, source: _Source, segmenter: Any, fill: Any, holes: Tensor | None, device: torch.device, *,
+    def __init__(self, source: ImageSource, segmenter: Any, fill: Any, holes: Tensor | None, device: torch.device, *,
                  refiner: Any = None, flip_average: bool = False, loose: float, dilate: int) -> None:
         self.source, self.segmenter, self.fill, self.device = source, segmenter, fill, device
         self.refiner, self.flip_average, self.loose, self.dilate = refiner, flip_average, loose, dilate
@@ -339,8 +248,8 @@ def build_bank(
     """
     from .edge_refiner import EdgeRefiner
     from .inpaint import get_inpainter
-    from .refine import REFINED_HOLE_THRESHOLD, REFINED_TIGHT_THRESHOLD, hole_growth
-    from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter
+    from .refine import REFINED_TIGHT_THRESHOLD
+    from .segmenter import TIGHT_THRESHOLD, PatchSegmenter
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -348,25 +257,18 @@ def build_bank(
         raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
     if shard_size is not None and out is None:
         raise ValueError("shard_size needs out=<directory> to write the shards to, got out=None")
-    if holes is not None:
-        refiner = None  # given holes: nothing is segmented or refined
-    _check_refiner(refiner)
-    routed = refiner is not None
-    loose = (REFINED_HOLE_THRESHOLD if routed else LOOSE_THRESHOLD) if loose_threshold is None else float(loose_threshold)
-    if not 0.0 <= loose <= 1.0:
-        raise ValueError(f"loose_threshold must be in [0, 1], got {loose_threshold!r}")
-    if dilate is not None and (not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0):
-        raise ValueError(f"dilate must be an int >= 0 (pixels) or None, got {dilate!r}")
-    flip_average = routed if flip_average is None else bool(flip_average)
     if segmenter is None and holes is None:
         raise ValueError("build_bank needs a segmenter (or given holes), got segmenter=None")
     if shard_size is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("a distributed build (WORLD_SIZE > 1) writes shards: pass out=<directory> and shard_size")
     device = _default_device(device)
-    source = _Source(images, labels, _as_size(size), num_workers)
+    source = ImageSource(images, labels, _as_size(size), num_workers)
+    refiner, flip_average, loose, dilate = _hole_route(
+        None if holes is not None else refiner, flip_average, loose_threshold, dilate, source.size  # given holes: none
+    )
+    routed = refiner is not None
     seg_name = None if holes is not None else _segmenter_name(segmenter)
     fill = get_inpainter(inpainter)
-    dilate = (hole_growth(source.size) if routed else 0) if dilate is None else dilate
     builder = _Builder(
         source, None if holes is not None else _ready_module(segmenter, device, PatchSegmenter), fill, holes, device,
         refiner=_ready_module(refiner, device, EdgeRefiner), flip_average=flip_average, loose=loose, dilate=dilate,

@@ -156,10 +156,10 @@ class DeviceSwapLoader:
 
     @staticmethod
     def _labels(batch: Any, slot: Any) -> Any:
-        from .transform import _LABEL_KEYS
+        from ._sample_labels import LABEL_KEYS
 
         if isinstance(batch, dict):
-            for key in _LABEL_KEYS:
+            for key in LABEL_KEYS:
                 if key in batch:
                     return batch[key]
             return None

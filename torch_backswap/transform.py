@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Callable
 
-import PIL.Image
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
@@ -47,18 +46,25 @@ from ._checks import (
     check_choice,
     check_fraction,
     check_images,
-    check_labels,
     check_non_negative,
     describe,
     value_range_of,
 )
 from ._image import to_rgb
-from ._kinds import alpha_to_batch, batch_to_image, boxes_like, image_to_batch, mask_like, restore_channels
+from ._kinds import (
+    alpha_to_batch,
+    batch_to_image,
+    boxes_like,
+    image_to_batch,
+    is_image,
+    mask_like,
+    restore_channels,
+)
 from ._runtime import SwapRuntime, parse_device
+from ._sample_labels import class_indices, default_labels_getter
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
 from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
-from .jitter import REFERENCE_SIZE, sample_jitter
 from .functional import (
     SwapParams,
     SwapRecord,
@@ -67,58 +73,19 @@ from .functional import (
     sample_params,
     swap_backgrounds,
 )
-from .refine import REFINE_METHODS, REFINED_TIGHT_THRESHOLD, cut_out_alpha, is_learned_refiner
+from .jitter import REFERENCE_SIZE, sample_jitter
+from .refine import (
+    REFINE_METHODS,
+    REFINED_TIGHT_THRESHOLD,
+    cut_out_alpha,
+    is_learned_refiner,
+)
 from .segmenter import TIGHT_THRESHOLD
 
 if TYPE_CHECKING:
     from .collate import BackgroundSwapCollate
 
 __all__ = ["BackgroundSwap", "default_labels_getter"]
-
-_LABEL_KEYS = ("label", "labels", "target", "targets", "y")
-
-
-def default_labels_getter(sample: Any) -> Any:
-    """Find the labels of a sample the way ``v2.CutMix`` does: the value of the first key named ``label``,
-    ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or the second item of an
-    ``(image, label, ...)`` tuple. Returns ``None`` when there is none."""
-    if isinstance(sample, dict):
-        by_lower = {str(k).lower(): k for k in sample}
-        for key in _LABEL_KEYS:
-            if key in by_lower:
-                return sample[by_lower[key]]
-        return None
-    if isinstance(sample, (tuple, list)) and len(sample) >= 2:
-        candidate = sample[1]
-        if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image, dict)):
-            return None
-        return candidate
-    return None
-
-
-def _class_indices(labels: Any, b: int, single: bool, strict: bool) -> Tensor | None:
-    """Labels found for ``b`` images → int64 ``(b,)`` class indices (:func:`~torch_backswap._checks.check_labels`).
-
-    A single image's ``(K,)`` vector is one soft / one-hot label. When not ``strict`` (the default getter found
-    the value and nothing needs labels), a value that is no label (e.g. an ``(H, W)`` mask target) gives ``None``.
-    """
-    if labels is None:
-        return None
-    if single and isinstance(labels, Tensor) and labels.ndim == 1 and labels.numel() > 1:
-        labels = labels[None]
-    try:
-        return check_labels(labels, b)
-    except ValueError:
-        if strict:
-            raise
-        return None
-
-
-def _is_image(item: Any) -> bool:
-    return isinstance(item, (PIL.Image.Image, tv_tensors.Image)) or (
-        isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
-    )
-
 
 class BackgroundSwap(v2.Transform):
     """Swap the background of images for inpainted backgrounds from a :class:`BackgroundBank`.
@@ -342,7 +309,7 @@ class BackgroundSwap(v2.Transform):
         Returns a dict with the image item, the composited images, the object alpha before / after and the
         :class:`SwapRecord` (also kept as :attr:`last_record`).
         """
-        images = [x for x in flat_inputs if _is_image(x)]
+        images = [x for x in flat_inputs if is_image(x)]
         if not images:
             raise TypeError(
                 "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or "
@@ -457,7 +424,7 @@ class BackgroundSwap(v2.Transform):
     ) -> tuple[Tensor, SwapRecord]:
         """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)`` + record."""
         b, _, h, w = x.shape
-        lab = _class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
+        lab = class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
         if lab is None and self.strategy == "other_class":
             raise ValueError(
                 "strategy='other_class' needs the samples' labels: pass (image, label) samples, a dict with a 'label' "
