@@ -132,3 +132,12 @@ def test_loose_hole_grows_by_the_dilation():
     assert loose_hole(prob, 0.1).sum() == 1
     with pytest.raises(ValueError, match="dilate"):
         loose_hole(prob, 0.1, dilate=-1)
+
+
+@pytest.mark.parametrize("dilate", [1, 2, 7])
+def test_loose_hole_equals_a_square_max_pool(dilate):
+    """The two 1-D passes grow the hole exactly as one square max-pool does (edges and corners included)."""
+    prob = torch.rand(3, 1, 37, 29, generator=torch.Generator().manual_seed(dilate))
+    k = 2 * dilate + 1
+    square = torch.nn.functional.max_pool2d((prob > 0.93).float(), k, stride=1, padding=dilate) > 0.5
+    assert torch.equal(loose_hole(prob, 0.93, dilate=dilate), square)

@@ -282,8 +282,10 @@ def loose_hole(probability: Tensor, threshold: float = 0.1, dilate: int = 0) -> 
     if not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0:
         raise ValueError(f"dilate must be an int >= 0, got {dilate!r}")
     hole = probability > threshold
-    if dilate:
-        hole = F.max_pool2d(hole.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0.5
+    if dilate:  # a square's max is the max of the rows' maxima: two 1-D passes, the same mask
+        k = 2 * dilate + 1
+        grown = F.max_pool2d(hole.float(), (1, k), stride=1, padding=(0, dilate))
+        hole = F.max_pool2d(grown, (k, 1), stride=1, padding=(dilate, 0)) > 0.5
     return hole
 
 
