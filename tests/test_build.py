@@ -16,7 +16,7 @@ from torch_backswap.bankfiles import MANIFEST, BankManifest
 from torch_backswap.build import build_bank
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bank_jobs import BoxSegmenter, scene
+from _bank_jobs import BoxSegmenter, image_folder, scene
 
 JOBS = Path(__file__).parent / "_bank_jobs.py"
 
@@ -201,3 +201,18 @@ def test_bad_refiner_and_dilate_are_named():
         build_bank(images, labels, BoxSegmenter(), refiner=3, progress=False)
     with pytest.raises(ValueError, match="dilate must be an int >= 0.*-1"):
         build_bank(images, labels, BoxSegmenter(), dilate=-1, progress=False)
+
+
+def test_bank_cli_takes_the_edge_route_unless_refiner_none(tmp_path):
+    from torch_backswap.cli import main
+
+    folder = image_folder(str(tmp_path / "images"))
+    metadata = {}
+    for name, extra in (("default", []), ("paper", ["--refiner", "none"])):
+        out = tmp_path / f"{name}.safetensors"
+        assert main(["bank", folder, "--out", str(out), "--size", "32", "--batch-size", "8", "--no-progress",
+                     *extra]) == 0
+        metadata[name] = BackgroundBank.load(out).metadata
+    assert metadata["default"]["refiner"] == "torch-backswap/edgerefine-tiny"
+    assert metadata["default"]["loose_threshold"] == 0.2 and metadata["default"]["dilate"] == 1  # 32 px / 32
+    assert "refiner" not in metadata["paper"] and metadata["paper"]["loose_threshold"] == 0.1
