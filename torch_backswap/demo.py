@@ -7,7 +7,7 @@
 2. **fine-tune** — fine-tunes the bundled segmenter on them; scores it on the held-out test split;
 3. **bank** — segments every training image, inpaints the loose hole, keeps a background bank
    (:func:`~torch_backswap.build.build_bank`'s default route: flip-averaged logits, the bundled
-   :class:`~torch_backswap.edge_refiner.EdgeRefiner`, hole p > 0.2 grown 2 px);
+   :class:`~torch_backswap.edge_refiner.EdgeRefiner`, hole p > 0.2 grown by 1/32 of the image side);
 4. **train** — trains the same small CNN with plain ERM and with :class:`BackgroundSwap` (class-balanced
    backgrounds; the same route cuts the object out at p > 0.5) at 100 % train correlation (no training image
    breaks the correlation);
@@ -106,8 +106,8 @@ def run_demo(
                                                        if edge is not None else ""))
 
     swap = BackgroundSwap(bank, seg, refine=edge, seed=seed)  # its cut-out route, run once per image below
-    tight = cut_out(swap, train.images)
-    test_cut = cut_out(swap, splits.test.images)
+    tight = _cut_out(swap, train.images)
+    test_cut = _cut_out(swap, splits.test.images)
     cut_out_quality = {"tight_threshold": swap.tight_threshold, "flip_average": swap.flip_average,
                        "refiner": refiner, "tight_mask_iou": mask_iou(test_cut > 0.5, splits.test.alpha > 0.5)}
     say(f"3/5 cut-out (the swap's route): test tight-mask IoU {cut_out_quality['tight_mask_iou']:.3f}")
@@ -145,7 +145,7 @@ def run_demo(
     return summary
 
 
-def cut_out(swap: BackgroundSwap, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def _cut_out(swap: BackgroundSwap, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """``swap``'s cut-out alpha of ``images``, float ``(N, 1, H, W)``, in batches (computed once, then given to
     every training batch's swap)."""
     return torch.cat([swap.segment(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
