@@ -19,10 +19,11 @@ Methods (``--methods``):
 * ``backswap_gt`` — the same swap with the true alpha as cut-out and (dilated) hole: the oracle ceiling;
 * ``backswap_refined`` — ``backswap`` with the refined cut-out (:mod:`torch_backswap.refine`): flip-averaged
   logits, guided filter with the image as guide, tight threshold calibrated on the labelled images the
-  fine-tune held out, hole = refined p > 0.2 grown 2 px (the ``mask_quality`` benchmark's recommendation);
+  fine-tune held out, hole = refined p > 0.2 grown image side / 32 px, 2 px at 64 px (the ``mask_quality``
+  benchmark's recommendation);
 * ``backswap_edge`` — ``backswap`` with the learned edge refiner (:class:`~torch_backswap.EdgeRefiner`, bundled
   ``edgerefine-tiny``) on the flip-averaged probability: cut-out p > 0.5 (the refiner is trained as a calibrated
-  per-pixel probability; no threshold is fitted), hole = refined p > 0.2 grown 2 px;
+  per-pixel probability; no threshold is fitted), hole = refined p > 0.2 grown image side / 32 px;
 * ``edge_cut`` — the edge route split in two: ``backswap_edge``'s cut-out with ``backswap``'s (the paper's) bank,
   so ``edge_cut`` − ``backswap`` is what the edge cut-out brings and ``backswap_edge`` − ``edge_cut`` what its
   bank (the tighter hole) brings;
@@ -90,7 +91,14 @@ from torch_backswap.experiments.pipeline import (  # noqa: E402
 from torch_backswap.finetune import finetune_segmenter  # noqa: E402
 from torch_backswap.labels import dense_to_patch_grid  # noqa: E402
 from torch_backswap.metrics import group_accuracies, mask_iou  # noqa: E402
-from torch_backswap.refine import calibrate_threshold, cut_out_probability, loose_hole  # noqa: E402
+from torch_backswap.refine import (  # noqa: E402
+    REFINED_HOLE_THRESHOLD,
+    REFINED_TIGHT_THRESHOLD,
+    calibrate_threshold,
+    cut_out_probability,
+    hole_growth,
+    loose_hole,
+)
 from torch_backswap.hub import DEFAULT_SEGMENTER  # noqa: E402
 from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
@@ -285,8 +293,8 @@ class Runner:
 
         ``"plain"``: the paper's route (bilinear probability, p > ``--tight-threshold`` feathered, hole p > 0.1).
         ``"refined"``: flip-averaged logits, guided filter (radius two cells), tight threshold calibrated on the
-        held-out labelled images, hole = refined p > 0.2 grown 2 px. ``"edge"``: flip-averaged logits, the
-        bundled edge refiner, tight threshold 0.5, hole = refined p > 0.2 grown 2 px.
+        held-out labelled images, hole = refined p > 0.2 grown image side / 32 px (2 at 64 px). ``"edge"``:
+        flip-averaged logits, the bundled edge refiner, tight threshold 0.5, the same hole.
         """
         key = (seed, route)
         if key not in self._train_masks:
@@ -301,9 +309,9 @@ class Runner:
                     grids = dense_to_patch_grid(train.alpha[held_out], seg.grid_size, 0.25)
                     threshold, _ = calibrate_threshold(prob[held_out], grids)
                 else:
-                    threshold = 0.5
+                    threshold = REFINED_TIGHT_THRESHOLD
                 tight = probability_to_mask(prob, threshold, feather=0.1)
-                loose = loose_hole(prob, 0.2, dilate=2)
+                loose = loose_hole(prob, REFINED_HOLE_THRESHOLD, dilate=hole_growth(train.images.shape[-2:]))
             self._train_masks[key] = (tight, loose, threshold)
         return self._train_masks[key]
 
@@ -560,7 +568,7 @@ class Runner:
                              f"{fmt_ci(cal) if cal else '–'} |")
         if split:
             split = ["", ("The edge route split in two (worst-group accuracy, paired by seed, mean ± 95 % t-interval): "
-                          "what its cut-out brings and what its bank (hole = refined p > 0.2 grown 2 px) brings:"), "",
+                          "what its cut-out brings and what its bank (hole = refined p > 0.2 grown side / 32 px) brings:"), "",
                      "| difference | what changes | seeds | as trained | recalibrated on val |", "|---|---|---|---|---|",
                      *split]
         if probes:
