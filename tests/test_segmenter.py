@@ -145,3 +145,19 @@ def test_from_pretrained_bundled_and_hub_names(tmp_path, monkeypatch):
         assert torch.equal(model.eval()(x), loaded(x))
     overridden = PatchSegmenter.from_pretrained("patchseg-tiny-s16", dropout=0.0, cache_dir=tmp_path / "cache")
     assert overridden.config["dropout"] == 0.0
+
+
+def test_eval_mode_runs_every_submodule_in_eval_and_restores_each_mode():
+    from torch_backswap.segmenter import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Sequential(torch.nn.Dropout(), torch.nn.ReLU()))
+    model.eval()
+    model[1][0].train()  # a module in eval mode with one submodule left training
+    before = [m.training for m in model.modules()]
+    with eval_mode(model), torch.enable_grad():
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    model.train()
+    with eval_mode(model) as inner:
+        assert inner is model and not any(m.training for m in model.modules()) and not torch.is_grad_enabled()
+    assert all(m.training for m in model.modules())

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .hub import load_pretrained_model, save_pretrained_model
 from .refine import _guide, refine_probability
+from .segmenter import eval_mode
 
 __all__ = ["DEFAULT_EDGE_REFINER", "EdgeRefiner"]
 
@@ -133,13 +134,9 @@ class EdgeRefiner(
         p = probability.to(device=device, dtype=torch.float32)
         if work != size:
             p = F.interpolate(p, size=work, mode="bilinear", align_corners=False, antialias=True)
-        was_training = self.training
-        self.eval()
-        try:
-            layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        with eval_mode(self):
             out = torch.sigmoid(self(x, p.clamp(0, 1), memory_format=layout)).contiguous()
-        finally:
-            self.train(was_training)
         if work != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False).clamp_(0, 1)
         return out.to(probability.device)

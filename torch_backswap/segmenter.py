@@ -170,17 +170,19 @@ def segmenter_input(images: Tensor, segmenter: Any) -> Tensor:
 def eval_mode(module: Any) -> Iterator[Any]:
     """Run ``module`` in eval mode under ``torch.no_grad`` and restore its previous mode afterwards.
 
-    Anything that is not an ``nn.Module`` (a plain callable) is used as is.
+    Every submodule runs in eval mode and gets its own mode back (a module in eval mode whose submodule was left
+    in training mode still runs all in eval). Anything that is not an ``nn.Module`` (a plain callable) is used
+    as is.
     """
-    was_training = isinstance(module, nn.Module) and module.training
-    if was_training:
-        module.eval()
+    training = [m for m in module.modules() if m.training] if isinstance(module, nn.Module) else []
+    for m in training:
+        m.training = False
     try:
         with torch.no_grad():
             yield module
     finally:
-        if was_training:
-            module.train()
+        for m in training:
+            m.training = True
 
 
 def segment_logits(segmenter: Any, images: Tensor) -> Tensor:
