@@ -57,14 +57,15 @@ from .edge_refiner import DEFAULT_EDGE_REFINER
 __all__ = ["build_bank"]
 
 
-def _segmenter_name(segmenter: Any) -> str | None:
-    if segmenter is None or isinstance(segmenter, (str, os.PathLike)):
-        return None if segmenter is None else str(segmenter)
+def _model_name(model: Any) -> str | None:
+    """What the bank's metadata records for a segmenter or refiner: its name or path, else its class name."""
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return None if model is None else str(model)
     for attr in ("name_or_path", "_name_or_path", "pretrained_name"):
-        value = getattr(segmenter, attr, None)
+        value = getattr(model, attr, None)
         if isinstance(value, (str, os.PathLike)):
             return str(value)
-    return type(segmenter).__name__
+    return type(model).__name__
 
 
 def _inpainter_name(fill: Any) -> str:
@@ -267,7 +268,7 @@ def build_bank(
         None if holes is not None else refiner, flip_average, loose_threshold, dilate, source.size  # given holes: none
     )
     routed = refiner is not None
-    seg_name = None if holes is not None else _segmenter_name(segmenter)
+    seg_name = None if holes is not None else _model_name(segmenter)
     fill = get_inpainter(inpainter)
     builder = _Builder(
         source, None if holes is not None else _ready_module(segmenter, device, PatchSegmenter), fill, holes, device,
@@ -281,7 +282,7 @@ def build_bank(
         "source_count": source.n,
     }
     if routed or flip_average or dilate:  # the paper's route keeps the settings (and the files) it always had
-        settings.update({"refiner": _segmenter_name(refiner), "flip_average": flip_average, "dilate": dilate})
+        settings.update({"refiner": _model_name(refiner), "flip_average": flip_average, "dilate": dilate})
     if shard_size is None:
         bank = _build_in_memory(builder, batch_size, classes, dict(settings, **(metadata or {})), progress)
         if out is not None:
