@@ -19,9 +19,9 @@ from torch_backswap.alpha import ObjectAlpha
 from torch_backswap.datasets import DatasetFileError, Waterbirds
 from torch_backswap.labels import PatchLabels
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_METADATA = SHARED / "waterbirds_metadata.csv"
-PAPER_LABELS = SHARED / "paper_waterbirds_patch_labels.csv"
+DATA = Path(__file__).parent / "data"  # copies of ../shared/data fixtures (provenance: tests/data/README.md)
+REAL_METADATA = DATA / "waterbirds_metadata.csv"
+PAPER_LABELS = DATA / "paper_waterbirds_patch_labels.csv"
 COUNTS = {"train": [6, 2, 2, 6], "val": [2, 2, 2, 2], "test": [3, 3, 3, 3]}
 
 
@@ -144,7 +144,6 @@ def test_download_from_a_local_server_checks_md5(tmp_path, monkeypatch):
         server.shutdown()
 
 
-@pytest.mark.skipif(not REAL_METADATA.is_file(), reason="the real Waterbirds metadata.csv is not available")
 def test_group_counts_of_the_real_metadata(tmp_path, monkeypatch):
     base = tmp_path / "waterbird_complete95_forest2water2"
     base.mkdir()
@@ -159,18 +158,18 @@ def test_group_counts_of_the_real_metadata(tmp_path, monkeypatch):
     assert len(everything) == 11788 and len(set(everything.ids)) == 11788
     assert checked[-1][0] == base / "001.Black_footed_Albatross" / "Black_Footed_Albatross_0046_18.jpg"
 
-    if PAPER_LABELS.is_file():  # the paper's hand-made masks.csv: every id is a Waterbirds img_id
-        labels = PatchLabels.read(PAPER_LABELS)
-        assert labels.grid_size == 16 and len(labels) == 287
-        known = set(everything.ids)
-        unknown = [i for i in labels.ids if i not in known]
-        assert unknown == []
-        # they were drawn from the majority groups only (landbird/land, waterbird/water) of all three
-        # splits -- the test split included, so a segmenter trained on them has seen test birds
-        group_of = dict(zip(everything.ids, everything.groups.tolist()))
-        assert {group_of[i] for i in labels.ids} == {0, 3}
-        split_of = {i: s for s in ("train", "val", "test") for i in Waterbirds(tmp_path, s).ids}
-        assert {split_of[i] for i in labels.ids} == {"train", "val", "test"}
+    # the paper's hand-made masks.csv: every id is a Waterbirds img_id
+    labels = PatchLabels.read(PAPER_LABELS)
+    assert labels.grid_size == 16 and len(labels) == 287
+    known = set(everything.ids)
+    unknown = [i for i in labels.ids if i not in known]
+    assert unknown == []
+    # they were drawn from the majority groups only (landbird/land, waterbird/water) of all three
+    # splits -- the test split included, so a segmenter trained on them has seen test birds
+    group_of = dict(zip(everything.ids, everything.groups.tolist()))
+    assert {group_of[i] for i in labels.ids} == {0, 3}
+    split_of = {i: s for s in ("train", "val", "test") for i in Waterbirds(tmp_path, s).ids}
+    assert {split_of[i] for i in labels.ids} == {"train", "val", "test"}
 
 
 def test_background_gap_reads_the_object_alpha_of_dataset_dicts(root):

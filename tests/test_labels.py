@@ -13,7 +13,7 @@ from torch_backswap.labels import (
 
 DATA = Path(__file__).parent / "data"
 EXCERPT = DATA / "paper_masks_excerpt.csv"
-FULL = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper_waterbirds_patch_labels.csv"
+FULL = DATA / "paper_waterbirds_patch_labels.csv"  # a copy of ../shared/data (tests/data/README.md)
 
 
 def _write(tmp_path, name, text):
@@ -42,7 +42,6 @@ def test_read_paper_excerpt():
     assert labels["7881"].reshape(-1).tolist() == [c == "1" for c in first]
 
 
-@pytest.mark.skipif(not FULL.is_file(), reason="shared fixture not present")
 def test_read_full_paper_file():
     labels = PatchLabels.read(FULL)
     assert len(labels) == 287 and labels.grid_size == 16
