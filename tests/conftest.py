@@ -57,3 +57,25 @@ def one_thread():
     """Run a test with one torch thread (no oversubscription on shared CPUs); restored by the autouse fixture."""
     torch.set_num_threads(1)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption("--test-order", default="file", metavar="ORDER",
+                     help="run the collected tests in another order to prove they do not depend on it: 'file' "
+                          "(default), 'reverse', or 'shuffle:SEED'")
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--test-order")
+    if order == "file":
+        return
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("shuffle:") and order[len("shuffle:"):].isdigit():
+        random.Random(int(order[len("shuffle:"):])).shuffle(items)
+    else:
+        raise pytest.UsageError(f"--test-order must be 'file', 'reverse' or 'shuffle:SEED' (an integer), got {order!r}")
+
+
+def pytest_report_header(config):
+    return f"test order: {config.getoption('--test-order')}"
