@@ -1,7 +1,11 @@
-"""End to end: ``backswap demo --fast`` runs the whole pipeline and writes sane files.
+"""End to end: ``backswap demo`` runs the whole pipeline, writes sane files, and shows what it is for.
 
-This checks the pipeline runs and its outputs are well-formed, not that the figures are good (that is
-``benchmarks/robustness.py``'s job).
+``--fast`` (both routes) checks the pipeline runs and its outputs are well-formed. The default-size demo
+(the README's first command) is checked by what it is meant to show: fine-tuning raises the segmenter's patch
+balanced accuracy, and BackSwap's worst-group accuracy beats ERM's by at least 0.10 — the rule its size was
+chosen by, which held on each of the seeds 0-4 (``benchmarks/results/demo_seeds.json``), so a different
+CPU's rounding (in effect another seed) stays inside it, while a swap that does nothing or a skipped
+fine-tune fails it.
 """
 
 import json
@@ -9,7 +13,6 @@ import math
 
 import pytest
 import torch
-from _golden_cases import GOLDEN, digest
 from PIL import Image
 
 from torch_backswap import BackgroundBank
@@ -25,9 +28,8 @@ def _is_fraction(x) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("route, golden_key", [([], "demo_fast"), (["--refiner", "none"], "demo_fast_paper_route")],
-                         ids=["edge_route", "paper_route"])
-def test_demo_fast_end_to_end(tmp_path, route, golden_key):
+@pytest.mark.parametrize("route", [[], ["--refiner", "none"]], ids=["edge_route", "paper_route"])
+def test_demo_fast_end_to_end(tmp_path, route):
     out = tmp_path / "demo"
     assert main(["demo", "--fast", "--quiet", "--out", str(out), *route]) == 0
 
@@ -56,18 +58,21 @@ def test_demo_fast_end_to_end(tmp_path, route, golden_key):
     assert cut["flip_average"] is (not route) and (cut["refiner"] is None) is bool(route)
     if route:  # the paper's cut-out is the segmenter's tight mask that segmenter_quality scores
         assert cut["tight_mask_iou"] == pytest.approx(summary["segmenter"]["after_finetune"]["tight_mask_iou"])
+    assert set(summary["stage_seconds"]) == {"data_and_labels", "finetune", "bank", "cut_out", "train_erm",
+                                             "train_backswap", "report"}
+    assert summary["seconds"] >= sum(summary["stage_seconds"].values()) - 0.1
 
-    # golden figures (tests/data/golden.json; the pipeline is deterministic): the edge route's, and the paper
-    # route's, which are the v0.2 demo's (pinned before the v0.2 refactor)
-    golden = json.loads(GOLDEN.read_text())[golden_key]
-    for method, expected in golden["classifiers"].items():
-        got = summary["classifiers"][method]
-        assert got["average"] == pytest.approx(expected["average"], abs=1e-6)
-        assert got["groups"] == pytest.approx(expected["groups"], abs=1e-6)
-    for stage, expected in golden["segmenter"].items():
-        assert summary["segmenter"][stage] == pytest.approx(expected, abs=1e-6)
-    assert {k: cut[k] for k in golden["cut_out"]} == pytest.approx(golden["cut_out"], abs=1e-6)
-    assert digest(BackgroundBank.load(out / "bank.safetensors").backgrounds) == golden["bank_backgrounds"]
+
+@pytest.mark.slow
+def test_default_demo_shows_finetuning_and_backswap_working(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["settings"]["size"] == "default"
+    seg = summary["segmenter"]
+    assert seg["after_finetune"]["patch_balanced_accuracy"] > seg["before_finetune"]["patch_balanced_accuracy"]
+    erm, backswap = summary["classifiers"]["erm"], summary["classifiers"]["backswap"]
+    assert backswap["worst_group"] >= erm["worst_group"] + 0.10, (erm["groups"], backswap["groups"])
 
 
 def test_simulated_labels_skip_empty_and_match_alpha():

@@ -21,10 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, fast=args.fast, seed=args.seed, image_size=args.image_size, correlation=args.correlation,
+    size = "full" if args.full else "fast" if args.fast else "default"
+    run_demo(args.out, size=size, seed=args.seed, image_size=args.image_size, correlation=args.correlation,
              n_labeled=args.n_labeled, segmenter=args.segmenter,
              refiner=None if args.refiner.lower() == "none" else args.refiner, finetune_epochs=args.finetune_epochs,
-             epochs=args.epochs, progress=not args.quiet)
+             epochs=args.epochs, n_train=args.n_train, progress=not args.quiet)
     return 0
 
 
@@ -39,17 +40,24 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         "results.json and swap_grid.png to --out.",
     )
     p.add_argument("--out", default="backswap-demo", help="output folder (default: backswap-demo)")
-    p.add_argument("--fast", action="store_true", help="about a minute: fewer images and epochs (a smoke run)")
+    sizes = p.add_mutually_exclusive_group()
+    sizes.add_argument("--full", action="store_true",
+                       help="the long version: the whole StampBirds train split (3000) and test set (2400)")
+    sizes.add_argument("--fast", action="store_true",
+                       help="about a minute: fewer images and epochs (a smoke run; its figures mean nothing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=64, help="StampBirds image side (default: 64)")
     p.add_argument("--correlation", type=float, default=1.0, help="train class/background correlation (default: 1.0)")
-    p.add_argument("--n-labeled", type=int, default=300, help="patch-labelled images for fine-tuning (default: 300)")
+    p.add_argument("--n-labeled", type=int, default=None,
+                   help="patch-labelled images for fine-tuning (default: 300, --fast: 60)")
     p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="segmenter to fine-tune (name or path)")
     p.add_argument("--refiner", default=DEFAULT_EDGE_REFINER, metavar="NAME_OR_PATH",
                    help=f"learned edge refiner of the cut-out and the hole (default: {DEFAULT_EDGE_REFINER}); "
                    "'none' for the paper's route")
     p.add_argument("--finetune-epochs", type=int, default=None, help="segmenter epochs (default: 12, --fast: 1)")
     p.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: 8, --fast: 1)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="StampBirds training images (default: 1200, --full: 3000, --fast: 400)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run_demo)
 

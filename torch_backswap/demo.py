@@ -1,6 +1,7 @@
 """The main job: the whole AutoBackSwap pipeline on the embedded StampBirds benchmark, offline.
 
-``backswap demo`` (or :func:`run_demo`) does, in a few minutes on two CPU cores:
+``backswap demo`` (or :func:`run_demo`) does, in a few minutes on two CPU cores (``--full``: the whole train
+split and test set, about twice as long; ``--fast``: a one-minute smoke run):
 
 1. **labels** — derives 16×16 patch labels for ~300 training images from the true alpha (standing in for
    a person with ``backswap label``);
@@ -45,45 +46,73 @@ from torch_backswap.metrics import mask_iou
 from torch_backswap.segmenter import PatchSegmenter
 from torch_backswap.transform import BackgroundSwap
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_SIZES", "run_demo"]
+
+#: The demo's sizes: ``"default"`` (the README's first command: a few minutes on two CPU cores), ``"full"``
+#: (the long version: the whole StampBirds train split and test set) and ``"fast"`` (a smoke run of about a
+#: minute; its figures only show the pipeline runs end to end, not how good it is).
+DEMO_SIZES = {
+    "default": dict(n_train=1200, n_val=300, n_test=1200, n_labeled=300, finetune_epochs=12, epochs=8),
+    "full": dict(n_train=None, n_val=None, n_test=None, n_labeled=300, finetune_epochs=12, epochs=8),
+    "fast": dict(n_train=400, n_val=100, n_test=200, n_labeled=60, finetune_epochs=1, epochs=1),
+}
 
 
 def run_demo(
     out_dir: str | os.PathLike = "backswap-demo",
     *,
+    size: str = "default",
     fast: bool = False,
     seed: int = 0,
     image_size: int = 64,
     correlation: float = 1.0,
-    n_labeled: int = 300,
+    n_labeled: Optional[int] = None,
     segmenter: str = DEFAULT_SEGMENTER,
     refiner: Optional[str] = DEFAULT_EDGE_REFINER,
     finetune_epochs: Optional[int] = None,
     epochs: Optional[int] = None,
+    n_train: Optional[int] = None,
     progress: bool = True,
 ) -> dict:
     """Run the whole pipeline (see the module docstring) and write ``results.json`` and ``swap_grid.png``.
 
-    ``fast=True`` shrinks everything (fewer images, epochs) to about a minute; its figures only show the
-    pipeline runs end to end, not how good it is.
+    ``size`` picks :data:`DEMO_SIZES` (``fast=True`` is ``size="fast"``); ``n_labeled``, ``finetune_epochs``,
+    ``epochs`` and ``n_train`` override it. ``results.json`` holds every figure printed and ``stage_seconds``,
+    the wall time of each stage.
     """
+    if fast:
+        size = "fast"
+    if size not in DEMO_SIZES:
+        raise ValueError(f"size must be one of {sorted(DEMO_SIZES)}, got {size!r}")
+    preset = DEMO_SIZES[size]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    sizes = dict(n_train=400, n_val=100, n_test=200) if fast else {}
-    finetune_epochs = finetune_epochs or (1 if fast else 12)
-    epochs = epochs or (1 if fast else 8)
-    n_labeled = min(n_labeled, 60) if fast else n_labeled
+    stage_seconds: dict[str, float] = {}
+    stage_start = [start]
+
+    def stage_done(name: str) -> None:
+        now = time.perf_counter()
+        stage_seconds[name] = round(now - stage_start[0], 2)
+        stage_start[0] = now
+
+    sizes = {k: preset[k] for k in ("n_train", "n_val", "n_test")}
+    if n_train is not None:
+        sizes["n_train"] = n_train
+    finetune_epochs = finetune_epochs or preset["finetune_epochs"]
+    epochs = epochs or preset["epochs"]
+    n_labeled = n_labeled or preset["n_labeled"]
 
     def say(message: str) -> None:
         if progress:
             print(f"[{time.perf_counter() - start:6.1f}s] {message}", flush=True)
 
-    say(f"StampBirds {image_size}px, train correlation {correlation}")
+    say(f"StampBirds {image_size}px, train correlation {correlation} ({size} size)")
     splits = load_splits(image_size=image_size, correlation=correlation, seed=seed, **sizes)
     say(f"splits: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}")
 
     labeled_idx, labels = simulated_patch_labels(splits.train.alpha, n_labeled, seed=seed)
+    stage_done("data_and_labels")
     say(f"1/5 patch labels for {len(labels)} training images (from the true alpha)")
 
     base = PatchSegmenter.from_pretrained(segmenter)
@@ -93,6 +122,7 @@ def run_demo(
         output_dir=out / "segmenter",
     )
     after = segmenter_quality(seg, splits.test.images, splits.test.alpha)
+    stage_done("finetune")
     say(f"2/5 segmenter fine-tuned: test patch balanced accuracy {before['patch_balanced_accuracy']:.3f} -> "
         f"{after['patch_balanced_accuracy']:.3f}, tight-mask IoU {before['tight_mask_iou']:.3f} -> "
         f"{after['tight_mask_iou']:.3f}")
@@ -101,6 +131,7 @@ def run_demo(
     train = splits.train
     bank = build_bank(train.images, train.labels, segmenter=seg, refiner=edge, classes=train.classes,
                       progress=progress, out=out / "bank.safetensors")
+    stage_done("bank")
     say(f"3/5 background bank: {len(bank)} backgrounds ({bank.build_stats['images_per_s']:.0f} images/s), hole "
         f"p > {bank.metadata['loose_threshold']}" + (f" of the edge refiner, grown {bank.metadata['dilate']} px"
                                                        if edge is not None else ""))
@@ -110,13 +141,16 @@ def run_demo(
     test_cut = _cut_out(swap, splits.test.images)
     cut_out_quality = {"tight_threshold": swap.tight_threshold, "flip_average": swap.flip_average,
                        "refiner": refiner, "tight_mask_iou": mask_iou(test_cut > 0.5, splits.test.alpha > 0.5)}
+    stage_done("cut_out")
     say(f"3/5 cut-out (the swap's route): test tight-mask IoU {cut_out_quality['tight_mask_iou']:.3f}")
     results = {}
     _, results["erm"] = train_and_evaluate(splits, epochs=epochs, seed=seed, progress=progress, desc="ERM")
+    stage_done("train_erm")
     say(f"4/5 ERM: worst-group {results['erm']['worst_group']:.3f}")
     _, results["backswap"] = train_and_evaluate(
         splits, swap=swap, alphas=tight, epochs=epochs, seed=seed, progress=progress, desc="BackSwap"
     )
+    stage_done("train_backswap")
     say(f"4/5 BackSwap: worst-group {results['backswap']['worst_group']:.3f}")
 
     n_show = 8
@@ -125,22 +159,28 @@ def run_demo(
     swapped = grid_swap.swap_batch(splits.train.images[show], splits.train.labels[show], alphas=tight[show])
     holes_filled = bank.backgrounds[show]
     save_swap_grid(out / "swap_grid.png", splits.train.images[show], tight[show], holes_filled, swapped)
+    stage_done("report")
 
     table = format_group_table(results)
     summary = {
-        "settings": dict(image_size=image_size, correlation=correlation, seed=seed, fast=fast,
+        "settings": dict(size=size, image_size=image_size, correlation=correlation, seed=seed, fast=size == "fast",
                          n_labeled=len(labels), finetune_epochs=finetune_epochs, epochs=epochs,
-                         segmenter=segmenter, refiner=refiner, n_train=len(splits.train), n_test=len(splits.test)),
+                         segmenter=segmenter, refiner=refiner, n_train=len(splits.train), n_val=len(splits.val),
+                         n_test=len(splits.test)),
         "segmenter": {"before_finetune": before, "after_finetune": after,
                       "finetune_history": seg_history, "cut_out": cut_out_quality},
         "bank": {"size": len(bank), **bank.build_stats},
         "classifiers": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()},
-        "seconds": time.perf_counter() - start,
+        "stage_seconds": stage_seconds,
+        "seconds": round(time.perf_counter() - start, 2),
+        "threads": torch.get_num_threads(),
     }
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2, default=float))
     say("5/5 test accuracy (group-balanced test set, held-out background photos):")
     if progress:
         print(table)
+        print("stage timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds.items())
+              + f"; total {summary['seconds']:.0f} s")
         print(f"wrote {out / 'results.json'} and {out / 'swap_grid.png'}")
     return summary
 
