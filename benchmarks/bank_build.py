@@ -209,3 +209,57 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def render(data: dict, throughput: dict | None = None) -> str:
+    """The RESULTS.md section from ``results/bank_build.json`` (``data``), with a table that names the configuration
+    of every other bank-build rate in RESULTS.md and its archive (``data["elsewhere"]``; the throughput section's
+    rate is read from ``throughput``, its ``results/throughput.json``, where given), so no two rates stand
+    unexplained."""
+    lines = [
+        f"## Background bank build: {data['n']} StampBirds train images at {data['size']}²",
+        "",
+        f"`{data['command']}`",
+        "",
+        f"{data['machine']}; device {data['device']}; load average (1/5/15 min) {data['load_start']} at start, "
+        f"{data['load_end']} at end; {data['seconds']:.0f} s in all. The machine is shared by several people at once, so "
+        "these rates are indicative only (they are per wall-clock second). "
+        + (f"Recorded {data['recorded']}: {data['source']}." if data.get("source") else ""),
+        "",
+        f"Segmenter: {data['segmenter']}; default route: flip-averaged logits, edge refiner, hole p > "
+        f"{data['edge_hole']['threshold']} grown {data['edge_hole']['growth_px']} px. Paper route: loose hole p > "
+        f"{data['loose_threshold']} covers {100 * data['paper_hole_area']:.1f} % of the image on average (the true alpha "
+        f"dilated by {data['alpha_radius']} px: {100 * data['alpha_hole_area']:.1f} %). Batches of {data['batch_size']}; "
+        f"{data['threads']} torch thread(s); images already decoded in memory (StampBirds composites them at construction: "
+        f"{data['data_seconds']:.1f} s for {data['n']} images, not counted).",
+        "",
+        "| configuration | images | seconds | images/s | final state of the progress bar |",
+        "|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        bar = r["bar"].replace("|", "\\|")
+        lines.append(f"| {r['label']} | {r['images']} | {r['seconds']:.1f} | {r['images_per_s']:.1f} | `{bar}` |")
+    rates = {r["route"]: r["images_per_s"] for r in data["rows"] if r.get("route")}
+    if {"edge", "paper"} <= set(rates):
+        lines += ["", f"Default (edge) route / paper route build rate, side by side in this run: "
+                  f"**{rates['edge'] / rates['paper']:.2f}×** (the flip-averaged segmenter, the edge refiner at 64 px "
+                  "and the grown hole; a bank is built once)."]
+    s = data["save"]
+    lines += ["", f"Save → load of the on-the-fly bank ({tuple(s['shape'])} uint8): {s['size_mib']:.1f} MiB on disk, "
+              f"save {s['save_s']:.2f} s, load {s['load_s']:.2f} s, bit-identical: **{s['identical']}**."]
+    rows = [(f"this section, {r['label']}", r["images_per_s"], data["size"], r["route"], data["n"], data["threads"],
+             data["recorded"], data["load"]) for r in data["rows"] if r.get("route")]
+    for e in data.get("elsewhere", []):
+        rate = e.get("images_per_s")
+        if rate is None and throughput is not None and e.get("from_json") == "throughput.json:bank_build":
+            rate = throughput.get("cpu", {}).get("bank_build")
+        if rate is not None:
+            rows.append((e["where"], rate, e["size"], e["route"], e["images"], e["threads"], e["recorded"], e["load"]))
+    lines += ["", "Every bank-build rate in RESULTS.md and its archive, and what it measured (the rates differ by route, "
+              "thread count and the load of the shared 2-core machine; the edge route is the default since "
+              f"{data['edge_default_since']}; only rates measured side by side in one run compare):", "",
+              "| figure | images/s | size | route | images | torch threads | recorded | load average |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {w} | {rate:.1f} | {size}² | {route} | {n} | {t} | {rec} | {load} |"
+              for w, rate, size, route, n, t, rec, load in rows]
+    return "\n".join(lines)

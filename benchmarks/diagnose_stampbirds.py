@@ -125,7 +125,28 @@ def run(args: argparse.Namespace) -> dict:
     return records[setting]
 
 
-def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str, seconds: float) -> str:
+def render_cached(data: dict, setting: str = "64px_n1200_e5_ft4_l150_crop_pack2", machine: str = "") -> str:
+    """The RESULTS.md section from the JSON alone (``data``: diagnose_stampbirds.json; ``setting``: its key)."""
+    runs = data[setting]
+    p = _parser()
+    args = p.parse_args(["--report-only"])
+    import re
+
+    m = re.fullmatch(r"(\d+)px_n(\d+)_e(\d+)_ft(\d+)_l(\d+)_(photo|crop)_pack\d+", setting)
+    args.image_size, args.n_train, args.epochs, args.finetune_epochs, args.n_labeled = map(int, m.groups()[:5])
+    args.holdout = m.group(6)
+    args.seeds = sorted({int(k.split("seed")[1]) for k in runs})
+    assert _setting(args) == setting, (_setting(args), setting)
+    text = render(args, runs, "", "", 0.0, machine=machine)
+    if args.holdout == "crop":
+        from benchmarks.robustness import CROP_CONFOUND
+
+        text += f"\n\n**Confound:** {CROP_CONFOUND}"
+    return text
+
+
+def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str, seconds: float,
+           machine: str | None = None) -> str:
     cmd = ("python -m benchmarks.diagnose_stampbirds --seeds " + " ".join(map(str, args.seeds))
            + f" --n-train {args.n_train} --epochs {args.epochs} --finetune-epochs {args.finetune_epochs}"
            + f" --n-labeled {args.n_labeled} --holdout {args.holdout} --draws {args.draws} --threads {args.threads}")
@@ -134,7 +155,7 @@ def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str,
         "",
         f"`{cmd}`",
         "",
-        machine_line() + (f"; rendered from the cached runs (each ran as the command above with its own --seeds / "
+        (machine_line() if machine is None else machine) + (f"; rendered from the cached runs (each ran as the command above with its own --seeds / "
                           "--methods, 1 thread, 2–3 jobs sharing 2 CPU cores with other agents' work, load average "
                           "about 9–17); minutes per run are in the table." if args.report_only else
                           f"; load average (1/5/15 min) {load_start} at start, {load_end} at end; "
@@ -190,7 +211,7 @@ def render(args: argparse.Namespace, runs: dict, load_start: str, load_end: str,
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -207,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=str(HERE))
     p.add_argument("--progress", action="store_true")
     p.add_argument("--report-only", action="store_true", help="render RESULTS.md from the cached runs")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start, tic = loadavg(), time.perf_counter()
     if args.report_only:

@@ -98,3 +98,24 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def render(data: dict) -> str:
+    """The RESULTS.md section from ``results/finetune_cli.json``."""
+    md = [
+        f"## `backswap finetune` on {data['n']} patch-labelled StampBirds images (64 px, 16×16 grid)",
+        "", f"`{data['command']}`", "", data["machine"] + (f" (recorded {data['recorded']}: {data['source']})"
+                                                         if data.get("source") else ""), "",
+        f"Validation = 20 % of the labelled images (same training photos); {data['epochs']} epochs; the command's own "
+        "wall time includes loading the images and saving the best model.",
+        "",
+        "| start | best val patch balanced accuracy | at epoch | val cell IoU there | first epoch ≥ 0.90 | "
+        "training time to it (s) | epochs run | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        t90 = f"{r['seconds_to_090']:.0f}" if r["seconds_to_090"] else "–"
+        ep90 = r["first_epoch_090"] if r["first_epoch_090"] else "not reached"
+        md.append(f"| {r['start']} | **{r['best_val_balanced_accuracy']:.3f}** | {r['best_epoch']} | "
+                  f"{r['val_cell_iou']:.3f} | {ep90} | {t90} | {r['epochs_run']} | {r['wall_seconds']:.0f} |")
+    return "\n".join(md)

@@ -217,6 +217,20 @@ def write_results(args, runs, argv) -> None:
         cmd = (f"python -m benchmarks.labeling_efficiency --seeds {' '.join(map(str, args.seeds))} --max-labels "
                f"{args.max_labels} --threads {args.threads} --out {args.out} --resume --write-results`; table rendered "
                f"by `{cmd}")
+    write_section("labeling_efficiency", section_markdown(args, runs, cmd, machine_line(), loadavg()))
+
+
+def render(result: dict, machine: str = "", load_end: str = "n/a") -> str:
+    """The RESULTS.md section from the JSON alone (``machine``: the date/machine line; ``load_end``: the load
+    average recorded at the end of the run)."""
+    args = argparse.Namespace(**result["settings"])
+    cmd = (f"python -m benchmarks.labeling_efficiency --seeds {' '.join(map(str, args.seeds))} --max-labels "
+           f"{args.max_labels} --threads {args.threads} --out {args.out} --resume --write-results`; rendered "
+           "by `python -m benchmarks.report")
+    return section_markdown(args, result["runs"], cmd, machine, load_end)
+
+
+def section_markdown(args, runs, cmd: str, machine: str, load_end: str) -> str:
     title = (f"## Labeling efficiency: active selection strategies vs random order (StampBirds {args.image_size} px, "
              f"target patch balanced accuracy {args.target:.2f})")
     setup = (f"Start: `{args.start}`, {args.seed_labels} random seed labels, then {args.step} more per round "
@@ -225,9 +239,9 @@ def write_results(args, runs, argv) -> None:
     rules = ("Selection: `uncertainty` = most uncertain image (the old default, \"active\" in earlier results); "
              f"`topk_random` = seeded draw among the {args.top_k} most uncertain; `kcenter` = k-center greedy on "
              f"pooled segmenter features among the {args.top_k} most uncertain; `random` = fixed random order. "
-             f"Load average at the end: {loadavg()}.")
+             f"Load average at the end: {load_end}.")
     md = [
-        title, "", f"`{cmd}`", "", machine_line(), "", setup, "", rules, "",
+        title, "", f"`{cmd}`", "", machine, "", setup, "", rules, "",
         "| strategy | labeled images to reach the target, per seed | mean ± 95 % t-interval |",
         "|---|---|---|",
     ]
@@ -265,7 +279,11 @@ def write_results(args, runs, argv) -> None:
         reached = r["labels_to_target"] if r["labels_to_target"] is not None else "not reached"
         md.append(f"| {r['seed']} | {r['strategy']} | **{reached}** | {last.get('labels', '–')} | "
                   f"{last.get('balanced_accuracy', float('nan')):.3f} |")
-    write_section("labeling_efficiency", "\n".join(md))
+    if args.holdout == "crop":
+        from benchmarks.robustness import CROP_CONFOUND
+
+        md += ["", f"**Confound:** the target is measured on val backgrounds held out by crop. {CROP_CONFOUND}"]
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

@@ -317,11 +317,26 @@ def targets(result: dict) -> str:
                "prediction itself (which cells are object), not the upsampling or the threshold."))
 
 
+def render_section(result: dict, machine: str = "") -> str:
+    """The whole RESULTS.md section of one results file, from the JSON alone (``machine``: the date/machine line)."""
+    args = argparse.Namespace(**{"criterion": "iou", **result["settings"]})
+    cmd = ("python -m benchmarks.mask_quality " + (f"--holdout {args.holdout} " if args.holdout != "photo" else "")
+           + f"--seeds {' '.join(map(str, args.seeds))} --n-val {args.n_val} --n-test {args.n_test} "
+           + (f"--finetune-epochs {args.finetune_epochs} " if args.finetune_epochs != FINETUNE_EPOCHS else "")
+           + f"--threads {args.threads} --write-results`; rendered by `python -m benchmarks.report")
+    return section_markdown(args, result, render(result), cmd, machine)
+
+
 def write_results(args, result: dict, table: str, argv, cmd: str | None = None) -> None:
     from benchmarks._common import loadavg, machine_line, write_section
 
     if cmd is None:
         cmd = "python -m benchmarks.mask_quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_section(setting_name(args), section_markdown(args, result, table, cmd,
+                                                       machine_line() + f"; load average {loadavg()}"))
+
+
+def section_markdown(args, result: dict, table: str, cmd: str, machine: str) -> str:
     chosen = ", ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "method")
                        for m, p in result["chosen"].items())
     title = (f"## Mask quality: refinement of the learned cut-out (StampBirds {args.image_size} px, "
@@ -335,9 +350,12 @@ def write_results(args, result: dict, table: str, argv, cmd: str | None = None) 
              "≥ 25 % covered) against the labelled images the fine-tune held out (patch labels only, 60 images). "
              f"StampBirds pack version {result.get('pack_version')}. Refinement parameters chosen on val: "
              f"{chosen}. The oracle-threshold IoU (best threshold on test) is a ceiling, not a usable setting.")
-    md = [title, "", f"`{cmd}`", "", machine_line() + f"; load average {loadavg()}", "", setup, "", table, "",
-          targets(result)]
-    write_section(setting_name(args), "\n".join(md))
+    md = [title, "", f"`{cmd}`", "", machine, "", setup, "", table, "", targets(result)]
+    if args.holdout == "crop":
+        from benchmarks.robustness import CROP_CONFOUND
+
+        md += ["", f"**Confound:** {CROP_CONFOUND}"]
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

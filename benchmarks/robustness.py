@@ -129,6 +129,23 @@ CODE_FILES = ("benchmarks/robustness.py", "torch_backswap/experiments/pipeline.p
               "torch_backswap/datasets/stamp_composite.py")
 
 
+# Why a method's seeds have a gap (rendered under the tables; keyed by (method, holdout) or method). From the
+# results' git history (``git log -- benchmarks/results/``); "no reason recorded" where it gives none.
+SEED_GAP_REASONS = {
+    ("backswap_refined", "photo"): ("the first refined runs (commit 30a96b5) were trained and scored on crops only; "
+                                    "the later seeds were trained once for both settings (`trained_with` in the "
+                                    "JSON), so only they have a held-out-photo score"),
+    "gt_bank": "no reason recorded (commit beba14d merged the seeds on either side of the gap)",
+    "gt_trim": "no reason recorded (commit beba14d merged the seeds on either side of the gap)",
+}
+
+# The crop setting's confound, stated next to its figures (RESULTS.md and its headline).
+CROP_CONFOUND = ("The crop setting's test backgrounds are crops of the StampBirds training photos, which are among "
+                 "the photos the bundled segmenter (`patchseg-tiny-s16`) and edge refiner (`edgerefine-tiny`) were "
+                 "trained on (their model cards): a learned cut-out is scored on backgrounds its models have seen. "
+                 "The held-out-photo setting has no such overlap.")
+
+
 def t_interval(values: list[float]) -> tuple[float, float]:
     """Mean and 95 % t-interval half-width ``t_{0.975,n-1} * s / sqrt(n)`` (half-width nan for one value)."""
     return mean_ci(values)
@@ -233,19 +250,22 @@ class BestEpoch:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, shared: dict | None = None) -> None:
+    def __init__(self, args: argparse.Namespace, shared: dict | None = None, records: dict | None = None) -> None:
         """``args``: the parsed command line with one ``holdout``. ``shared``: a cache of the per-seed work on the
-        training split (fine-tuned segmenters, train masks) to share with runners of the other setting."""
+        training split (fine-tuned segmenters, train masks) to share with runners of the other setting.
+        ``records``: the cached runs, given (for rendering only: nothing is read from or written to disk)."""
         self.args = args
         self.setting = f"{args.image_size}px_corr{args.correlation}_{args.holdout}"
         if args.tight_threshold != TIGHT_THRESHOLD:
             self.setting += f"_tight{args.tight_threshold}"
         if args.pack_version != 1:
             self.setting += f"_v{args.pack_version}"
-        self.code = code_version()
+        self.code = code_version() if records is None else None
         self.out = Path(args.out_dir) if args.out_dir else HERE
         self.path = self.out / "results" / f"robustness_{self.setting}.json"
-        self.records = json.loads(self.path.read_text()) if self.path.exists() else {}
+        if records is None:
+            records = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.records = records
         self._splits: dict[float, object] = {}
         self._quality: dict[tuple[int, str], dict] = {}
         shared = {} if shared is None else shared
@@ -588,6 +608,43 @@ class Runner:
 
     def report(self) -> None:
         a = self.args
+        argv = list(sys.argv[1:])
+        for flag in ("--write-results",):  # output plumbing: does not change what is rendered
+            while flag in argv:
+                argv.remove(flag)
+        if "--out-dir" in argv:
+            i = argv.index("--out-dir")
+            del argv[i : i + 2]
+        cmd = "python -m benchmarks.robustness " + " ".join(argv)
+        md, plot = self.markdown(cmd, machine_line())
+        fig = self.out / "figures" / f"robustness_{self.setting}.png"
+        if plot:
+            self.bar_plot(plot, fig)
+        if self.out == HERE or a.write_results:
+            write_section(f"robustness_{self.setting}", "\n".join(md), path=self.out / "RESULTS.md")
+        print("\n".join(md))
+
+    def seed_gaps(self) -> list[str]:
+        """One line per method whose seeds are not 0..max (a run missing in the middle), or that lacks seeds the
+        other setting has, with the reason recorded in :data:`SEED_GAP_REASONS` (or "no reason recorded")."""
+        lines = []
+        for method in ALL_METHODS:
+            seeds = sorted(int(k.split("/seed")[1]) for k in self.records if k.split("/")[0] == method)
+            if not seeds:
+                continue
+            missing = [s for s in range(max(seeds) + 1) if s not in seeds]
+            if missing:
+                reason = SEED_GAP_REASONS.get((method, self.args.holdout), SEED_GAP_REASONS.get(method, "no reason recorded"))
+                lines.append(f"- `{method}`: {len(seeds)} seeds; seed{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(map(str, missing))} missing: {reason}.")
+        if not lines:
+            return []
+        return ["Seed gaps (runs missing below a method's highest seed):", "", *lines]
+
+    def markdown(self, cmd: str, machine: str) -> tuple[list[str], list]:
+        """The section (markdown lines) and the bar-plot rows, from the cached runs only (``cmd``: the command
+        named as the renderer; ``machine``: the date/machine line)."""
+        a = self.args
         rows, plot, cal_rows = [], [], []
         for method in ALL_METHODS:
             runs = self._runs(method)
@@ -651,14 +708,6 @@ class Runner:
                 + (f" --classifier {a.classifier}" if a.classifier != "small_cnn" else "")
                 + (f" --tight-threshold {a.tight_threshold}" if a.tight_threshold != TIGHT_THRESHOLD else ""))
         test = self.splits_meta()
-        argv = list(sys.argv[1:])
-        for flag in ("--write-results",):  # output plumbing: does not change what is rendered
-            while flag in argv:
-                argv.remove(flag)
-        if "--out-dir" in argv:
-            i = argv.index("--out-dir")
-            del argv[i : i + 2]
-        cmd = "python -m benchmarks.robustness " + " ".join(argv)
         joint = sum("trained_with" in r for r in self.records.values())
         md = [
             f"## Robustness: StampBirds v{a.pack_version} {a.image_size}px, train correlation {a.correlation} "
@@ -669,10 +718,12 @@ class Runner:
             "with hashes of uncommitted source files).",
             *(["", (f"{joint} of the runs were trained once with `--holdout crop photo` and scored in both settings "
                     "(`trained_with` in the JSON; the same records a single-setting run writes).")] if joint else []),
-            "", machine_line(), "",
+            "", machine, "",
             f"Classifier `{a.classifier}` from scratch, {a.epochs} epochs, {test} "
             f"Cells: mean ± 95 % t-interval half-width over seeds (t_0.975,n-1 · s/√n); groups are class/background.",
         ]
+        if a.holdout == "crop":
+            md += ["", f"**Confound:** {CROP_CONFOUND}"]
         md += ["", "*Per-photo worst class*: on each test photo, the accuracy of the worse of its two classes, averaged "
                "over the test photos; a model that labels each photo with one class (a background classifier) scores 0, "
                "whereas its worst group can reach about 0.5."]
@@ -706,13 +757,12 @@ class Runner:
                    "| seed | patch bal. acc. zero-shot | fine-tuned | tight IoU zero-shot | fine-tuned | fine-tuned, refined "
                    "(calibrated threshold) | fine-tuned, edge refiner (p > 0.5) | fine-tune val bal. acc. |",
                    "|---|---|---|---|---|---|---|---|", *seg_rows]
-        fig = self.out / "figures" / f"robustness_{self.setting}.png"
+        gaps = self.seed_gaps()
+        if gaps:
+            md += ["", *gaps]
         if plot:
-            self.bar_plot(plot, fig)
-            md += ["", f"![worst-group accuracy](figures/{fig.name})"]
-        if self.out == HERE or a.write_results:
-            write_section(f"robustness_{self.setting}", "\n".join(md), path=self.out / "RESULTS.md")
-        print("\n".join(md))
+            md += ["", f"![worst-group accuracy](figures/robustness_{self.setting}.png)"]
+        return md, plot
 
     def splits_meta(self) -> str:
         """One sentence on the split sizes and test photos, from the cached runs' configuration."""
@@ -751,7 +801,22 @@ class Runner:
         plt.close(fig)
 
 
-def main(argv=None) -> int:
+def render(records: dict, holdout: str, *, cmd: str = "python -m benchmarks.report", machine: str = "") -> str:
+    """The RESULTS.md section of one results file (``records``: its JSON, ``robustness_<setting>.json``), from the
+    runs alone: the run configuration comes from the records, the rest from the command line's defaults. Draws
+    no plot (the figure it links is written by :meth:`Runner.report`)."""
+    config = next((r["config"] for r in records.values() if "config" in r), {})
+    args = _parser().parse_args(["--holdout", holdout])
+    for key in ("epochs", "n_train", "pack_version", "image_size", "tight_threshold", "finetune_epochs", "n_labeled",
+                "classifier"):
+        if key in config:
+            setattr(args, key, config[key])
+    runner = Runner(argparse.Namespace(**{**vars(args), "holdout": holdout}), records=records)
+    md, _ = runner.markdown(cmd, machine)
+    return "\n".join(md)
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -780,6 +845,11 @@ def main(argv=None) -> int:
                    help="write results/figures here instead of benchmarks/ (and leave RESULTS.md alone)")
     p.add_argument("--write-results", action="store_true",
                    help="with --out-dir: still write the section of OUT_DIR/RESULTS.md (e.g. runs from a pinned checkout)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
