@@ -116,6 +116,13 @@ def run_cases() -> dict[str, str]:
         x = torch.stack([img, img])
         return s().swap_batch(x, masks=obj[None].expand(3, -1, -1, -1)) if not V2 else s().swap_batch(x, alphas=obj[None].expand(3, -1, -1, -1))
     run("3 alphas for 2 images", c13)
+    # issue 24: defects found trying the package as a user would
+    def c14(hw, shape):
+        big = torch.full((3, *hw), 255, dtype=torch.uint8)
+        out = s()(big, Alpha(torch.ones(shape)))
+        return f"ok, alpha back as {tuple(out[1].shape)}"
+    run("ObjectAlpha (1,32,32) for a (3,64,64) image", lambda: c14((64, 64), (1, 32, 32)))
+    run("ObjectAlpha (1,64,48) for a (3,48,64) image", lambda: c14((48, 64), (1, 64, 48)))
     return RESULTS
 
 

@@ -8,6 +8,7 @@ survive.
 """
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -471,3 +472,19 @@ def test_refined_cut_out_follows_the_object_edges_better():
     assert iou(refined) > iou(plain)
     with pytest.raises(ValueError, match="refine must be one of"):
         BackgroundSwap(_bank(), refine="sharpen")
+
+
+# ------------------------------------------------------------------------------------------------------
+# issue 24: defects found trying the package as a user would
+
+
+@pytest.mark.parametrize("image_hw, alpha_shape", [((64, 64), (1, 32, 32)), ((48, 64), (1, 64, 48)), ((48, 64), (64, 48))])
+def test_an_object_alpha_of_another_size_is_refused_never_resized_or_scrambled(image_hw, alpha_shape):
+    image = torch.full((3, *image_hw), 255, dtype=torch.uint8)
+    alpha = ObjectAlpha(torch.ones(alpha_shape))
+    h, w = image_hw
+    message = rf"ObjectAlpha must have the image's size \({h}, {w}\).*got shape {re.escape(str(alpha_shape))}"
+    with pytest.raises(ValueError, match=message):
+        BackgroundSwap(_bank(), seed=0)(image, alpha)
+    with pytest.raises(ValueError, match=r"alphas must have the image's size"):
+        BackgroundSwap(_bank(), seed=0).swap_batch(image[None], alphas=torch.ones(1, *alpha_shape[-2:]))
