@@ -123,6 +123,11 @@ def run_cases() -> dict[str, str]:
         return f"ok, alpha back as {tuple(out[1].shape)}"
     run("ObjectAlpha (1,32,32) for a (3,64,64) image", lambda: c14((64, 64), (1, 32, 32)))
     run("ObjectAlpha (1,64,48) for a (3,48,64) image", lambda: c14((48, 64), (1, 64, 48)))
+    def c15():
+        seg = tv_tensors.Mask(torch.where(obj[0], 7, 3).to(torch.uint8))
+        out = BackgroundSwap(bank, Seg(), seed=0)(img, seg)
+        return f"values after: {sorted(out[-1].unique().tolist())}"
+    run("class-id Mask 0/3/7 with the segmenter's cut-out (no alpha in the sample)", c15)
     return RESULTS
 
 

@@ -206,10 +206,31 @@ def test_detection_style_instance_masks_move_with_the_object():
     assert not new_inst[1].any()  # the background object is gone with the old background
 
 
-def test_masks_with_segmenter_alpha_raise_a_clear_error():
-    images, masks = _scene(1)
-    with pytest.raises(ValueError, match="cannot keep this tv_tensors.Mask consistent"):
-        BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0], tv_tensors.Mask(masks[0]))
+@pytest.mark.parametrize("batch", [False, True])
+def test_other_masks_move_with_the_segmenters_cut_out(batch):
+    """Without an ObjectAlpha the segmenter's cut-out is the object: other masks move exactly as they do with that
+    cut-out given as the ObjectAlpha (they used to raise "cannot keep this tv_tensors.Mask consistent")."""
+    images, masks = _scene(4)
+    image = images if batch else images[0]
+    seg_map = tv_tensors.Mask(torch.where(masks[:, 0] if batch else masks[0, 0], 7, 3).to(torch.uint8))
+    p = 0.6 if batch else 1.0  # a batch where only some samples swap: the cut-out has one row per swapped sample
+    swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=1, p=p)
+    out, out_seg = swap(image, seg_map)
+    swapped = swap.last_record.swapped
+    assert swapped.any() and (swapped.all() if not batch else not swapped.all())
+    cut_out = swap.segment(images if batch else images[:1])
+    given = ObjectAlpha(cut_out if batch else cut_out[0])
+    out2, moved, out_seg2 = BackgroundSwap(_bank(), seed=1, p=p)(image, given, seg_map)
+    assert torch.equal(out, out2) and isinstance(out_seg, tv_tensors.Mask)
+    assert torch.equal(out_seg, out_seg2)
+    seg = out_seg.as_subclass(torch.Tensor).reshape(-1, H, W)
+    moved = moved.as_subclass(torch.Tensor).reshape(-1, H, W)
+    orig = seg_map.as_subclass(torch.Tensor).reshape(-1, H, W)
+    for i, did in enumerate(swapped.tolist()):
+        if did:  # the object's class moved with it, the new background is 0
+            assert set(seg[i].unique().tolist()) <= {0, 7} and torch.equal(seg[i] == 7, moved[i] > 0.5)
+        else:
+            assert torch.equal(seg[i], orig[i])
 
 
 def test_grayscale_rgba_and_odd_sizes():

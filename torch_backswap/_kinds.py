@@ -72,15 +72,12 @@ def batch_to_image(image: Any, out_rgb: Tensor, record: SwapRecord) -> Any:
 
 
 def mask_like(mask: tv_tensors.Mask, moved_alpha: Tensor | None, record: SwapRecord, single: bool) -> Any:
-    """Another ``tv_tensors.Mask`` of the sample, moved with the object (:func:`~torch_backswap.functional.move_masks`)."""
+    """Another ``tv_tensors.Mask`` of the sample, moved with the object (:func:`~torch_backswap.functional.move_masks`);
+    ``moved_alpha`` is the object's alpha after the swap (the ``ObjectAlpha``'s, or the segmenter's cut-out's)."""
     if not bool(record.swapped.any()):
         return mask
-    if moved_alpha is None:
-        raise ValueError(
-            "BackgroundSwap cannot keep this tv_tensors.Mask consistent: the object's alpha came from the segmenter, "
-            "so which mask pixels belong to the object is unknown. Put the object's alpha in the sample as "
-            "torch_backswap.ObjectAlpha, or drop the mask before the swap"
-        )
+    if moved_alpha is None:  # make_params moves the ObjectAlpha or the segmenter's cut-out whenever a mask swaps
+        raise RuntimeError("BackgroundSwap: a tv_tensors.Mask of a swapped sample has no moved object alpha")
     m = mask.as_subclass(Tensor)
     batched = m.reshape(1, *m.shape) if single else m
     if batched.shape[-2:] != moved_alpha.shape[-2:]:

@@ -14,7 +14,8 @@ What is the object
 ------------------
 The object's alpha is an :class:`~torch_backswap.alpha.ObjectAlpha` in the sample (e.g. from
 :class:`~torch_backswap.alpha.ObjectAlphaDataset` for a fixed dataset), or else the segmenter's tight mask.
-Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object (see
+Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object, whichever gave its alpha
+(see
 :func:`~torch_backswap.functional.move_masks` / :func:`~torch_backswap.functional.move_boxes`); labels and
 every other item pass through untouched. A sample that is not swapped (``p``, no object found, an object
 smaller than ``min_foreground``) comes back bit-identical, every part of it.
@@ -331,8 +332,16 @@ class BackgroundSwap(v2.Transform):
         given = None
         if alphas:
             given = alpha_to_batch(alphas[0], b, tuple(x.shape[-2:]), single)
-        out, record = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
-        moved = None if given is None else move_alpha(given, record, interpolation=self.interpolation)
+        out, record, used = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
+        moved = None
+        if given is not None:
+            moved = move_alpha(given, record, interpolation=self.interpolation)
+        elif any(isinstance(i, tv_tensors.Mask) for i in flat_inputs) and bool(record.swapped.any()):
+            # the segmenter's cut-out is the object the other masks move with: one row per sample
+            if used.shape[0] != b:  # segmented only the applied samples: the others are not swapped, any row will do
+                rows = record.params.apply.nonzero().flatten().to(used.device)
+                used = used.new_zeros(b, *used.shape[1:]).index_copy_(0, rows, used)
+            moved = move_alpha(used, record, interpolation=self.interpolation)
         return {"image": image, "output": out, "single": single, "record": record, "moved_alpha": moved}
 
     def transform(self, inpt: Any, params: dict) -> Any:
@@ -379,7 +388,7 @@ class BackgroundSwap(v2.Transform):
         given = None
         if alphas is not None:
             given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas")
-        out, record = self._swap(x, labels, given, params, single=False, labels_explicit=True)
+        out, record, _ = self._swap(x, labels, given, params, single=False, labels_explicit=True)
         out = restore_channels(out, x, record)
         return (out, record) if return_record else out
 
@@ -421,8 +430,9 @@ class BackgroundSwap(v2.Transform):
         *,
         single: bool,
         labels_explicit: bool,
-    ) -> tuple[Tensor, SwapRecord]:
-        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)`` + record."""
+    ) -> tuple[Tensor, SwapRecord, Tensor]:
+        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)``, the record and the object
+        alpha used (``given``, or the segmenter's cut-out: ``B`` rows, or one per applied sample)."""
         b, _, h, w = x.shape
         lab = class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
         if lab is None and self.strategy == "other_class":
@@ -464,7 +474,7 @@ class BackgroundSwap(v2.Transform):
             lo, hi = self.value_range
             out = out * (hi - lo) + lo
         self.last_record = record
-        return out, record
+        return out, record, alpha
 
     def extra_repr(self) -> str:
         seg = type(self.segmenter).__name__ if self.segmenter is not None else None
