@@ -128,6 +128,16 @@ def run_cases() -> dict[str, str]:
         out = BackgroundSwap(bank, Seg(), seed=0)(img, seg)
         return f"values after: {sorted(out[-1].unique().tolist())}"
     run("class-id Mask 0/3/7 with the segmenter's cut-out (no alpha in the sample)", c15)
+    def c16(collate):
+        data = tb.ObjectAlphaDataset([(img, 0), (img, 1)], torch.stack([obj, obj]).float())
+        swap = s(strategy="other_class")
+        if collate:
+            batch = swap.collate_fn([data[0], data[1]])
+        else:
+            batch = swap(data[0])
+        return f"ok, background classes {swap.last_record.background_labels.tolist()}"
+    run("ObjectAlphaDataset sample (image, alpha, label), strategy=other_class", lambda: c16(False))
+    run("ObjectAlphaDataset batch through swap.collate_fn, strategy=other_class", lambda: c16(True))
     return RESULTS
 
 

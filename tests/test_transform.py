@@ -509,3 +509,25 @@ def test_an_object_alpha_of_another_size_is_refused_never_resized_or_scrambled(i
         BackgroundSwap(_bank(), seed=0)(image, alpha)
     with pytest.raises(ValueError, match=r"alphas must have the image's size"):
         BackgroundSwap(_bank(), seed=0).swap_batch(image[None], alphas=torch.ones(1, *alpha_shape[-2:]))
+
+
+def test_other_class_finds_the_labels_of_object_alpha_dataset_samples():
+    """ObjectAlphaDataset yields (image, ObjectAlpha, label): the default labels_getter skips the alpha and takes
+    the label (it read the alpha, so strategy="other_class" failed per sample, in collate_fn and in on_device)."""
+    images, masks = _scene(4)
+    labels = [0, 1, 1, 0]
+    base = [(images[i], labels[i]) for i in range(4)]
+    swap = BackgroundSwap(_bank(), strategy="other_class", seed=0)
+    per_sample = ObjectAlphaDataset(base, masks.float(), transform=swap)
+    for i in range(4):
+        out, alpha, label = per_sample[i]
+        assert label == labels[i] and swap.last_record.background_labels.tolist() == [1 - labels[i]]
+    loader = torch.utils.data.DataLoader(ObjectAlphaDataset(base, masks.float()), batch_size=4,
+                                         collate_fn=swap.collate_fn)
+    out, alpha, lab = next(iter(loader))
+    assert lab.tolist() == labels and swap.last_record.background_labels.tolist() == [1, 0, 0, 1]
+    plain = torch.utils.data.DataLoader(ObjectAlphaDataset(base, masks.float()), batch_size=4)
+    seg_swap = BackgroundSwap(_bank(), _SquareSegmenter(), strategy="other_class", seed=0)
+    for kwargs in ({}, {"alpha": 1}):  # the alpha in the batch left alone, or used
+        (out, alpha, lab), = list(seg_swap.on_device(plain, "cpu", **kwargs))
+        assert lab.tolist() == labels and seg_swap.last_record.background_labels.tolist() == [1, 0, 0, 1]

@@ -18,8 +18,11 @@ LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 
 def default_labels_getter(sample: Any) -> Any:
     """Find the labels of a sample the way ``v2.CutMix`` does: the value of the first key named ``label``,
-    ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or the second item of an
-    ``(image, label, ...)`` tuple. Returns ``None`` when there is none."""
+    ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or, in an ``(image, ..., label, ...)``
+    tuple, the first item after the image that is not a tv_tensor (``ObjectAlpha``, other masks, boxes, images) or
+    a PIL image — the second item of ``(image, label)``, the third of ``(image, ObjectAlpha, label)``, the layout of
+    :class:`~torch_backswap.alpha.ObjectAlphaDataset`. Returns ``None`` when there is none (or that item is a dict,
+    e.g. a detection target)."""
     if isinstance(sample, dict):
         by_lower = {str(k).lower(): k for k in sample}
         for key in LABEL_KEYS:
@@ -27,10 +30,10 @@ def default_labels_getter(sample: Any) -> Any:
                 return sample[by_lower[key]]
         return None
     if isinstance(sample, (tuple, list)) and len(sample) >= 2:
-        candidate = sample[1]
-        if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image, dict)):
-            return None
-        return candidate
+        for candidate in sample[1:]:
+            if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image)):
+                continue
+            return None if isinstance(candidate, dict) else candidate
     return None
 
 
