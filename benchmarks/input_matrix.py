@@ -138,6 +138,14 @@ def run_cases() -> dict[str, str]:
         return f"ok, background classes {swap.last_record.background_labels.tolist()}"
     run("ObjectAlphaDataset sample (image, alpha, label), strategy=other_class", lambda: c16(False))
     run("ObjectAlphaDataset batch through swap.collate_fn, strategy=other_class", lambda: c16(True))
+    def c17():
+        from torch_backswap.functional import gather_backgrounds, sample_params, swap_backgrounds
+        x = torch.stack([img, img]); al = torch.stack([obj, obj]).float()
+        params = sample_params(2, bank, generator=torch.Generator().manual_seed(0))
+        bgs = gather_backgrounds(bank, params, (H, W)); kept = bgs.clone()
+        swap_backgrounds(x, al, bgs, params)
+        return f"caller's backgrounds unchanged: {torch.equal(bgs, kept)}"
+    run("functional.swap_backgrounds(images, alphas, backgrounds, params)", c17)
     return RESULTS
 
 

@@ -468,7 +468,7 @@ class BackgroundSwap(v2.Transform):
         out, record = swap_backgrounds(
             rgb, alpha, gather_backgrounds(bank, params, (h, w)), params, min_foreground=self.min_foreground,
             feather_px=self.feather_px, harmonize=self.harmonize, interpolation=self.interpolation,
-            background_labels=bank.labels[applied.to(bank.labels.device)],
+            background_labels=bank.labels[applied.to(bank.labels.device)], inplace=True,  # gathered: ours to write
         )
         if self.value_range is not None and out.dtype.is_floating_point:
             lo, hi = self.value_range
