@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from ._checks import check_images, describe
-from ._image import from_rgb, mask_to_alpha, pil_to_tensor, tensor_to_pil
+from ._image import from_rgb, mask_to_alpha, pil_to_tensor, resize_alpha, tensor_to_pil
 from .functional import SwapRecord, move_boxes, move_masks
 
 __all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "is_image", "mask_like"]
@@ -30,10 +30,14 @@ def image_to_batch(image: Any, value_range: tuple[float, float] | None) -> tuple
     return check_images(t[None] if single else t, "image", value_range=value_range, min_size=2), single
 
 
-def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha") -> Tensor:
+def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha",
+                   resize: bool = False) -> Tensor:
     """An object alpha of a single image (``(1, H, W)`` / ``(H, W)``) or a batch (``(B, 1, H, W)`` /
-    ``(B, H, W)``) → a compact ``(B, 1, H, W)`` alpha. Its ``(H, W)`` must be ``size``, the image's (``ValueError``
-    otherwise: an alpha of another size is a bug upstream, and resizing it would hide it)."""
+    ``(B, H, W)``) → a compact ``(B, 1, H, W)`` alpha at ``size``, the image's.
+
+    Its ``(H, W)`` must be ``size`` (``ValueError`` otherwise: an ``ObjectAlpha`` of another size is a bug upstream,
+    and it comes back moved at its own shape); with ``resize`` (``swap_batch``'s ``alphas``, never returned) it may
+    be another resolution of the same aspect ratio (within a pixel) and is resized."""
     if not isinstance(alpha, Tensor):
         raise TypeError(f"{name} must be a tensor, got {describe(alpha)}")
     a = alpha.as_subclass(Tensor)
@@ -44,11 +48,14 @@ def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name
     if a.ndim != 4 or a.shape[0] != b or a.shape[1] != 1:
         form = "(1, H, W) or (H, W)" if single else f"({b}, 1, H, W) or ({b}, H, W)"
         raise ValueError(f"{name} must be {form} for this input, got shape {tuple(alpha.shape)}")
-    if tuple(a.shape[-2:]) != tuple(size):
-        h, w = size
+    (h, w), (ah, aw) = size, a.shape[-2:]
+    if resize and (ah, aw) != (h, w) and abs(ah * w - aw * h) <= max(h, w):
+        return resize_alpha(mask_to_alpha(a), size)
+    if (ah, aw) != (h, w):
         form = f"(1, {h}, {w}) or ({h}, {w})" if single else f"({b}, 1, {h}, {w}) or ({b}, {h}, {w})"
-        raise ValueError(f"{name} must have the image's size ({h}, {w}): shape {form}, got shape "
-                         f"{tuple(alpha.shape)} (an alpha is never resized to fit)")
+        what, never = ("aspect ratio", "stretched") if resize else ("size", "resized")
+        raise ValueError(f"{name} must have the image's {what} ({h}, {w}): shape {form}, got shape "
+                         f"{tuple(alpha.shape)} (it is never {never} to fit)")
     return mask_to_alpha(a)
 
 

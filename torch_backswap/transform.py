@@ -377,7 +377,8 @@ class BackgroundSwap(v2.Transform):
             images: ``(B, C, H, W)`` uint8 or float (C = 1, 3 or 4).
             labels: ``(B,)`` / ``(B, K)`` labels in any form :func:`~torch_backswap._checks.check_labels` takes
                 (needed by ``strategy="other_class"``).
-            alphas: ``(B, 1, H, W)`` or ``(B, H, W)`` object alphas (bool / uint8 / float); default: segment.
+            alphas: ``(B, 1, H, W)`` or ``(B, H, W)`` object alphas (bool / uint8 / float); default: segment. Another
+                resolution of the images' aspect ratio is resized (bilinear); another aspect ratio raises.
             params: :class:`SwapParams` of an earlier call to replay it (e.g. ``swap.last_record.params``).
             return_record: also return the :class:`SwapRecord`.
 
@@ -387,7 +388,7 @@ class BackgroundSwap(v2.Transform):
         x = check_images(images, "images", value_range=self.value_range, min_size=2)
         given = None
         if alphas is not None:
-            given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas")
+            given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas", resize=True)
         out, record, _ = self._swap(x, labels, given, params, single=False, labels_explicit=True)
         out = restore_channels(out, x, record)
         return (out, record) if return_record else out
