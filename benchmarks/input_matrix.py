@@ -146,6 +146,16 @@ def run_cases() -> dict[str, str]:
         swap_backgrounds(x, al, bgs, params)
         return f"caller's backgrounds unchanged: {torch.equal(bgs, kept)}"
     run("functional.swap_backgrounds(images, alphas, backgrounds, params)", c17)
+    x2, al2 = torch.stack([img, img]), Alpha(torch.stack([obj, obj]).float())
+    def c18(labels):
+        out = s()(x2, labels, al2)
+        return f"ok, labels returned: {out[1]}"
+    run("3 labels for 2 images, default strategy", lambda: c18([0, 1, 1]))
+    run("label 5 for a bank of classes 0 and 1", lambda: c18([0, 5]))
+    def c19():
+        swap = s(strategy="other_class", labels_getter=None)
+        return f"constructed; first call: {swap(x2, [0, 1], al2)[0].shape}"
+    run("labels_getter=None with strategy=other_class", c19)
     return RESULTS
 
 

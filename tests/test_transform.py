@@ -187,8 +187,8 @@ def test_single_images_all_types_with_alpha_and_other_parts_in_sample():
     assert x0 - 1.5 <= xs.min() and xs.max() <= x1 + 1.5 and y0 - 1.5 <= ys.min() and ys.max() <= y1 + 1.5
     # plain tensor + tuple sample, PIL image
     seg_swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=3)
-    t, lab = seg_swap((images[0], 5))
-    assert type(t) is torch.Tensor and t.shape == (3, H, W) and t.dtype == torch.uint8 and lab == 5
+    t, lab = seg_swap((images[0], 1))
+    assert type(t) is torch.Tensor and t.shape == (3, H, W) and t.dtype == torch.uint8 and lab == 1
     pil = Image.fromarray(images[0].permute(1, 2, 0).numpy())
     out_pil = seg_swap(pil)
     assert isinstance(out_pil, Image.Image) and out_pil.size == (W, H) and out_pil.mode == "RGB"
@@ -386,8 +386,8 @@ def test_pickles_and_collate():
     assert torch.equal(clone.swap_batch(images), BackgroundSwap(_bank(), _SquareSegmenter(), seed=0).swap_batch(images))
     collate = pickle.loads(pickle.dumps(swap.collate_fn))
     assert isinstance(collate, BackgroundSwapCollate)
-    batch = collate([(images[i], i) for i in range(4)])
-    assert batch[0].shape == (4, 3, H, W) and batch[1].tolist() == [0, 1, 2, 3]
+    batch = collate([(images[i], i % 2) for i in range(4)])
+    assert batch[0].shape == (4, 3, H, W) and batch[1].tolist() == [0, 1, 0, 1]
 
 
 def test_cuda_segmenter_in_worker_is_one_clear_error(monkeypatch):
@@ -536,3 +536,34 @@ def test_other_class_finds_the_labels_of_object_alpha_dataset_samples():
     for kwargs in ({}, {"alpha": 1}):  # the alpha in the batch left alone, or used
         (out, alpha, lab), = list(seg_swap.on_device(plain, "cpu", **kwargs))
         assert lab.tolist() == labels and seg_swap.last_record.background_labels.tolist() == [1, 0, 0, 1]
+
+
+def test_found_labels_must_fit_the_batch_and_the_banks_classes():
+    images, masks = _scene(2)
+    alpha = ObjectAlpha(masks.float())
+    swap = BackgroundSwap(_bank(), seed=0)  # default strategy: the labels are not needed, but are checked
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\).*\[0, 1, 1\]"):
+        swap(images, [0, 1, 1], alpha)  # three labels for two images (v2.CutMix raises, too)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        swap({"image": images, "label": torch.tensor([0, 1, 1]), "alpha": alpha})
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        swap(images, 1, alpha)
+    with pytest.raises(ValueError, match=r"labels must be classes of the bank, which has 2 classes 0\.\.1 "
+                                         r"\['land', 'water'\]; got \[5\] in labels \[0, 5\]"):
+        swap(images, [0, 5], alpha)
+    with pytest.raises(ValueError, match=r"labels must be classes of the bank.*got \[7\]"):
+        BackgroundSwap(_bank(), strategy="other_class", seed=0).swap_batch(images, [7, 0], alphas=masks)
+    unnamed = BackgroundBank(BANK_COLOURS[:, :, None, None].expand(-1, -1, H, W).contiguous(), torch.tensor([0, 0, 2, 2]))
+    with pytest.raises(ValueError, match=r"bank, which has classes \[0, 2\] \(it has no class names\); got \[1\]"):
+        BackgroundSwap(unnamed, seed=0)(images, [1, 2], alpha)
+    # labels that fit pass through; a value that is no label (an (H, W) target of one image) is still left alone
+    out, lab, _ = swap(images, [1, 0], alpha)
+    assert lab == [1, 0]
+    target = masks[0, 0].long()
+    assert BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0], target)[1] is target
+
+
+def test_other_class_without_a_labels_getter_is_refused_at_construction():
+    with pytest.raises(ValueError, match=r"strategy='other_class' needs the samples' labels, but labels_getter=None"):
+        BackgroundSwap(_bank(), strategy="other_class", labels_getter=None)
+    BackgroundSwap(_bank(), strategy="class_balanced", labels_getter=None)

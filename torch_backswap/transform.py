@@ -62,7 +62,7 @@ from ._kinds import (
     restore_channels,
 )
 from ._runtime import SwapRuntime, parse_device
-from ._sample_labels import class_indices, default_labels_getter
+from ._sample_labels import check_bank_classes, class_indices, default_labels_getter
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
 from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
@@ -119,8 +119,10 @@ class BackgroundSwap(v2.Transform):
         value_range: ``(low, high)`` of float images (default ``(0, 1)``; uint8 is always 0..255). Float
             images outside the range raise ``ValueError`` instead of being blended as garbage.
         labels_getter: ``"default"`` (:func:`default_labels_getter`), a callable ``sample -> labels``, or
-            ``None`` (never look for labels). Labels may be ints, lists, NumPy arrays, ``(B,)`` tensors or
-            ``(B, K)`` one-hot / soft labels (the class is the argmax); they are returned unchanged.
+            ``None`` (never look for labels; refused with ``strategy="other_class"``). Labels may be ints, lists,
+            NumPy arrays, ``(B,)`` tensors or ``(B, K)`` one-hot / soft labels (the class is the argmax); they are
+            returned unchanged. Found labels must be one per image and classes of the bank (indices of its class
+            names, or classes it holds when it has no names), else ``ValueError``.
         seed: the swap's own random stream (see :mod:`torch_backswap._runtime`); ``None`` uses the global RNG.
         generator: explicit CPU ``torch.Generator`` for the main process (overrides ``seed`` there).
 
@@ -196,6 +198,9 @@ class BackgroundSwap(v2.Transform):
             raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
         if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
             raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
+        if labels_getter is None and strategy == "other_class":
+            raise ValueError("strategy='other_class' needs the samples' labels, but labels_getter=None never looks for "
+                             "them; pass labels_getter='default' (the default) or a callable sample -> labels")
         sample_jitter(0, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size)
         self.bank = bank
         self.segmenter = segmenter
@@ -442,6 +447,8 @@ class BackgroundSwap(v2.Transform):
                 "key, swap(images, labels) for batches, or a labels_getter"
             )
         bank = self.runtime.bank(self.bank)
+        if lab is not None:
+            check_bank_classes(lab, bank, found_by_default=not labels_explicit)
         device = bank.device
         gen = self.runtime.generator_for_call()
         if params is None:
