@@ -156,6 +156,12 @@ def run_cases() -> dict[str, str]:
         swap = s(strategy="other_class", labels_getter=None)
         return f"constructed; first call: {swap(x2, [0, 1], al2)[0].shape}"
     run("labels_getter=None with strategy=other_class", c19)
+    def c20(extra):
+        out = BackgroundSwap(bank, Seg(), seed=0)(tv_tensors.Image(img), extra)
+        return f"first swapped: {not torch.equal(out[0], img)}; second item unchanged: {out[1] is extra}"
+    run("two tv_tensors.Image in one sample", lambda: c20(tv_tensors.Image(img.clone())))
+    run("tv_tensors.Image and a tv_tensors.Video in one sample", lambda: c20(tv_tensors.Video(img[None].clone())))
+    run("a tv_tensors.Video alone", lambda: BackgroundSwap(bank, Seg(), seed=0)(tv_tensors.Video(img[None].clone())))
     return RESULTS
 
 

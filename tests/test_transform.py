@@ -363,10 +363,8 @@ def test_a_mask_target_in_a_tuple_is_not_taken_for_labels():
 def test_unsupported_parts_raise_clear_errors():
     images, masks = _scene(2)
     swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
-    with pytest.raises(TypeError, match="Video"):
+    with pytest.raises(TypeError, match=r"only image-like item is a tv_tensors.Video; swap its frames as a batch"):
         swap(tv_tensors.Video(torch.zeros(2, 3, H, W, dtype=torch.uint8)))
-    with pytest.raises(ValueError, match="one image"):
-        swap(tv_tensors.Image(images[0]), tv_tensors.Image(images[1]))
     with pytest.raises(ValueError, match="BoundingBoxes.*single images"):
         swap(images, tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(H, W)))
     with pytest.raises(ValueError, match=r"ObjectAlpha must be \(1, H, W\)"):
@@ -567,3 +565,22 @@ def test_other_class_without_a_labels_getter_is_refused_at_construction():
     with pytest.raises(ValueError, match=r"strategy='other_class' needs the samples' labels, but labels_getter=None"):
         BackgroundSwap(_bank(), strategy="other_class", labels_getter=None)
     BackgroundSwap(_bank(), strategy="class_balanced", labels_getter=None)
+
+
+def test_the_first_image_is_swapped_further_images_and_videos_pass_through():
+    """Like v2.CutMix / query_chw, the swap takes one image: the first image-like item. A second image or a Video
+    in the sample comes back as it was (both raised a TypeError / ValueError)."""
+    images, masks = _scene(2)
+    video = tv_tensors.Video(images[None].clone())
+    second = tv_tensors.Image(images[1])
+    for sample in ((tv_tensors.Image(images[0]), second, 1), (tv_tensors.Image(images[0]), video, 1),
+                   {"image": Image.fromarray(images[0].permute(1, 2, 0).numpy()), "video": video, "label": 1}):
+        swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
+        out = swap(sample)
+        first, rest = (out["image"], [out["video"]]) if isinstance(out, dict) else (out[0], [out[1]])
+        assert swap.last_record.swapped.tolist() == [True]
+        ref = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0])
+        got = torch.from_numpy(np.array(first)).permute(2, 0, 1) if isinstance(first, Image.Image) else first
+        assert torch.equal(got.as_subclass(torch.Tensor), ref)
+        original = sample["video"] if isinstance(sample, dict) else sample[1]
+        assert all(r is original for r in rest)

@@ -14,11 +14,15 @@ What is the object
 ------------------
 The object's alpha is an :class:`~torch_backswap.alpha.ObjectAlpha` in the sample (e.g. from
 :class:`~torch_backswap.alpha.ObjectAlphaDataset` for a fixed dataset), or else the segmenter's tight mask.
-Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object, whichever gave its alpha
-(see
-:func:`~torch_backswap.functional.move_masks` / :func:`~torch_backswap.functional.move_boxes`); labels and
-every other item pass through untouched. A sample that is not swapped (``p``, no object found, an object
+Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object, whichever gave its
+alpha (see :func:`~torch_backswap.functional.move_masks` / :func:`~torch_backswap.functional.move_boxes`); labels
+and every other item pass through untouched. A sample that is not swapped (``p``, no object found, an object
 smaller than ``min_foreground``) comes back bit-identical, every part of it.
+
+The swapped image is the sample's first image-like item in ``tree_flatten`` order (a PIL image or a
+``tv_tensors.Image``, else the first plain tensor: torchvision's rule for which items are images), as ``v2.CutMix``
+and ``query_chw`` pick one; a second image or a ``tv_tensors.Video`` in the sample passes through unchanged. A
+sample whose only image-like item is a ``Video`` raises ``TypeError`` (swap its frames as a batch of images).
 
 How one call runs
 -----------------
@@ -90,6 +94,13 @@ __all__ = ["BackgroundSwap", "default_labels_getter"]
 
 class BackgroundSwap(v2.Transform):
     """Swap the background of images for inpainted backgrounds from a :class:`BackgroundBank`.
+
+    The image swapped is the sample's first image-like item; further images and ``tv_tensors.Video`` items pass
+    through unchanged (module docs, *What is the object*). Like torchvision's random transforms, an input of which
+    nothing is swapped (``p`` not hit, no object, every object under ``min_foreground``) is returned as-is, the same
+    object, not a copy: an in-place step after the swap then writes to the caller's tensor, exactly as after
+    ``v2.RandomHorizontalFlip`` that did not flip. A swapped image is always a new tensor (or PIL image) that
+    shares no memory with the input.
 
     Args:
         bank: a :class:`~torch_backswap.bank.BackgroundBank` (or a path to a saved one).
@@ -299,8 +310,6 @@ class BackgroundSwap(v2.Transform):
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         for item in flat_inputs:
-            if isinstance(item, tv_tensors.Video):
-                raise TypeError("BackgroundSwap does not support tv_tensors.Video; swap the frames as a batch of images")
             keypoints = getattr(tv_tensors, "KeyPoints", None)
             if keypoints is not None and isinstance(item, keypoints):
                 raise TypeError("BackgroundSwap cannot keep tv_tensors.KeyPoints consistent yet; drop them before the swap")
@@ -316,17 +325,17 @@ class BackgroundSwap(v2.Transform):
         :class:`SwapRecord` (also kept as :attr:`last_record`).
         """
         images = [x for x in flat_inputs if is_image(x)]
+        if not images and any(isinstance(x, tv_tensors.Video) for x in flat_inputs):
+            raise TypeError(
+                "BackgroundSwap swaps images, and this sample's only image-like item is a tv_tensors.Video; swap its "
+                "frames as a batch of images, e.g. swap(tv_tensors.Image(video.flatten(0, -4)))"
+            )
         if not images:
             raise TypeError(
                 "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or "
                 f"a tv_tensors.Image (got {[type(x).__name__ for x in flat_inputs]})"
             )
-        if len(images) > 1:
-            raise ValueError(
-                f"BackgroundSwap got {len(images)} images in one sample ({[type(x).__name__ for x in images]}); it swaps "
-                "one image (or one batch) per call"
-            )
-        image = images[0]
+        image = images[0]  # the first image-like item; further images and videos pass through unchanged
         alphas = [x for x in flat_inputs if isinstance(x, ObjectAlpha)]
         if len(alphas) > 1:
             raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
