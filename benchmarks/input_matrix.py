@@ -162,6 +162,12 @@ def run_cases() -> dict[str, str]:
     run("two tv_tensors.Image in one sample", lambda: c20(tv_tensors.Image(img.clone())))
     run("tv_tensors.Image and a tv_tensors.Video in one sample", lambda: c20(tv_tensors.Video(img[None].clone())))
     run("a tv_tensors.Video alone", lambda: BackgroundSwap(bank, Seg(), seed=0)(tv_tensors.Video(img[None].clone())))
+    def c21(p):
+        x = img.clone()
+        out = BackgroundSwap(bank, Seg(), seed=0, p=p)(x)
+        return f"output is the input object: {out is x}; shares its memory: {out.data_ptr() == x.data_ptr()}"
+    run("p=0 (not swapped): is the output the input?", lambda: c21(0.0))
+    run("p=1 (swapped): is the output the input?", lambda: c21(1.0))
     return RESULTS
 
 

@@ -584,3 +584,30 @@ def test_the_first_image_is_swapped_further_images_and_videos_pass_through():
         assert torch.equal(got.as_subclass(torch.Tensor), ref)
         original = sample["video"] if isinstance(sample, dict) else sample[1]
         assert all(r is original for r in rest)
+
+
+@pytest.mark.parametrize("kind", ["tensor", "tv_image", "batch", "pil"])
+def test_unswapped_inputs_are_returned_as_is_swapped_ones_are_new(kind):
+    """The documented convention, torchvision's: an input of which nothing is swapped comes back as the same object
+    (not a copy), so an in-place step after it writes to the caller's tensor, as after a RandomHorizontalFlip that
+    did not flip; a swapped output never shares memory with the input."""
+    images, masks = _scene(2)
+    make = {"tensor": lambda: images[0].clone(), "tv_image": lambda: tv_tensors.Image(images[0].clone()),
+            "batch": lambda: images.clone(), "pil": lambda: Image.fromarray(images[0].permute(1, 2, 0).numpy())}[kind]
+    flip = v2.RandomHorizontalFlip(p=0.0)
+    for unswapped in (BackgroundSwap(_bank(), _SquareSegmenter(), p=0.0),
+                      BackgroundSwap(_bank(), lambda x: torch.full((x.shape[0], 8, 8), -10.0))):
+        image = make()
+        assert unswapped(image) is image and flip(image) is image
+    image = make()
+    kept = np.array(image) if kind == "pil" else image.clone()
+    swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0, p=0.5 if kind == "batch" else 1.0)
+    out = swap(image)
+    assert out is not image and swap.last_record.swapped.any()
+    if kind == "pil":
+        assert np.array_equal(np.array(image), kept)
+        return
+    if kind == "batch":
+        assert not swap.last_record.swapped.all()  # a partly swapped batch: a new tensor, too
+    out.as_subclass(torch.Tensor).fill_(0)  # an in-place step after the swap
+    assert torch.equal(image, kept)
