@@ -159,6 +159,40 @@ def _weights_cases(root: Path) -> dict[str, Callable[[], object]]:
     }
 
 
+def _bank_cases(root: Path) -> dict[str, Callable[[], object]]:
+    """Issue 24: missing bank files (one error class for every file), corrupted shards on resume, the bundled
+    default segmenter's checksum."""
+    from torch_backswap.bank import BackgroundBank
+
+    bank = BackgroundBank(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    sharded = bank.save(root / "bank-sharded", shard_size=2)
+    (sharded / "shard-00001.safetensors").unlink()
+    (root / "bank-empty-dir").mkdir()
+    def caught_by_file_error() -> str:
+        from torch_backswap import BackswapFileError, PatchSegmenter
+
+        missing = {"bank file": lambda: BackgroundBank.load(root / "nope.safetensors"),
+                   "bank manifest": lambda: BackgroundBank.load(root / "bank-empty-dir"),
+                   "weights folder": lambda: PatchSegmenter.from_pretrained(root / "nope", local_files_only=True),
+                   "labels file": lambda: __import__("torch_backswap.labels").labels.PatchLabels.read(root / "n.csv")}
+        caught = []
+        for what, load in missing.items():
+            try:
+                load()
+            except BackswapFileError:
+                caught.append(what)
+            except FileNotFoundError:
+                pass
+        return f"caught: {caught or 'none'}"
+
+    return {
+        "any | missing bank file, manifest, weights folder, labels file: except BackswapFileError": caught_by_file_error,
+        "bank | bank file does not exist": lambda: BackgroundBank.load(root / "nope.safetensors"),
+        "bank | sharded bank without manifest.json": lambda: BackgroundBank.load(root / "bank-empty-dir"),
+        "bank | a shard listed in manifest.json missing": lambda: BackgroundBank.load(sharded),
+    }
+
+
 def run_cases() -> dict[str, str]:
     """``{"kind | case": outcome}`` for every case, in order (the files live in a temporary folder, removed after)."""
     with tempfile.TemporaryDirectory(prefix="backswap-file-matrix-") as tmp:
@@ -169,7 +203,7 @@ def _run_cases(root: Path) -> dict[str, str]:
     from torch_backswap.labels import PatchLabels
 
     outcomes = {}
-    for name, run in {**_label_cases(root), **_weights_cases(root)}.items():
+    for name, run in {**_label_cases(root), **_weights_cases(root), **_bank_cases(root)}.items():
         try:
             out = run()
         except Exception as err:  # noqa: BLE001 - the outcome is what we record
@@ -177,7 +211,7 @@ def _run_cases(root: Path) -> dict[str, str]:
             outcomes[name] = f"{type(err).__name__}: {message[:297] + '...' if len(message) > 300 else message}"
         else:
             shown = f"{len(out)} labels, S={out.grid_size}, ids={out.ids[:3]}" if isinstance(out, PatchLabels) else ""
-            outcomes[name] = f"OK: {type(out).__name__} {shown}".rstrip()
+            outcomes[name] = f"OK: {out}" if isinstance(out, str) else f"OK: {type(out).__name__} {shown}".rstrip()
     return outcomes
 
 

@@ -320,8 +320,9 @@ class BackgroundBank:
 
         A directory is verified against its manifest (every shard present, size and sha256 as recorded);
         a file against its format, version and checksum. Problems raise
-        :class:`~torch_backswap._io.BackswapFileError` (a ``ValueError``) naming the file; a missing path
-        raises ``FileNotFoundError``.
+        :class:`~torch_backswap._io.BackswapFileError` (a ``ValueError``) naming the file; a missing path, manifest
+        or shard raises its subclass :class:`~torch_backswap._io.BackswapFileNotFoundError` (also a
+        ``FileNotFoundError``).
         """
         path = Path(path)
         if path.is_dir():
