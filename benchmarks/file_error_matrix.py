@@ -185,7 +185,21 @@ def _bank_cases(root: Path) -> dict[str, Callable[[], object]]:
                 pass
         return f"caught: {caught or 'none'}"
 
+    def bundled_flipped() -> object:
+        import shutil
+
+        from torch_backswap.hub import find_bundled
+        from torch_backswap.segmenter import PatchSegmenter
+
+        copy = root / "patchseg-flipped"
+        shutil.copytree(find_bundled("torch-backswap/patchseg-tiny-s16"), copy)
+        data = bytearray((copy / "model.safetensors").read_bytes())
+        data[-3] ^= 0x01
+        (copy / "model.safetensors").write_bytes(bytes(data))
+        return PatchSegmenter.from_pretrained(copy, local_files_only=True)
+
     return {
+        "weights | bundled patchseg-tiny-s16 copy, one tensor byte flipped (same size)": bundled_flipped,
         "any | missing bank file, manifest, weights folder, labels file: except BackswapFileError": caught_by_file_error,
         "bank | bank file does not exist": lambda: BackgroundBank.load(root / "nope.safetensors"),
         "bank | sharded bank without manifest.json": lambda: BackgroundBank.load(root / "bank-empty-dir"),
