@@ -198,7 +198,28 @@ def _bank_cases(root: Path) -> dict[str, Callable[[], object]]:
         (copy / "model.safetensors").write_bytes(bytes(data))
         return PatchSegmenter.from_pretrained(copy, local_files_only=True)
 
+    def resume_over_flipped_shard() -> str:
+        from torch_backswap.build import build_bank
+
+        images = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        holes = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+        holes[:, :, 2:6, 2:6] = True
+        out = root / "bank-resume"
+
+        def build():
+            return build_bank(images, [0, 1, 0, 1], holes=holes, out=out, shard_size=2, progress=False)
+
+        first = build()
+        shard = out / first.shards[1].file
+        data = bytearray(shard.read_bytes())
+        data[-5] ^= 0x10
+        shard.write_bytes(bytes(data))
+        again = build()
+        return (f"rebuilt {again.build_stats['images']} images; manifest sha256 of shard 1 kept: "
+                f"{again.shards[1].sha256 == first.shards[1].sha256}; loads: {len(BackgroundBank.load(out))}")
+
     return {
+        "bank | resume a sharded build over a shard with one tensor byte flipped": resume_over_flipped_shard,
         "weights | bundled patchseg-tiny-s16 copy, one tensor byte flipped (same size)": bundled_flipped,
         "any | missing bank file, manifest, weights folder, labels file: except BackswapFileError": caught_by_file_error,
         "bank | bank file does not exist": lambda: BackgroundBank.load(root / "nope.safetensors"),
