@@ -218,7 +218,31 @@ def _bank_cases(root: Path) -> dict[str, Callable[[], object]]:
         return (f"rebuilt {again.build_stats['images']} images; manifest sha256 of shard 1 kept: "
                 f"{again.shards[1].sha256 == first.shards[1].sha256}; loads: {len(BackgroundBank.load(out))}")
 
+    def overwrite_killed() -> object:
+        import torch_backswap.bank as bank_module
+
+        target = root / "bank-overwrite"
+        bank.save(target, shard_size=2)
+        real, calls = bank_module.write_shard, []
+
+        def dies_after_one(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:
+                raise KeyboardInterrupt("killed")
+            return real(*args, **kwargs)
+
+        bank_module.write_shard = dies_after_one
+        try:
+            BackgroundBank(255 - bank.backgrounds, bank.labels).save(target, shard_size=2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            bank_module.write_shard = real
+        loaded = BackgroundBank.load(target)
+        return f"loads the old bank: {torch.equal(loaded.backgrounds, bank.backgrounds)}"
+
     return {
+        "bank | sharded save over a sharded bank, killed after its first shard": overwrite_killed,
         "bank | resume a sharded build over a shard with one tensor byte flipped": resume_over_flipped_shard,
         "weights | bundled patchseg-tiny-s16 copy, one tensor byte flipped (same size)": bundled_flipped,
         "any | missing bank file, manifest, weights folder, labels file: except BackswapFileError": caught_by_file_error,

@@ -217,11 +217,12 @@ class ShardInfo:
 
 
 def write_shard(directory: str | os.PathLike, index: int, backgrounds: Tensor, labels: Tensor,
-                classes: Sequence[str] | None, metadata: dict) -> ShardInfo:
-    """Write shard ``index`` durably into ``directory`` and return its :class:`ShardInfo`."""
+                classes: Sequence[str] | None, metadata: dict, name: str | None = None) -> ShardInfo:
+    """Write shard ``index`` durably into ``directory`` as ``name`` (default :func:`shard_name`) and return its
+    :class:`ShardInfo`."""
     data = encode_bank(backgrounds.cpu().contiguous(), labels.cpu().to(torch.long).contiguous(), classes,
                        dict(metadata, shard=index))
-    name = shard_name(index)
+    name = shard_name(index) if name is None else name
     atomic_write_bytes(Path(directory) / name, data)
     return ShardInfo(name, int(backgrounds.shape[0]), len(data), hashlib.sha256(data).hexdigest())
 
