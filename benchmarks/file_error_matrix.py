@@ -159,6 +159,99 @@ def _weights_cases(root: Path) -> dict[str, Callable[[], object]]:
     }
 
 
+def _bank_cases(root: Path) -> dict[str, Callable[[], object]]:
+    """Issue 24: missing bank files (one error class for every file), corrupted shards on resume, the bundled
+    default segmenter's checksum."""
+    from torch_backswap.bank import BackgroundBank
+
+    bank = BackgroundBank(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    sharded = bank.save(root / "bank-sharded", shard_size=2)
+    (sharded / "shard-00001.safetensors").unlink()
+    (root / "bank-empty-dir").mkdir()
+    def caught_by_file_error() -> str:
+        from torch_backswap import BackswapFileError, PatchSegmenter
+
+        missing = {"bank file": lambda: BackgroundBank.load(root / "nope.safetensors"),
+                   "bank manifest": lambda: BackgroundBank.load(root / "bank-empty-dir"),
+                   "weights folder": lambda: PatchSegmenter.from_pretrained(root / "nope", local_files_only=True),
+                   "labels file": lambda: __import__("torch_backswap.labels").labels.PatchLabels.read(root / "n.csv")}
+        caught = []
+        for what, load in missing.items():
+            try:
+                load()
+            except BackswapFileError:
+                caught.append(what)
+            except FileNotFoundError:
+                pass
+        return f"caught: {caught or 'none'}"
+
+    def bundled_flipped() -> object:
+        import shutil
+
+        from torch_backswap.hub import find_bundled
+        from torch_backswap.segmenter import PatchSegmenter
+
+        copy = root / "patchseg-flipped"
+        shutil.copytree(find_bundled("torch-backswap/patchseg-tiny-s16"), copy)
+        data = bytearray((copy / "model.safetensors").read_bytes())
+        data[-3] ^= 0x01
+        (copy / "model.safetensors").write_bytes(bytes(data))
+        return PatchSegmenter.from_pretrained(copy, local_files_only=True)
+
+    def resume_over_flipped_shard() -> str:
+        from torch_backswap.build import build_bank
+
+        images = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        holes = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+        holes[:, :, 2:6, 2:6] = True
+        out = root / "bank-resume"
+
+        def build():
+            return build_bank(images, [0, 1, 0, 1], holes=holes, out=out, shard_size=2, progress=False)
+
+        first = build()
+        shard = out / first.shards[1].file
+        data = bytearray(shard.read_bytes())
+        data[-5] ^= 0x10
+        shard.write_bytes(bytes(data))
+        again = build()
+        return (f"rebuilt {again.build_stats['images']} images; manifest sha256 of shard 1 kept: "
+                f"{again.shards[1].sha256 == first.shards[1].sha256}; loads: {len(BackgroundBank.load(out))}")
+
+    def overwrite_killed() -> object:
+        import torch_backswap.bank as bank_module
+
+        target = root / "bank-overwrite"
+        bank.save(target, shard_size=2)
+        real, calls = bank_module.write_shard, []
+
+        def dies_after_one(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:
+                raise KeyboardInterrupt("killed")
+            return real(*args, **kwargs)
+
+        bank_module.write_shard = dies_after_one
+        try:
+            BackgroundBank(255 - bank.backgrounds, bank.labels).save(target, shard_size=2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            bank_module.write_shard = real
+        loaded = BackgroundBank.load(target)
+        return f"loads the old bank: {torch.equal(loaded.backgrounds, bank.backgrounds)}"
+
+    return {
+        "bank | sharded save over a sharded bank, killed after its first shard": overwrite_killed,
+        "bank | resume a sharded build over a shard with one tensor byte flipped": resume_over_flipped_shard,
+        "weights | bundled patchseg-tiny-s16 copy, one tensor byte flipped (same size)": bundled_flipped,
+        "any | missing bank file, manifest, weights folder, labels file: except BackswapFileError": caught_by_file_error,
+        "bank | bank file does not exist": lambda: BackgroundBank.load(root / "nope.safetensors"),
+        "bank | sharded bank without manifest.json": lambda: BackgroundBank.load(root / "bank-empty-dir"),
+        "bank | a shard listed in manifest.json missing": lambda: BackgroundBank.load(sharded),
+    }
+
+
 def run_cases() -> dict[str, str]:
     """``{"kind | case": outcome}`` for every case, in order (the files live in a temporary folder, removed after)."""
     with tempfile.TemporaryDirectory(prefix="backswap-file-matrix-") as tmp:
@@ -169,7 +262,7 @@ def _run_cases(root: Path) -> dict[str, str]:
     from torch_backswap.labels import PatchLabels
 
     outcomes = {}
-    for name, run in {**_label_cases(root), **_weights_cases(root)}.items():
+    for name, run in {**_label_cases(root), **_weights_cases(root), **_bank_cases(root)}.items():
         try:
             out = run()
         except Exception as err:  # noqa: BLE001 - the outcome is what we record
@@ -177,7 +270,7 @@ def _run_cases(root: Path) -> dict[str, str]:
             outcomes[name] = f"{type(err).__name__}: {message[:297] + '...' if len(message) > 300 else message}"
         else:
             shown = f"{len(out)} labels, S={out.grid_size}, ids={out.ids[:3]}" if isinstance(out, PatchLabels) else ""
-            outcomes[name] = f"OK: {type(out).__name__} {shown}".rstrip()
+            outcomes[name] = f"OK: {out}" if isinstance(out, str) else f"OK: {type(out).__name__} {shown}".rstrip()
     return outcomes
 
 

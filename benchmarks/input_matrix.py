@@ -116,6 +116,58 @@ def run_cases() -> dict[str, str]:
         x = torch.stack([img, img])
         return s().swap_batch(x, masks=obj[None].expand(3, -1, -1, -1)) if not V2 else s().swap_batch(x, alphas=obj[None].expand(3, -1, -1, -1))
     run("3 alphas for 2 images", c13)
+    # issue 24: defects found trying the package as a user would
+    def c14(hw, shape):
+        big = torch.full((3, *hw), 255, dtype=torch.uint8)
+        out = s()(big, Alpha(torch.ones(shape)))
+        return f"ok, alpha back as {tuple(out[1].shape)}"
+    run("ObjectAlpha (1,32,32) for a (3,64,64) image", lambda: c14((64, 64), (1, 32, 32)))
+    run("ObjectAlpha (1,64,48) for a (3,48,64) image", lambda: c14((48, 64), (1, 64, 48)))
+    def c15():
+        seg = tv_tensors.Mask(torch.where(obj[0], 7, 3).to(torch.uint8))
+        out = BackgroundSwap(bank, Seg(), seed=0)(img, seg)
+        return f"values after: {sorted(out[-1].unique().tolist())}"
+    run("class-id Mask 0/3/7 with the segmenter's cut-out (no alpha in the sample)", c15)
+    def c16(collate):
+        data = tb.ObjectAlphaDataset([(img, 0), (img, 1)], torch.stack([obj, obj]).float())
+        swap = s(strategy="other_class")
+        if collate:
+            batch = swap.collate_fn([data[0], data[1]])
+        else:
+            batch = swap(data[0])
+        return f"ok, background classes {swap.last_record.background_labels.tolist()}"
+    run("ObjectAlphaDataset sample (image, alpha, label), strategy=other_class", lambda: c16(False))
+    run("ObjectAlphaDataset batch through swap.collate_fn, strategy=other_class", lambda: c16(True))
+    def c17():
+        from torch_backswap.functional import gather_backgrounds, sample_params, swap_backgrounds
+        x = torch.stack([img, img]); al = torch.stack([obj, obj]).float()
+        params = sample_params(2, bank, generator=torch.Generator().manual_seed(0))
+        bgs = gather_backgrounds(bank, params, (H, W)); kept = bgs.clone()
+        swap_backgrounds(x, al, bgs, params)
+        return f"caller's backgrounds unchanged: {torch.equal(bgs, kept)}"
+    run("functional.swap_backgrounds(images, alphas, backgrounds, params)", c17)
+    x2, al2 = torch.stack([img, img]), Alpha(torch.stack([obj, obj]).float())
+    def c18(labels):
+        out = s()(x2, labels, al2)
+        return f"ok, labels returned: {out[1]}"
+    run("3 labels for 2 images, default strategy", lambda: c18([0, 1, 1]))
+    run("label 5 for a bank of classes 0 and 1", lambda: c18([0, 5]))
+    def c19():
+        swap = s(strategy="other_class", labels_getter=None)
+        return f"constructed; first call: {swap(x2, [0, 1], al2)[0].shape}"
+    run("labels_getter=None with strategy=other_class", c19)
+    def c20(extra):
+        out = BackgroundSwap(bank, Seg(), seed=0)(tv_tensors.Image(img), extra)
+        return f"first swapped: {not torch.equal(out[0], img)}; second item unchanged: {out[1] is extra}"
+    run("two tv_tensors.Image in one sample", lambda: c20(tv_tensors.Image(img.clone())))
+    run("tv_tensors.Image and a tv_tensors.Video in one sample", lambda: c20(tv_tensors.Video(img[None].clone())))
+    run("a tv_tensors.Video alone", lambda: BackgroundSwap(bank, Seg(), seed=0)(tv_tensors.Video(img[None].clone())))
+    def c21(p):
+        x = img.clone()
+        out = BackgroundSwap(bank, Seg(), seed=0, p=p)(x)
+        return f"output is the input object: {out is x}; shares its memory: {out.data_ptr() == x.data_ptr()}"
+    run("p=0 (not swapped): is the output the input?", lambda: c21(0.0))
+    run("p=1 (swapped): is the output the input?", lambda: c21(1.0))
     return RESULTS
 
 

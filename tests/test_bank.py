@@ -326,3 +326,42 @@ def test_save_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path
     events.clear()
     _bank().save(tmp_path / "dir", shard_size=4)  # two shards, then the manifest: each one durable
     assert events == ["fsync file", "replace", "fsync dir"] * 3
+
+
+@pytest.mark.parametrize("crash_after", [1, 2, "manifest"])
+def test_an_interrupted_sharded_overwrite_leaves_the_old_bank_or_the_new_one(tmp_path, monkeypatch, crash_after):
+    """Saving over a sharded bank used to rewrite its shards in place before the manifest, so a crash between the
+    two left neither bank (found only on load). The new shards now take free names and the manifest is the switch."""
+    import torch_backswap.bank as bank_module
+
+    target = tmp_path / "dir"
+    old = _bank(classes=["x", "y", "z"])
+    old.save(target, shard_size=3)
+    new = BackgroundBank(255 - old.backgrounds, torch.tensor([2, 1, 0, 0, 1, 2, 1, 0]), classes=["x", "y", "z"])
+    real_write_shard, real_unlink, calls = bank_module.write_shard, type(target).unlink, []
+
+    def write_shard(*args, **kwargs):  # the process dies after writing `crash_after` new shards
+        calls.append(1)
+        if crash_after != "manifest" and len(calls) > crash_after:
+            raise KeyboardInterrupt("killed")
+        return real_write_shard(*args, **kwargs)
+
+    def unlink(self, *args, **kwargs):  # or after the manifest switch, before the old shards are removed
+        if crash_after == "manifest":
+            raise KeyboardInterrupt("killed")
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(bank_module, "write_shard", write_shard)
+    monkeypatch.setattr(type(target), "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(target, shard_size=3)
+    monkeypatch.undo()
+    loaded = BackgroundBank.load(target)
+    expected = new if crash_after == "manifest" else old
+    assert torch.equal(loaded.backgrounds, expected.backgrounds) and torch.equal(loaded.labels, expected.labels)
+    # the next save completes and leaves only its own files
+    new.save(target, shard_size=3)
+    loaded = BackgroundBank.load(target)
+    assert torch.equal(loaded.backgrounds, new.backgrounds) and torch.equal(loaded.labels, new.labels)
+    listed = {info.file for info in __import__("torch_backswap.bankfiles").bankfiles.BankManifest.read(target).shards}
+    assert {p.name for p in target.iterdir()} == listed | {"manifest.json"}

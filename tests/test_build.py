@@ -216,3 +216,22 @@ def test_bank_cli_takes_the_edge_route_unless_refiner_none(tmp_path):
     assert metadata["default"]["refiner"] == "torch-backswap/edgerefine-tiny"
     assert metadata["default"]["loose_threshold"] == 0.2 and metadata["default"]["dilate"] == 1  # 32 px / 32
     assert "refiner" not in metadata["paper"] and metadata["paper"]["loose_threshold"] == 0.1
+
+
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_resume_rebuilds_a_shard_whose_bytes_changed(tmp_path, with_manifest):
+    """A shard changed after it was written (same size, header still parses) is rebuilt, not kept with its new
+    sha256 recorded over the good one: against the manifest's record, or without one the shard's own checksum."""
+    out = tmp_path / "bank"
+    _build(out)
+    clean = _files(out)
+    shard = out / "shard-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0x10  # a tensor byte: the same size, the header still parses
+    shard.write_bytes(bytes(data))
+    if not with_manifest:
+        (out / MANIFEST).unlink()
+    again = _build(out)
+    assert again.build_stats["images"] == 4  # shard 1 rebuilt, the others kept
+    assert _files(out) == clean
+    assert torch.equal(BackgroundBank.load(out).backgrounds[4:8], BackgroundBank.load(shard).backgrounds)

@@ -426,3 +426,52 @@ def test_durable_writes_get_the_mode_a_plain_open_would(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644
+
+
+# -- one hierarchy: every missing file the package reads is a BackswapFileNotFoundError (issue 24) -------------
+
+
+def _missing_file_cases(tmp_path):
+    from torch_backswap.bank import BackgroundBank
+    from torch_backswap.datasets.stampbirds import StampBirds
+    from torch_backswap.streaming import StreamingBackgroundBank
+
+    bank = BackgroundBank(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    sharded = bank.save(tmp_path / "sharded", shard_size=2)
+    (sharded / "shard-00001.safetensors").unlink()
+    (tmp_path / "no-manifest").mkdir()
+    weights_gone = tmp_path / "weights-gone"
+    _tiny().save_pretrained(weights_gone)
+    (weights_gone / "model.safetensors").unlink()
+    config_gone = tmp_path / "config-gone"
+    _tiny().save_pretrained(config_gone)
+    (config_gone / "config.json").unlink()
+    return {
+        "bank file": (lambda: BackgroundBank.load(tmp_path / "missing.safetensors"), "missing.safetensors"),
+        "bank shard": (lambda: BackgroundBank.load(sharded), "shard-00001.safetensors"),
+        "bank manifest": (lambda: BackgroundBank.load(tmp_path / "no-manifest"), "no-manifest"),
+        "streaming bank": (lambda: StreamingBackgroundBank(tmp_path / "missing-bank"), "missing-bank"),
+        "streaming shard": (lambda: StreamingBackgroundBank(sharded, verify=True), "shard-00001.safetensors"),
+        "labels": (lambda: PatchLabels.read(tmp_path / "missing.csv"), "missing.csv"),
+        "weights file": (lambda: load_safetensors(tmp_path / "x.safetensors", "weights"), "x.safetensors"),
+        "weights in a folder": (lambda: PatchSegmenter.from_pretrained(weights_gone, local_files_only=True),
+                                "weights-gone"),
+        "config in a folder": (lambda: PatchSegmenter.from_pretrained(config_gone, local_files_only=True),
+                               "config-gone"),
+        "pretrained folder": (lambda: PatchSegmenter.from_pretrained(tmp_path / "nothing", local_files_only=True),
+                              "nothing"),
+        "json config": (lambda: read_json_object(tmp_path / "c.json", "config"), "c.json"),
+        "StampBirds pack": (lambda: StampBirds(root=tmp_path / "no-manifest"), "manifest.json"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["bank file", "bank shard", "bank manifest", "streaming bank", "streaming shard",
+                                  "labels", "weights file", "weights in a folder", "config in a folder",
+                                  "pretrained folder", "json config", "StampBirds pack"])
+def test_every_missing_file_is_one_error_class(tmp_path, kind):
+    """``except BackswapFileError`` and old ``except FileNotFoundError`` code both catch every missing file."""
+    load, named = _missing_file_cases(tmp_path)[kind]
+    with pytest.raises(BackswapFileNotFoundError, match=named) as info:
+        load()
+    assert isinstance(info.value, BackswapFileError) and isinstance(info.value, FileNotFoundError)
+    assert named in info.value.path or named in str(info.value)

@@ -176,3 +176,30 @@ def test_corrupt_files_from_the_hub_name_the_cached_file(tmp_path, monkeypatch):
         path = Path(info.value.path)
         assert path.name == broken and cache in path.parents and path.parent.name == COMMIT
         assert str(info.value).startswith(f"{path}: {fragment}")
+
+
+@pytest.mark.parametrize("name, loader", [("torch-backswap/patchseg-tiny-s16", "PatchSegmenter"),
+                                          ("torch-backswap/edgerefine-tiny", "EdgeRefiner")])
+def test_bundled_weights_carry_a_checksum_so_a_same_size_corruption_is_caught(tmp_path, name, loader):
+    """Every bundled model.safetensors records the sha256 of its tensors (the segmenter's did not, so a flipped
+    byte that still parses loaded silently); a copy with one tensor byte flipped raises the package's file error."""
+    import shutil
+
+    import torch_backswap
+    from safetensors import safe_open
+
+    from torch_backswap._io import CHECKSUM_KEY, BackswapFileError
+
+    cls = getattr(torch_backswap, loader)
+    bundled = hub.find_bundled(name)
+    assert bundled is not None
+    with safe_open(str(bundled / "model.safetensors"), framework="pt") as handle:
+        assert CHECKSUM_KEY in (handle.metadata() or {})
+    cls.from_pretrained(bundled)  # the bundled copy matches its checksum
+    copy = tmp_path / name.split("/")[-1]
+    shutil.copytree(bundled, copy)
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01  # inside the last tensor's bytes: the header still parses, the size is the same
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BackswapFileError, match=r"model.safetensors: .*corrupt: its tensors do not match the sha256"):
+        cls.from_pretrained(copy)

@@ -8,6 +8,7 @@ survive.
 """
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -186,8 +187,8 @@ def test_single_images_all_types_with_alpha_and_other_parts_in_sample():
     assert x0 - 1.5 <= xs.min() and xs.max() <= x1 + 1.5 and y0 - 1.5 <= ys.min() and ys.max() <= y1 + 1.5
     # plain tensor + tuple sample, PIL image
     seg_swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=3)
-    t, lab = seg_swap((images[0], 5))
-    assert type(t) is torch.Tensor and t.shape == (3, H, W) and t.dtype == torch.uint8 and lab == 5
+    t, lab = seg_swap((images[0], 1))
+    assert type(t) is torch.Tensor and t.shape == (3, H, W) and t.dtype == torch.uint8 and lab == 1
     pil = Image.fromarray(images[0].permute(1, 2, 0).numpy())
     out_pil = seg_swap(pil)
     assert isinstance(out_pil, Image.Image) and out_pil.size == (W, H) and out_pil.mode == "RGB"
@@ -205,10 +206,31 @@ def test_detection_style_instance_masks_move_with_the_object():
     assert not new_inst[1].any()  # the background object is gone with the old background
 
 
-def test_masks_with_segmenter_alpha_raise_a_clear_error():
-    images, masks = _scene(1)
-    with pytest.raises(ValueError, match="cannot keep this tv_tensors.Mask consistent"):
-        BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0], tv_tensors.Mask(masks[0]))
+@pytest.mark.parametrize("batch", [False, True])
+def test_other_masks_move_with_the_segmenters_cut_out(batch):
+    """Without an ObjectAlpha the segmenter's cut-out is the object: other masks move exactly as they do with that
+    cut-out given as the ObjectAlpha (they used to raise "cannot keep this tv_tensors.Mask consistent")."""
+    images, masks = _scene(4)
+    image = images if batch else images[0]
+    seg_map = tv_tensors.Mask(torch.where(masks[:, 0] if batch else masks[0, 0], 7, 3).to(torch.uint8))
+    p = 0.6 if batch else 1.0  # a batch where only some samples swap: the cut-out has one row per swapped sample
+    swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=1, p=p)
+    out, out_seg = swap(image, seg_map)
+    swapped = swap.last_record.swapped
+    assert swapped.any() and (swapped.all() if not batch else not swapped.all())
+    cut_out = swap.segment(images if batch else images[:1])
+    given = ObjectAlpha(cut_out if batch else cut_out[0])
+    out2, moved, out_seg2 = BackgroundSwap(_bank(), seed=1, p=p)(image, given, seg_map)
+    assert torch.equal(out, out2) and isinstance(out_seg, tv_tensors.Mask)
+    assert torch.equal(out_seg, out_seg2)
+    seg = out_seg.as_subclass(torch.Tensor).reshape(-1, H, W)
+    moved = moved.as_subclass(torch.Tensor).reshape(-1, H, W)
+    orig = seg_map.as_subclass(torch.Tensor).reshape(-1, H, W)
+    for i, did in enumerate(swapped.tolist()):
+        if did:  # the object's class moved with it, the new background is 0
+            assert set(seg[i].unique().tolist()) <= {0, 7} and torch.equal(seg[i] == 7, moved[i] > 0.5)
+        else:
+            assert torch.equal(seg[i], orig[i])
 
 
 def test_grayscale_rgba_and_odd_sizes():
@@ -341,10 +363,8 @@ def test_a_mask_target_in_a_tuple_is_not_taken_for_labels():
 def test_unsupported_parts_raise_clear_errors():
     images, masks = _scene(2)
     swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
-    with pytest.raises(TypeError, match="Video"):
+    with pytest.raises(TypeError, match=r"only image-like item is a tv_tensors.Video; swap its frames as a batch"):
         swap(tv_tensors.Video(torch.zeros(2, 3, H, W, dtype=torch.uint8)))
-    with pytest.raises(ValueError, match="one image"):
-        swap(tv_tensors.Image(images[0]), tv_tensors.Image(images[1]))
     with pytest.raises(ValueError, match="BoundingBoxes.*single images"):
         swap(images, tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(H, W)))
     with pytest.raises(ValueError, match=r"ObjectAlpha must be \(1, H, W\)"):
@@ -364,8 +384,8 @@ def test_pickles_and_collate():
     assert torch.equal(clone.swap_batch(images), BackgroundSwap(_bank(), _SquareSegmenter(), seed=0).swap_batch(images))
     collate = pickle.loads(pickle.dumps(swap.collate_fn))
     assert isinstance(collate, BackgroundSwapCollate)
-    batch = collate([(images[i], i) for i in range(4)])
-    assert batch[0].shape == (4, 3, H, W) and batch[1].tolist() == [0, 1, 2, 3]
+    batch = collate([(images[i], i % 2) for i in range(4)])
+    assert batch[0].shape == (4, 3, H, W) and batch[1].tolist() == [0, 1, 0, 1]
 
 
 def test_cuda_segmenter_in_worker_is_one_clear_error(monkeypatch):
@@ -471,3 +491,123 @@ def test_refined_cut_out_follows_the_object_edges_better():
     assert iou(refined) > iou(plain)
     with pytest.raises(ValueError, match="refine must be one of"):
         BackgroundSwap(_bank(), refine="sharpen")
+
+
+# ------------------------------------------------------------------------------------------------------
+# issue 24: defects found trying the package as a user would
+
+
+@pytest.mark.parametrize("image_hw, alpha_shape", [((64, 64), (1, 32, 32)), ((48, 64), (1, 64, 48)), ((48, 64), (64, 48))])
+def test_an_object_alpha_of_another_size_is_refused_never_resized_or_scrambled(image_hw, alpha_shape):
+    image = torch.full((3, *image_hw), 255, dtype=torch.uint8)
+    alpha = ObjectAlpha(torch.ones(alpha_shape))
+    h, w = image_hw
+    message = rf"ObjectAlpha must have the image's size \({h}, {w}\).*got shape {re.escape(str(alpha_shape))}"
+    with pytest.raises(ValueError, match=message):
+        BackgroundSwap(_bank(), seed=0)(image, alpha)
+    # swap_batch's alphas (never returned) may be a lower resolution of the image's aspect ratio, not another ratio
+    alphas = torch.ones(1, *alpha_shape[-2:])
+    if image_hw == (64, 64):
+        assert BackgroundSwap(_bank(), seed=0).swap_batch(image[None], alphas=alphas).shape == (1, 3, *image_hw)
+    else:
+        with pytest.raises(ValueError, match=r"alphas must have the image's aspect ratio \(48, 64\).*\(1, 64, 48\)"):
+            BackgroundSwap(_bank(), seed=0).swap_batch(image[None], alphas=alphas)
+
+
+def test_other_class_finds_the_labels_of_object_alpha_dataset_samples():
+    """ObjectAlphaDataset yields (image, ObjectAlpha, label): the default labels_getter skips the alpha and takes
+    the label (it read the alpha, so strategy="other_class" failed per sample, in collate_fn and in on_device)."""
+    images, masks = _scene(4)
+    labels = [0, 1, 1, 0]
+    base = [(images[i], labels[i]) for i in range(4)]
+    swap = BackgroundSwap(_bank(), strategy="other_class", seed=0)
+    per_sample = ObjectAlphaDataset(base, masks.float(), transform=swap)
+    for i in range(4):
+        out, alpha, label = per_sample[i]
+        assert label == labels[i] and swap.last_record.background_labels.tolist() == [1 - labels[i]]
+    loader = torch.utils.data.DataLoader(ObjectAlphaDataset(base, masks.float()), batch_size=4,
+                                         collate_fn=swap.collate_fn)
+    out, alpha, lab = next(iter(loader))
+    assert lab.tolist() == labels and swap.last_record.background_labels.tolist() == [1, 0, 0, 1]
+    plain = torch.utils.data.DataLoader(ObjectAlphaDataset(base, masks.float()), batch_size=4)
+    seg_swap = BackgroundSwap(_bank(), _SquareSegmenter(), strategy="other_class", seed=0)
+    for kwargs in ({}, {"alpha": 1}):  # the alpha in the batch left alone, or used
+        (out, alpha, lab), = list(seg_swap.on_device(plain, "cpu", **kwargs))
+        assert lab.tolist() == labels and seg_swap.last_record.background_labels.tolist() == [1, 0, 0, 1]
+
+
+def test_found_labels_must_fit_the_batch_and_the_banks_classes():
+    images, masks = _scene(2)
+    alpha = ObjectAlpha(masks.float())
+    swap = BackgroundSwap(_bank(), seed=0)  # default strategy: the labels are not needed, but are checked
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\).*\[0, 1, 1\]"):
+        swap(images, [0, 1, 1], alpha)  # three labels for two images (v2.CutMix raises, too)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        swap({"image": images, "label": torch.tensor([0, 1, 1]), "alpha": alpha})
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        swap(images, 1, alpha)
+    with pytest.raises(ValueError, match=r"labels must be classes of the bank, which has 2 classes 0\.\.1 "
+                                         r"\['land', 'water'\]; got \[5\] in labels \[0, 5\]"):
+        swap(images, [0, 5], alpha)
+    with pytest.raises(ValueError, match=r"labels must be classes of the bank.*got \[7\]"):
+        BackgroundSwap(_bank(), strategy="other_class", seed=0).swap_batch(images, [7, 0], alphas=masks)
+    unnamed = BackgroundBank(BANK_COLOURS[:, :, None, None].expand(-1, -1, H, W).contiguous(), torch.tensor([0, 0, 2, 2]))
+    with pytest.raises(ValueError, match=r"bank, which has classes \[0, 2\] \(it has no class names\); got \[1\]"):
+        BackgroundSwap(unnamed, seed=0)(images, [1, 2], alpha)
+    # labels that fit pass through; a value that is no label (an (H, W) target of one image) is still left alone
+    out, lab, _ = swap(images, [1, 0], alpha)
+    assert lab == [1, 0]
+    target = masks[0, 0].long()
+    assert BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0], target)[1] is target
+
+
+def test_other_class_without_a_labels_getter_is_refused_at_construction():
+    with pytest.raises(ValueError, match=r"strategy='other_class' needs the samples' labels, but labels_getter=None"):
+        BackgroundSwap(_bank(), strategy="other_class", labels_getter=None)
+    BackgroundSwap(_bank(), strategy="class_balanced", labels_getter=None)
+
+
+def test_the_first_image_is_swapped_further_images_and_videos_pass_through():
+    """Like v2.CutMix / query_chw, the swap takes one image: the first image-like item. A second image or a Video
+    in the sample comes back as it was (both raised a TypeError / ValueError)."""
+    images, masks = _scene(2)
+    video = tv_tensors.Video(images[None].clone())
+    second = tv_tensors.Image(images[1])
+    for sample in ((tv_tensors.Image(images[0]), second, 1), (tv_tensors.Image(images[0]), video, 1),
+                   {"image": Image.fromarray(images[0].permute(1, 2, 0).numpy()), "video": video, "label": 1}):
+        swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
+        out = swap(sample)
+        first, rest = (out["image"], [out["video"]]) if isinstance(out, dict) else (out[0], [out[1]])
+        assert swap.last_record.swapped.tolist() == [True]
+        ref = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)(images[0])
+        got = torch.from_numpy(np.array(first)).permute(2, 0, 1) if isinstance(first, Image.Image) else first
+        assert torch.equal(got.as_subclass(torch.Tensor), ref)
+        original = sample["video"] if isinstance(sample, dict) else sample[1]
+        assert all(r is original for r in rest)
+
+
+@pytest.mark.parametrize("kind", ["tensor", "tv_image", "batch", "pil"])
+def test_unswapped_inputs_are_returned_as_is_swapped_ones_are_new(kind):
+    """The documented convention, torchvision's: an input of which nothing is swapped comes back as the same object
+    (not a copy), so an in-place step after it writes to the caller's tensor, as after a RandomHorizontalFlip that
+    did not flip; a swapped output never shares memory with the input."""
+    images, masks = _scene(2)
+    make = {"tensor": lambda: images[0].clone(), "tv_image": lambda: tv_tensors.Image(images[0].clone()),
+            "batch": lambda: images.clone(), "pil": lambda: Image.fromarray(images[0].permute(1, 2, 0).numpy())}[kind]
+    flip = v2.RandomHorizontalFlip(p=0.0)
+    for unswapped in (BackgroundSwap(_bank(), _SquareSegmenter(), p=0.0),
+                      BackgroundSwap(_bank(), lambda x: torch.full((x.shape[0], 8, 8), -10.0))):
+        image = make()
+        assert unswapped(image) is image and flip(image) is image
+    image = make()
+    kept = np.array(image) if kind == "pil" else image.clone()
+    swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0, p=0.5 if kind == "batch" else 1.0)
+    out = swap(image)
+    assert out is not image and swap.last_record.swapped.any()
+    if kind == "pil":
+        assert np.array_equal(np.array(image), kept)
+        return
+    if kind == "batch":
+        assert not swap.last_record.swapped.all()  # a partly swapped batch: a new tensor, too
+    out.as_subclass(torch.Tensor).fill_(0)  # an in-place step after the swap
+    assert torch.equal(image, kept)

@@ -30,9 +30,14 @@ def image_to_batch(image: Any, value_range: tuple[float, float] | None) -> tuple
     return check_images(t[None] if single else t, "image", value_range=value_range, min_size=2), single
 
 
-def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha") -> Tensor:
+def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha",
+                   resize: bool = False) -> Tensor:
     """An object alpha of a single image (``(1, H, W)`` / ``(H, W)``) or a batch (``(B, 1, H, W)`` /
-    ``(B, H, W)``) → a compact ``(B, 1, H, W)`` alpha at ``size``."""
+    ``(B, H, W)``) → a compact ``(B, 1, H, W)`` alpha at ``size``, the image's.
+
+    Its ``(H, W)`` must be ``size`` (``ValueError`` otherwise: an ``ObjectAlpha`` of another size is a bug upstream,
+    and it comes back moved at its own shape); with ``resize`` (``swap_batch``'s ``alphas``, never returned) it may
+    be another resolution of the same aspect ratio (within a pixel) and is resized."""
     if not isinstance(alpha, Tensor):
         raise TypeError(f"{name} must be a tensor, got {describe(alpha)}")
     a = alpha.as_subclass(Tensor)
@@ -43,7 +48,15 @@ def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name
     if a.ndim != 4 or a.shape[0] != b or a.shape[1] != 1:
         form = "(1, H, W) or (H, W)" if single else f"({b}, 1, H, W) or ({b}, H, W)"
         raise ValueError(f"{name} must be {form} for this input, got shape {tuple(alpha.shape)}")
-    return resize_alpha(mask_to_alpha(a), size)
+    (h, w), (ah, aw) = size, a.shape[-2:]
+    if resize and (ah, aw) != (h, w) and abs(ah * w - aw * h) <= max(h, w):
+        return resize_alpha(mask_to_alpha(a), size)
+    if (ah, aw) != (h, w):
+        form = f"(1, {h}, {w}) or ({h}, {w})" if single else f"({b}, 1, {h}, {w}) or ({b}, {h}, {w})"
+        what, never = ("aspect ratio", "stretched") if resize else ("size", "resized")
+        raise ValueError(f"{name} must have the image's {what} ({h}, {w}): shape {form}, got shape "
+                         f"{tuple(alpha.shape)} (it is never {never} to fit)")
+    return mask_to_alpha(a)
 
 
 def restore_channels(out_rgb: Tensor, x: Tensor, record: SwapRecord) -> Tensor:
@@ -66,15 +79,12 @@ def batch_to_image(image: Any, out_rgb: Tensor, record: SwapRecord) -> Any:
 
 
 def mask_like(mask: tv_tensors.Mask, moved_alpha: Tensor | None, record: SwapRecord, single: bool) -> Any:
-    """Another ``tv_tensors.Mask`` of the sample, moved with the object (:func:`~torch_backswap.functional.move_masks`)."""
+    """Another ``tv_tensors.Mask`` of the sample, moved with the object (:func:`~torch_backswap.functional.move_masks`);
+    ``moved_alpha`` is the object's alpha after the swap (the ``ObjectAlpha``'s, or the segmenter's cut-out's)."""
     if not bool(record.swapped.any()):
         return mask
-    if moved_alpha is None:
-        raise ValueError(
-            "BackgroundSwap cannot keep this tv_tensors.Mask consistent: the object's alpha came from the segmenter, "
-            "so which mask pixels belong to the object is unknown. Put the object's alpha in the sample as "
-            "torch_backswap.ObjectAlpha, or drop the mask before the swap"
-        )
+    if moved_alpha is None:  # make_params moves the ObjectAlpha or the segmenter's cut-out whenever a mask swaps
+        raise RuntimeError("BackgroundSwap: a tv_tensors.Mask of a swapped sample has no moved object alpha")
     m = mask.as_subclass(Tensor)
     batched = m.reshape(1, *m.shape) if single else m
     if batched.shape[-2:] != moved_alpha.shape[-2:]:

@@ -6,20 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 import PIL.Image
+import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
 from ._checks import check_labels
 
-__all__ = ["LABEL_KEYS", "class_indices", "default_labels_getter"]
+__all__ = ["LABEL_KEYS", "check_bank_classes", "class_indices", "default_labels_getter"]
 
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 
 
 def default_labels_getter(sample: Any) -> Any:
     """Find the labels of a sample the way ``v2.CutMix`` does: the value of the first key named ``label``,
-    ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or the second item of an
-    ``(image, label, ...)`` tuple. Returns ``None`` when there is none."""
+    ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or, in an ``(image, ..., label, ...)``
+    tuple, the first item after the image that is not a tv_tensor (``ObjectAlpha``, other masks, boxes, images) or
+    a PIL image — the second item of ``(image, label)``, the third of ``(image, ObjectAlpha, label)``, the layout of
+    :class:`~torch_backswap.alpha.ObjectAlphaDataset`. Returns ``None`` when there is none (or that item is a dict,
+    e.g. a detection target)."""
     if isinstance(sample, dict):
         by_lower = {str(k).lower(): k for k in sample}
         for key in LABEL_KEYS:
@@ -27,10 +31,10 @@ def default_labels_getter(sample: Any) -> Any:
                 return sample[by_lower[key]]
         return None
     if isinstance(sample, (tuple, list)) and len(sample) >= 2:
-        candidate = sample[1]
-        if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image, dict)):
-            return None
-        return candidate
+        for candidate in sample[1:]:
+            if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image)):
+                continue
+            return None if isinstance(candidate, dict) else candidate
     return None
 
 
@@ -38,7 +42,9 @@ def class_indices(labels: Any, b: int, single: bool, strict: bool) -> Tensor | N
     """Labels found for ``b`` images → int64 ``(b,)`` class indices (:func:`~torch_backswap._checks.check_labels`).
 
     A single image's ``(K,)`` vector is one soft / one-hot label. When not ``strict`` (the default getter found
-    the value and nothing needs labels), a value that is no label (e.g. an ``(H, W)`` mask target) gives ``None``.
+    the value and nothing needs labels), a value that is no label (e.g. an ``(H, W)`` mask target) gives ``None``;
+    but a batch's labels of another count than the batch (an int or a 1-D sequence of ``n != b`` values) raise
+    ``ValueError`` all the same, as in ``v2.CutMix``: images and labels do not belong together.
     """
     if labels is None:
         return None
@@ -47,6 +53,35 @@ def class_indices(labels: Any, b: int, single: bool, strict: bool) -> Tensor | N
     try:
         return check_labels(labels, b)
     except ValueError:
-        if strict:
+        if strict or (not single and _count_differs(labels, b)):
             raise
         return None
+
+
+def _count_differs(labels: Any, b: int) -> bool:
+    """Whether ``labels`` is a number or a 1-D sequence of numbers whose count is not ``b``."""
+    if isinstance(labels, (str, bytes, dict)):
+        return False
+    try:
+        t = labels if isinstance(labels, Tensor) else torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    return t.ndim <= 1 and t.dtype != torch.bool and not t.dtype.is_complex and t.numel() != b
+
+
+def check_bank_classes(labels: Tensor, bank: Any, found_by_default: bool = False) -> Tensor:
+    """``labels`` (int64 ``(B,)``) if each is a class of ``bank``: an index of its class names, or, for a bank
+    without names, a class it holds. ``ValueError`` naming the labels, the bank's classes and the bad values."""
+    names = getattr(bank, "classes", None)
+    if names is not None:
+        bad = labels[labels >= len(names)]
+        classes = f"{len(names)} classes 0..{len(names) - 1} {list(names)[:10]}"
+    else:
+        present = torch.as_tensor(bank.present_classes, dtype=torch.long)
+        bad = labels[~torch.isin(labels, present)]
+        classes = f"classes {present.tolist()[:20]} (it has no class names)"
+    if bad.numel():
+        hint = " (labels_getter=None if the samples carry no labels)" if found_by_default else ""
+        raise ValueError(f"labels must be classes of the bank, which has {classes}; got {sorted(set(bad.tolist()))[:8]} "
+                         f"in labels {labels.tolist()[:8]}{hint}")
+    return labels

@@ -7,7 +7,9 @@ taken by :class:`~torch_backswap.transform.BackgroundSwap` as the foreground's a
 image, so an alpha precomputed for a fixed dataset stays aligned after upstream augmentation.
 
 Shapes and dtypes: ``(1, H, W)`` or ``(H, W)`` for one image, ``(B, 1, H, W)`` for a batch; ``bool``,
-``uint8`` (``0..255``, or ``0/1``) or float in ``[0, 1]`` (soft edges).
+``uint8`` (``0..255``, or ``0/1``) or float in ``[0, 1]`` (soft edges). ``(H, W)`` must be the image's own size:
+an alpha of another size or aspect ratio raises ``ValueError`` naming ``ObjectAlpha``, the expected shape and the
+shape received (like torchvision's kernels, the swap never resizes a mask to fit its image).
 
 Example:
     >>> import torch
@@ -26,7 +28,10 @@ __all__ = ["ObjectAlpha", "ObjectAlphaDataset"]
 
 
 class ObjectAlpha(tv_tensors.Mask):
-    """The foreground alpha of the object to swap (a ``tv_tensors.Mask`` subclass; see the module docs)."""
+    """The foreground alpha of the object to swap (a ``tv_tensors.Mask`` subclass; see the module docs).
+
+    Its ``(H, W)`` must equal the image's; a mismatched alpha is refused with a ``ValueError``, never resized.
+    """
 
 
 class ObjectAlphaDataset(torch.utils.data.Dataset):

@@ -55,6 +55,8 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,6 +68,7 @@ from .bankfiles import (
     BANK_FORMAT,
     BankManifest,
     read_bank_file,
+    shard_name,
     write_bank_file,
     write_shard,
 )
@@ -73,6 +76,7 @@ from .bankfiles import (
 __all__ = ["BANK_FORMAT", "STRATEGIES", "BackgroundBank"]
 
 STRATEGIES = ("class_balanced", "uniform", "other_class")
+_SHARD_FILE = re.compile(r"shard-\d{5,}(-[0-9a-f]{8})?\.safetensors")  # the shard names save() and build_bank write
 
 
 def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -298,7 +302,9 @@ class BackgroundBank:
         ``shard-XXXXX.safetensors`` files of ``shard_size`` backgrounds each plus ``manifest.json`` (the
         layout :func:`~torch_backswap.build.build_bank` writes). Every file goes through a unique temporary
         file, ``fsync`` and rename, so concurrent savers of one path never collide and a crash never leaves
-        half a file.
+        half a file. Over an existing sharded bank, the new shards never replace a file of the old one (they take
+        free names, ``shard-XXXXX-<token>.safetensors`` where taken), the manifest is swapped last, atomically,
+        and only then the old bank's shards are removed: a crash leaves the old bank or the new one, whole.
         """
         path = Path(path)
         if shard_size is None:
@@ -306,12 +312,19 @@ class BackgroundBank:
         if not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
         path.mkdir(parents=True, exist_ok=True)
-        shards = [
-            write_shard(path, k, self._cpu_backgrounds[s : s + shard_size], self._cpu_labels[s : s + shard_size],
-                        self.classes, {})
-            for k, s in enumerate(range(0, len(self), shard_size))
-        ]
-        BankManifest(path, self.size, self.classes, shard_size, shards, {}, dict(self.metadata)).write()
+        token = uuid.uuid4().hex[:8]
+        shards = []
+        for k, s in enumerate(range(0, len(self), shard_size)):
+            name = shard_name(k)
+            if (path / name).exists():  # a file of the bank being replaced: never touch it before the manifest
+                name = f"shard-{k:05d}-{token}.safetensors"
+            shards.append(write_shard(path, k, self._cpu_backgrounds[s : s + shard_size],
+                                      self._cpu_labels[s : s + shard_size], self.classes, {}, name=name))
+        BankManifest(path, self.size, self.classes, shard_size, shards, {}, dict(self.metadata)).write()  # the switch
+        keep = {info.file for info in shards}
+        for stale in path.glob("shard-*.safetensors"):  # the old bank's shards, and those of a save that crashed
+            if stale.name not in keep and _SHARD_FILE.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
         return path
 
     @classmethod
@@ -320,8 +333,9 @@ class BackgroundBank:
 
         A directory is verified against its manifest (every shard present, size and sha256 as recorded);
         a file against its format, version and checksum. Problems raise
-        :class:`~torch_backswap._io.BackswapFileError` (a ``ValueError``) naming the file; a missing path
-        raises ``FileNotFoundError``.
+        :class:`~torch_backswap._io.BackswapFileError` (a ``ValueError``) naming the file; a missing path, manifest
+        or shard raises its subclass :class:`~torch_backswap._io.BackswapFileNotFoundError` (also a
+        ``FileNotFoundError``).
         """
         path = Path(path)
         if path.is_dir():

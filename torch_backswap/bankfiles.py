@@ -17,7 +17,8 @@ caught on load. Version-1 files (no checksum) still load.
 
 Every file is written durably (:mod:`torch_backswap._io`: unique temporary file, ``fsync``, rename,
 directory ``fsync``); a reader never sees half a shard or half a manifest. Every problem with a file
-raises :class:`~torch_backswap._io.BackswapFileError` naming the file (the underlying error chained).
+raises :class:`~torch_backswap._io.BackswapFileError` naming the file (the underlying error chained); a missing
+file its subclass :class:`~torch_backswap._io.BackswapFileNotFoundError` (also a ``FileNotFoundError``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._io import BackswapFileError, atomic_write_bytes, atomic_write_text, write_with
+from ._io import BackswapFileError, BackswapFileNotFoundError, atomic_write_bytes, atomic_write_text, write_with
 
 __all__ = [
     "BANK_FORMAT",
@@ -172,14 +173,15 @@ def read_bank_header(path: str | os.PathLike, handle: Any = None) -> dict:
 def read_bank_file(path: str | os.PathLike) -> tuple[Tensor, Tensor, list[str] | None, dict]:
     """Read and verify a bank file → ``(backgrounds, labels, classes, user metadata)`` on CPU.
 
-    Raises ``FileNotFoundError`` for a missing path and :class:`BackswapFileError` for anything else wrong
-    with the file (not safetensors, truncated, foreign, unknown version, checksum mismatch, bad labels).
+    Raises :class:`~torch_backswap._io.BackswapFileNotFoundError` (also a ``FileNotFoundError``) for a missing
+    path and :class:`BackswapFileError` for anything else wrong with the file (not safetensors, truncated, foreign,
+    unknown version, checksum mismatch, bad labels).
     """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"background bank file not found: {str(path)!r}")
+        raise BackswapFileNotFoundError(path, "background bank file not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = read_bank_header(path, f)
@@ -215,11 +217,12 @@ class ShardInfo:
 
 
 def write_shard(directory: str | os.PathLike, index: int, backgrounds: Tensor, labels: Tensor,
-                classes: Sequence[str] | None, metadata: dict) -> ShardInfo:
-    """Write shard ``index`` durably into ``directory`` and return its :class:`ShardInfo`."""
+                classes: Sequence[str] | None, metadata: dict, name: str | None = None) -> ShardInfo:
+    """Write shard ``index`` durably into ``directory`` as ``name`` (default :func:`shard_name`) and return its
+    :class:`ShardInfo`."""
     data = encode_bank(backgrounds.cpu().contiguous(), labels.cpu().to(torch.long).contiguous(), classes,
                        dict(metadata, shard=index))
-    name = shard_name(index)
+    name = shard_name(index) if name is None else name
     atomic_write_bytes(Path(directory) / name, data)
     return ShardInfo(name, int(backgrounds.shape[0]), len(data), hashlib.sha256(data).hexdigest())
 
@@ -275,7 +278,8 @@ class BankManifest:
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.is_file():
-            raise BackswapFileError(directory, f"not a sharded background bank: no {MANIFEST} (an unfinished build?)")
+            raise BackswapFileNotFoundError(directory, f"not a sharded background bank: no {MANIFEST} (an unfinished "
+                                                       "build?)")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -307,7 +311,7 @@ class BankManifest:
         for info in self.shards:
             p = Path(self.path) / info.file
             if not p.is_file():
-                raise BackswapFileError(p, f"shard listed in {MANIFEST} is missing")
+                raise BackswapFileNotFoundError(p, f"shard listed in {MANIFEST} is missing")
             size = p.stat().st_size
             if size != info.bytes:
                 raise BackswapFileError(p, f"corrupt shard: {size} bytes, the manifest says {info.bytes}")

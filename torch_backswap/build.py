@@ -7,7 +7,9 @@ One function, three ways to run it:
 * **Sharded and resumable** (``out=<directory>``, ``shard_size=S``): shard ``k`` holds images
   ``[k*S, (k+1)*S)`` and is written durably as ``shard-0000k.safetensors`` as soon as it is done; the
   manifest (``manifest.json``) is written last. Killing the build at any moment and running the same call
-  again rebuilds only the shards that are missing and ends byte-identical to an uninterrupted build.
+  again rebuilds only the shards that are missing, unreadable or changed (each kept shard is checked against the
+  sha256 the manifest recorded, or without a manifest against the checksum in its own header) and ends
+  byte-identical to an uninterrupted build.
   Returns the :class:`~torch_backswap.bankfiles.BankManifest`; load it with
   :meth:`BackgroundBank.load(out) <torch_backswap.bank.BackgroundBank.load>` or stream it with
   :class:`~torch_backswap.streaming.StreamingBackgroundBank`.
@@ -47,6 +49,7 @@ from .bankfiles import (
     MANIFEST,
     BankManifest,
     ShardInfo,
+    read_bank_file,
     read_bank_header,
     sha256_file,
     shard_name,
@@ -315,9 +318,12 @@ def _build_in_memory(builder: _Builder, batch_size: int, classes: Sequence[str] 
     return bank
 
 
-def _existing_shard(path: Path, index: int, count: int, shard_meta: dict) -> ShardInfo | None:
-    """The :class:`ShardInfo` of a complete shard from an earlier run, ``None`` when absent or unreadable;
-    ``ValueError`` when it was built with other settings (never mix two builds in one directory)."""
+def _existing_shard(path: Path, index: int, count: int, shard_meta: dict,
+                    recorded: ShardInfo | None = None) -> ShardInfo | None:
+    """The :class:`ShardInfo` of a complete, intact shard from an earlier run; ``None`` (rebuild it) when absent,
+    unreadable, or changed since it was written: its bytes differ from the ``recorded`` sha256 of a finished build's
+    manifest, or, without one, its tensors from the checksum in its own header. ``ValueError`` when it was built
+    with other settings (never mix two builds in one directory)."""
     if not path.is_file():
         return None
     try:
@@ -331,7 +337,14 @@ def _existing_shard(path: Path, index: int, count: int, shard_meta: dict) -> Sha
             f"{path} was built with other settings than this run: {got!r} != {want!r}; "
             "use another output directory or delete it"
         )
-    return ShardInfo(path.name, count, path.stat().st_size, sha256_file(path))
+    info = ShardInfo(path.name, count, path.stat().st_size, sha256_file(path))
+    if recorded is not None:
+        return info if info == recorded else None  # changed after the manifest recorded it: rebuild, keep the record
+    try:
+        read_bank_file(path)  # the checksum of its metadata and tensors, in its header
+    except BackswapFileError:
+        return None
+    return info
 
 
 def _build_shards(builder: _Builder, out: Path, shard_size: int, batch_size: int, classes: Sequence[str] | None,
@@ -349,14 +362,17 @@ def _build_shards(builder: _Builder, out: Path, shard_size: int, batch_size: int
             out.mkdir(parents=True, exist_ok=True)
             for stale in [*out.glob(".shard-*.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:  # left by a killed run
                 stale.unlink(missing_ok=True)
-            found = {k: _existing_shard(out / shard_name(k), k, e - s, shard_meta) for k, (s, e) in enumerate(bounds)}
-            plan = {"todo": [k for k, info in found.items() if info is None],
-                    "found": {k: info for k, info in found.items() if info is not None}}
+            recorded: dict[str, ShardInfo] = {}
             if (out / MANIFEST).is_file():
                 done = BankManifest.read(out)
                 if (done.builder, done.metadata, done.classes) != (settings, metadata, classes):
                     raise ValueError(f"{out} holds a finished bank built with other settings ({done.builder!r}); "
                                      "use another output directory or delete it")
+                recorded = {info.file: info for info in done.shards}
+            found = {k: _existing_shard(out / shard_name(k), k, e - s, shard_meta, recorded.get(shard_name(k)))
+                     for k, (s, e) in enumerate(bounds)}
+            plan = {"todo": [k for k, info in found.items() if info is None],
+                    "found": {k: info for k, info in found.items() if info is not None}}
         else:
             plan = None
         plan = dist.broadcast(plan)

@@ -222,8 +222,12 @@ def swap_backgrounds(
     harmonize: float = 0.0,
     interpolation: str = "bilinear",
     background_labels: Tensor | None = None,
+    inplace: bool = False,
 ) -> tuple[Tensor, SwapRecord]:
     """Paste each applied sample's object, jittered, onto its background.
+
+    A pure function: no input is written to (unless ``inplace``); the images returned are new tensors wherever a
+    sample was swapped.
 
     Args:
         images: ``(B, 3, H, W)`` uint8, or float in ``[0, 1]``.
@@ -238,6 +242,8 @@ def swap_backgrounds(
         interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
         background_labels: class of each background's source image, one per row of ``backgrounds`` (e.g.
             ``bank.labels[indices]``), for the record; ``-1`` in the record when not given.
+        inplace: allow writing the composites into ``backgrounds`` (saves a full-frame copy when they are a
+            fresh tensor of your own, e.g. from :func:`gather_backgrounds`; default ``False``).
 
     Returns:
         ``(images, record)``: images of the input's dtype and device (samples not swapped are the input
@@ -257,6 +263,7 @@ def swap_backgrounds(
     alpha = alphas if alphas.shape[0] == n else alphas.index_select(0, chosen.to(alphas.device))
     bgs = backgrounds if backgrounds.shape[0] == n else backgrounds.index_select(0, chosen.to(backgrounds.device))
     alpha, bgs = alpha.to(device), bgs.to(device)
+    own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
     jitter = params.jitter if all_rows else params.jitter[chosen.cpu()]
     eye = torch.eye(2, 3, device=device).expand(b, 2, 3).contiguous()
     swapped = torch.zeros(b, dtype=torch.bool, device=device)
@@ -269,7 +276,7 @@ def swap_backgrounds(
         boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
         m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
         m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
-        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=True)
+        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs)
         if all_rows:
             out, matrices, swapped = out_sub, m_sub, has_object
         else:

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._io import BackswapFileNotFoundError
+
 __all__ = [
     "DEFAULT_SEGMENTER",
     "REQUIRED_FILES",
@@ -40,8 +42,10 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 
 
-class PretrainedNotFoundError(FileNotFoundError):
-    """No local directory, Hub repository or bundled copy provides the requested weights."""
+class PretrainedNotFoundError(BackswapFileNotFoundError):
+    """No local directory, Hub repository or bundled copy provides the requested weights (a
+    :class:`~torch_backswap._io.BackswapFileNotFoundError`, so also a ``BackswapFileError`` and a
+    ``FileNotFoundError``)."""
 
 
 def _has_files(directory: Path, filenames: tuple[str, ...]) -> bool:
@@ -185,8 +189,7 @@ def resolve_pretrained(
     shown = ", ".join(str(r) for r in roots) or "none installed"
     tried.append(f"bundled weights ({shown}): no folder named {name.split('/')[-1]!r} with {', '.join(filenames)}")
 
-    raise PretrainedNotFoundError(
-        f"could not find pretrained weights for {name!r}. Tried:\n  - " + "\n  - ".join(tried))
+    raise PretrainedNotFoundError(name, "could not find pretrained weights. Tried:\n  - " + "\n  - ".join(tried))
 
 
 # ----------------------------------------------------------------------------------------------------------

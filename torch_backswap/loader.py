@@ -137,7 +137,7 @@ class DeviceSwapLoader:
                              f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
         # hand the swap a dict it cannot misread: the images as an Image, the labels, the alpha as ObjectAlpha
         sample: dict[str, Any] = {"image": tv_tensors.Image(images)}
-        labels = self._labels(batch, slot)
+        labels = self._labels(batch, slot, self.alpha)
         if labels is not None:
             sample["label"] = labels
         if self.alpha is not None:
@@ -155,7 +155,7 @@ class DeviceSwapLoader:
         return result
 
     @staticmethod
-    def _labels(batch: Any, slot: Any) -> Any:
+    def _labels(batch: Any, slot: Any, alpha: Any = None) -> Any:
         from ._sample_labels import LABEL_KEYS
 
         if isinstance(batch, dict):
@@ -163,8 +163,11 @@ class DeviceSwapLoader:
                 if key in batch:
                     return batch[key]
             return None
-        rest = [x for i, x in enumerate(batch) if i != slot]
-        if rest and isinstance(rest[0], Tensor) and rest[0].ndim <= 2:
+        # the first entry after the images that is no tv_tensor, no alpha and no image-sized tensor: (images, labels)
+        # and the (images, alpha, labels) of ObjectAlphaDataset alike
+        rest = [x for i, x in enumerate(batch) if i not in (slot, alpha)
+                and not isinstance(x, tv_tensors.TVTensor) and not (isinstance(x, Tensor) and x.ndim > 2)]
+        if rest and isinstance(rest[0], Tensor):
             return rest[0]
         return None
 

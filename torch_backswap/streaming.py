@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import BackswapFileError
+from ._io import BackswapFileError, BackswapFileNotFoundError
 from ._runtime import current_rank
 from ._image import resize_uint8
 from .bank import (
@@ -130,7 +130,8 @@ class StreamingBackgroundBank:
             meta = read_bank_header(self.path)
             self.classes, (h, w) = meta.get("classes"), meta["resolution"]
         else:
-            raise FileNotFoundError(f"background bank not found: {str(self.path)!r}")
+            raise BackswapFileNotFoundError(self.path, "background bank not found (no bank file or sharded bank "
+                                                       "directory)")
         self._maps, labels, starts = [], [], [0]
         for f in files:
             try:

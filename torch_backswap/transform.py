@@ -14,10 +14,15 @@ What is the object
 ------------------
 The object's alpha is an :class:`~torch_backswap.alpha.ObjectAlpha` in the sample (e.g. from
 :class:`~torch_backswap.alpha.ObjectAlphaDataset` for a fixed dataset), or else the segmenter's tight mask.
-Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object (see
-:func:`~torch_backswap.functional.move_masks` / :func:`~torch_backswap.functional.move_boxes`); labels and
-every other item pass through untouched. A sample that is not swapped (``p``, no object found, an object
+Every other ``tv_tensors.Mask`` and ``BoundingBoxes`` in the sample moves with the object, whichever gave its
+alpha (see :func:`~torch_backswap.functional.move_masks` / :func:`~torch_backswap.functional.move_boxes`); labels
+and every other item pass through untouched. A sample that is not swapped (``p``, no object found, an object
 smaller than ``min_foreground``) comes back bit-identical, every part of it.
+
+The swapped image is the sample's first image-like item in ``tree_flatten`` order (a PIL image or a
+``tv_tensors.Image``, else the first plain tensor: torchvision's rule for which items are images), as ``v2.CutMix``
+and ``query_chw`` pick one; a second image or a ``tv_tensors.Video`` in the sample passes through unchanged. A
+sample whose only image-like item is a ``Video`` raises ``TypeError`` (swap its frames as a batch of images).
 
 How one call runs
 -----------------
@@ -61,7 +66,7 @@ from ._kinds import (
     restore_channels,
 )
 from ._runtime import SwapRuntime, parse_device
-from ._sample_labels import class_indices, default_labels_getter
+from ._sample_labels import check_bank_classes, class_indices, default_labels_getter
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
 from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
@@ -89,6 +94,13 @@ __all__ = ["BackgroundSwap", "default_labels_getter"]
 
 class BackgroundSwap(v2.Transform):
     """Swap the background of images for inpainted backgrounds from a :class:`BackgroundBank`.
+
+    The image swapped is the sample's first image-like item; further images and ``tv_tensors.Video`` items pass
+    through unchanged (module docs, *What is the object*). Like torchvision's random transforms, an input of which
+    nothing is swapped (``p`` not hit, no object, every object under ``min_foreground``) is returned as-is, the same
+    object, not a copy: an in-place step after the swap then writes to the caller's tensor, exactly as after
+    ``v2.RandomHorizontalFlip`` that did not flip. A swapped image is always a new tensor (or PIL image) that
+    shares no memory with the input.
 
     Args:
         bank: a :class:`~torch_backswap.bank.BackgroundBank` (or a path to a saved one).
@@ -118,8 +130,10 @@ class BackgroundSwap(v2.Transform):
         value_range: ``(low, high)`` of float images (default ``(0, 1)``; uint8 is always 0..255). Float
             images outside the range raise ``ValueError`` instead of being blended as garbage.
         labels_getter: ``"default"`` (:func:`default_labels_getter`), a callable ``sample -> labels``, or
-            ``None`` (never look for labels). Labels may be ints, lists, NumPy arrays, ``(B,)`` tensors or
-            ``(B, K)`` one-hot / soft labels (the class is the argmax); they are returned unchanged.
+            ``None`` (never look for labels; refused with ``strategy="other_class"``). Labels may be ints, lists,
+            NumPy arrays, ``(B,)`` tensors or ``(B, K)`` one-hot / soft labels (the class is the argmax); they are
+            returned unchanged. Found labels must be one per image and classes of the bank (indices of its class
+            names, or classes it holds when it has no names), else ``ValueError``.
         seed: the swap's own random stream (see :mod:`torch_backswap._runtime`); ``None`` uses the global RNG.
         generator: explicit CPU ``torch.Generator`` for the main process (overrides ``seed`` there).
 
@@ -195,6 +209,9 @@ class BackgroundSwap(v2.Transform):
             raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
         if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
             raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
+        if labels_getter is None and strategy == "other_class":
+            raise ValueError("strategy='other_class' needs the samples' labels, but labels_getter=None never looks for "
+                             "them; pass labels_getter='default' (the default) or a callable sample -> labels")
         sample_jitter(0, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size)
         self.bank = bank
         self.segmenter = segmenter
@@ -293,8 +310,6 @@ class BackgroundSwap(v2.Transform):
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         for item in flat_inputs:
-            if isinstance(item, tv_tensors.Video):
-                raise TypeError("BackgroundSwap does not support tv_tensors.Video; swap the frames as a batch of images")
             keypoints = getattr(tv_tensors, "KeyPoints", None)
             if keypoints is not None and isinstance(item, keypoints):
                 raise TypeError("BackgroundSwap cannot keep tv_tensors.KeyPoints consistent yet; drop them before the swap")
@@ -310,17 +325,17 @@ class BackgroundSwap(v2.Transform):
         :class:`SwapRecord` (also kept as :attr:`last_record`).
         """
         images = [x for x in flat_inputs if is_image(x)]
+        if not images and any(isinstance(x, tv_tensors.Video) for x in flat_inputs):
+            raise TypeError(
+                "BackgroundSwap swaps images, and this sample's only image-like item is a tv_tensors.Video; swap its "
+                "frames as a batch of images, e.g. swap(tv_tensors.Image(video.flatten(0, -4)))"
+            )
         if not images:
             raise TypeError(
                 "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or "
                 f"a tv_tensors.Image (got {[type(x).__name__ for x in flat_inputs]})"
             )
-        if len(images) > 1:
-            raise ValueError(
-                f"BackgroundSwap got {len(images)} images in one sample ({[type(x).__name__ for x in images]}); it swaps "
-                "one image (or one batch) per call"
-            )
-        image = images[0]
+        image = images[0]  # the first image-like item; further images and videos pass through unchanged
         alphas = [x for x in flat_inputs if isinstance(x, ObjectAlpha)]
         if len(alphas) > 1:
             raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
@@ -331,8 +346,16 @@ class BackgroundSwap(v2.Transform):
         given = None
         if alphas:
             given = alpha_to_batch(alphas[0], b, tuple(x.shape[-2:]), single)
-        out, record = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
-        moved = None if given is None else move_alpha(given, record, interpolation=self.interpolation)
+        out, record, used = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
+        moved = None
+        if given is not None:
+            moved = move_alpha(given, record, interpolation=self.interpolation)
+        elif any(isinstance(i, tv_tensors.Mask) for i in flat_inputs) and bool(record.swapped.any()):
+            # the segmenter's cut-out is the object the other masks move with: one row per sample
+            if used.shape[0] != b:  # segmented only the applied samples: the others are not swapped, any row will do
+                rows = record.params.apply.nonzero().flatten().to(used.device)
+                used = used.new_zeros(b, *used.shape[1:]).index_copy_(0, rows, used)
+            moved = move_alpha(used, record, interpolation=self.interpolation)
         return {"image": image, "output": out, "single": single, "record": record, "moved_alpha": moved}
 
     def transform(self, inpt: Any, params: dict) -> Any:
@@ -368,7 +391,8 @@ class BackgroundSwap(v2.Transform):
             images: ``(B, C, H, W)`` uint8 or float (C = 1, 3 or 4).
             labels: ``(B,)`` / ``(B, K)`` labels in any form :func:`~torch_backswap._checks.check_labels` takes
                 (needed by ``strategy="other_class"``).
-            alphas: ``(B, 1, H, W)`` or ``(B, H, W)`` object alphas (bool / uint8 / float); default: segment.
+            alphas: ``(B, 1, H, W)`` or ``(B, H, W)`` object alphas (bool / uint8 / float); default: segment. Another
+                resolution of the images' aspect ratio is resized (bilinear); another aspect ratio raises.
             params: :class:`SwapParams` of an earlier call to replay it (e.g. ``swap.last_record.params``).
             return_record: also return the :class:`SwapRecord`.
 
@@ -378,8 +402,8 @@ class BackgroundSwap(v2.Transform):
         x = check_images(images, "images", value_range=self.value_range, min_size=2)
         given = None
         if alphas is not None:
-            given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas")
-        out, record = self._swap(x, labels, given, params, single=False, labels_explicit=True)
+            given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas", resize=True)
+        out, record, _ = self._swap(x, labels, given, params, single=False, labels_explicit=True)
         out = restore_channels(out, x, record)
         return (out, record) if return_record else out
 
@@ -421,8 +445,9 @@ class BackgroundSwap(v2.Transform):
         *,
         single: bool,
         labels_explicit: bool,
-    ) -> tuple[Tensor, SwapRecord]:
-        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)`` + record."""
+    ) -> tuple[Tensor, SwapRecord, Tensor]:
+        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)``, the record and the object
+        alpha used (``given``, or the segmenter's cut-out: ``B`` rows, or one per applied sample)."""
         b, _, h, w = x.shape
         lab = class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
         if lab is None and self.strategy == "other_class":
@@ -431,6 +456,8 @@ class BackgroundSwap(v2.Transform):
                 "key, swap(images, labels) for batches, or a labels_getter"
             )
         bank = self.runtime.bank(self.bank)
+        if lab is not None:
+            check_bank_classes(lab, bank, found_by_default=not labels_explicit)
         device = bank.device
         gen = self.runtime.generator_for_call()
         if params is None:
@@ -458,13 +485,13 @@ class BackgroundSwap(v2.Transform):
         out, record = swap_backgrounds(
             rgb, alpha, gather_backgrounds(bank, params, (h, w)), params, min_foreground=self.min_foreground,
             feather_px=self.feather_px, harmonize=self.harmonize, interpolation=self.interpolation,
-            background_labels=bank.labels[applied.to(bank.labels.device)],
+            background_labels=bank.labels[applied.to(bank.labels.device)], inplace=True,  # gathered: ours to write
         )
         if self.value_range is not None and out.dtype.is_floating_point:
             lo, hi = self.value_range
             out = out * (hi - lo) + lo
         self.last_record = record
-        return out, record
+        return out, record, alpha
 
     def extra_repr(self) -> str:
         seg = type(self.segmenter).__name__ if self.segmenter is not None else None

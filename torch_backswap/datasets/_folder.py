@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision import tv_tensors
 
-from torch_backswap._io import BackswapFileError
+from torch_backswap._io import BackswapFileError, BackswapFileNotFoundError
 from torch_backswap.alpha import ObjectAlpha
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
 
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-class DatasetFileError(BackswapFileError, FileNotFoundError):
+class DatasetFileError(BackswapFileNotFoundError):
     """A file or folder a dataset needs is missing or malformed; ``path`` names it, the message says what to do."""
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from torch_backswap._io import BackswapFileNotFoundError
 from torch_backswap.datasets.stamp_composite import render_layout, sample_layout
 
 __all__ = ["PACK_VERSIONS", "StampBirds", "default_root", "load_pack"]
@@ -49,8 +50,8 @@ def load_pack(root: str | os.PathLike | None = None, version: int = LATEST_VERSI
     root = default_root(version) if root is None else Path(root)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"root {str(root)!r} has no manifest.json; build the pack with "
-                                "python -m torch_backswap.datasets.build_stampbirds_pack --out <root>")
+        raise BackswapFileNotFoundError(manifest_path, "StampBirds pack manifest.json not found; build the pack "
+                                        "with python -m torch_backswap.datasets.build_stampbirds_pack --out <root>")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     bird_names = list(manifest["birds"])
     photo_names = [k for k, v in manifest["photos"].items() if not v.get("dropped")]
