@@ -121,14 +121,26 @@ def decision_lines(d: dict) -> list[str]:
     for setting in ("crop", "photo"):
         v = d["settings"][setting]
         rows.append(f"| `{v['candidate']}` − `{v['baseline']}`, {SETTING_NAMES[setting]} | {v['n']} | "
-                    f"{v['paired_diff_mean']:.3f} ± {v['paired_diff_ci']:.3f} | [{v['ci_low']:.3f}, {v['ci_high']:.3f}] | "
+                    f"{v['paired_diff_mean']:.3f} ± {v['paired_diff_ci']:.3f} | [{v['ci_low']:+.5f}, {v['ci_high']:+.5f}] | "
                     f"{'yes' if v['entirely_below_zero'] else 'no'} |")
     return ["<!-- begin: default-route-decision -->",
             f"**Default route decision** (`results/default_route_decision.json`, {d['seed_count']} seeds). Rule: {d['rule']}",
             "",
             "| paired difference (worst group, as trained) | seeds | mean ± 95 % t-interval | interval | entirely below 0 |",
-            "|---|---|---|---|---|", *rows, "", f"Outcome: **{d['outcome']}**",
+            "|---|---|---|---|---|", *rows, "", f"Outcome: **{d['outcome']}**", *_margin_note(d),
             "<!-- end: default-route-decision -->"]
+
+
+def _margin_note(d: dict) -> list[str]:
+    """A sentence when the outcome turns on an interval bound within 0.001 of zero (the rule's edge)."""
+    close = [(s, v) for s, v in d["settings"].items() if abs(v["ci_high"]) < 1e-3]
+    if not close:
+        return []
+    parts = [f"{SETTING_NAMES[s]}: upper bound {v['ci_high']:+.5f}, mean {v['paired_diff_mean']:+.3f}" for s, v in close]
+    return ["", "The outcome turns on an interval bound within 0.001 of zero (" + "; ".join(parts) + "): there the "
+            "candidate is neither shown worse nor shown better than the baseline, and its mean is what to expect. The "
+            f"seed count ({d['seed_count']}, that of the paper's route and the oracle) was set before the candidate's last "
+            "seeds were run, and no seed was added after."]
 
 
 # ------------------------------------------------------------------------------------------------------------
