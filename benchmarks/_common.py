@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch_backswap._io import atomic_write_text
 
-__all__ = ["RESULTS", "before_after_table", "dilate", "loadavg", "machine_line", "make_inpainter", "mean_ci", "psnr", "t975",
+__all__ = ["RESULTS", "before_after_table", "render_case_matrix", "write_case_matrix", "dilate", "loadavg", "machine_line", "make_inpainter", "mean_ci", "psnr", "t975",
            "weights_id", "write_section"]
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -145,3 +145,38 @@ def before_after_table(after: dict[str, str], before_file, before_name: str, col
     ]
     head = "| " + " | ".join([*columns, before_name, "now"]) + " |"
     return "\n".join([head, "|" + "---|" * (len(columns) + 2), *rows])
+
+
+def write_case_matrix(path: Path, *, title: str, command: str, columns: tuple[str, ...], before_file: Path,
+                      before_name: str, after: dict[str, str], note: str = "") -> Path:
+    """Store a case matrix (``input_matrix``, ``file_error_matrix``) as JSON: each case's outcome before and now.
+
+    :func:`render_case_matrix` turns it into the RESULTS.md section (``python -m benchmarks.report``)."""
+    import json
+
+    from torch_backswap._io import atomic_write_text
+
+    lines = before_file.read_text().splitlines()
+    before = dict(line.split(" || ", 1) for line in lines if " || " in line)
+    data = {"title": title, "command": command, "machine": machine_line(), "columns": list(columns),
+            "before_name": before_name, "note": note,
+            "cases": [{"case": name, "before": before.get(name, "(not run)"), "now": outcome}
+                      for name, outcome in after.items()]}
+    return atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+def render_case_matrix(d: dict) -> str:
+    """The section of a case matrix stored by :func:`write_case_matrix`."""
+    columns = tuple(d["columns"])
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    changed = sum(c["before"] != c["now"] for c in d["cases"])
+    rows = ["| " + " | ".join([*(cell(p) for p in c["case"].split(" | ", len(columns) - 1)), cell(c["before"]),
+                               cell(c["now"])]) + " |" for c in d["cases"]]
+    table = "\n".join(["| " + " | ".join([*columns, d["before_name"], "now"]) + " |",
+                       "|" + "---|" * (len(columns) + 2), *rows])
+    note = f" {d['note']}" if d.get("note") else ""
+    return (f"## {d['title']}\n\n`{d['command']}`\n\n{d['machine']}\n\n{len(d['cases'])} cases, {changed} with "
+            f"another outcome than before.{note}\n\n{table}")

@@ -252,6 +252,8 @@ def _bank_cases(root: Path) -> dict[str, Callable[[], object]]:
     }
 
 
+RESULTS_JSON = Path(__file__).resolve().parent / "results" / "file_error_matrix.json"
+
 def run_cases() -> dict[str, str]:
     """``{"kind | case": outcome}`` for every case, in order (the files live in a temporary folder, removed after)."""
     with tempfile.TemporaryDirectory(prefix="backswap-file-matrix-") as tmp:
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="file-error matrix: broken label, weights and config files")
     parser.add_argument("--before", type=Path, help="this script's output for an older tree")
     parser.add_argument("--before-name", default="before", help="what the older tree is (e.g. a commit)")
-    parser.add_argument("--write", action="store_true", help="also write the table to benchmarks/RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="also store the cases in benchmarks/results/ (RESULTS.md is rendered from there)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -288,12 +290,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(table)
     if args.write:
-        from benchmarks._common import machine_line, write_section
+        from benchmarks._common import write_case_matrix
 
-        command = f"python -m benchmarks.file_error_matrix --before {args.before} --before-name {args.before_name}"
-        write_section("file-error-matrix", f"## File errors, before and after\n\n`{command} --write`\n\n"
-                      f"{machine_line()}\n\n{len(after)} cases.\n\n{table}\n")
-
+        command = f"python -m benchmarks.file_error_matrix --before {args.before} --before-name {args.before_name} --write"
+        path = write_case_matrix(RESULTS_JSON, title='File errors, before and after', command=command, columns=("file", "case"),
+                                 before_file=args.before, before_name=args.before_name, after=after,
+                                 note='')
+        print(f"wrote {path}; python -m benchmarks.report renders it into RESULTS.md")
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,8 @@ from torchvision import tv_tensors
 from benchmarks._common import before_after_table
 
 
+RESULTS_JSON = Path(__file__).resolve().parent / "results" / "input_matrix.json"
+
 def run_cases() -> dict[str, str]:
     import torch_backswap as tb
     from torch_backswap.bank import BackgroundBank
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="BackgroundSwap input matrix (issue 11)")
     parser.add_argument("--before", type=Path, help="this script's output for an older tree")
     parser.add_argument("--before-name", default="before")
-    parser.add_argument("--write", action="store_true", help="also write the table to benchmarks/RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="also store the cases in benchmarks/results/ (RESULTS.md is rendered from there)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     after = run_cases()
@@ -184,13 +186,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(table)
     if args.write:
-        from benchmarks._common import machine_line, write_section
+        from benchmarks._common import write_case_matrix
 
         command = f"python -m benchmarks.input_matrix --before {args.before} --before-name {args.before_name} --write"
-        write_section("input-matrix", f"## BackgroundSwap inputs, before and after (issue 11)\n\n`{command}`\n\n"
-                      f"{machine_line()}\n\n{len(after)} cases; every \"now\" outcome is also asserted in "
-                      f"tests/test_transform.py.\n\n{table}\n")
-
+        path = write_case_matrix(RESULTS_JSON, title='BackgroundSwap inputs, before and after', command=command, columns=("case",),
+                                 before_file=args.before, before_name=args.before_name, after=after,
+                                 note='')
+        print(f"wrote {path}; python -m benchmarks.report renders it into RESULTS.md")
 
 if __name__ == "__main__":
     main()

@@ -42,7 +42,7 @@ import re
 import sys
 from pathlib import Path
 
-from benchmarks._common import mean_ci
+from benchmarks._common import mean_ci, render_case_matrix
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -200,8 +200,8 @@ def sections() -> list[tuple[str, str, str]]:
     out.append(("inpaint_quality", "inpaint-quality", stopgap("inpaint_quality_recorded.json")))
     out.append(("swap_grid", "swap-grid", stopgap("swap_grid_recorded.json")))
     out.append(("bank_scaling", "bank-scaling", stopgap("bank_scaling_recorded.json")))
-    out.append(("input-matrix", "input-matrix", stopgap("stopgap_input_matrix.json")))
-    out.append(("file-error-matrix", "file-error-matrix", stopgap("stopgap_file_error_matrix.json")))
+    out.append(("input-matrix", "input-matrix", render_case_matrix(load("input_matrix.json"))))
+    out.append(("file-error-matrix", "file-error-matrix", render_case_matrix(load("file_error_matrix.json"))))
     return out
 
 
