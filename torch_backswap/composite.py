@@ -240,6 +240,7 @@ def composite(
     mode: str = "bilinear",
     inplace: bool = False,
     path: str = "auto",
+    boxes: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Paste each image's foreground, jittered, onto its background (fast path).
 
@@ -257,6 +258,7 @@ def composite(
             it has the images' dtype and is contiguous).
         path: ``"auto"`` (per-sample exact windows on CPU, one batched pass over the batch's largest
             window elsewhere), ``"loop"`` or ``"batched"``. All give the same result.
+        boxes: ``mask_bboxes(alpha)`` when the caller has it already (saves one pass over the alphas).
 
     Returns:
         ``(B, C, H, W)`` tensor of the images' dtype and device.
@@ -281,7 +283,7 @@ def composite(
     else:
         out = _from_compute(_to_compute(backgrounds, dtype, as_uint8_scale=to255), out_dtype).contiguous()
 
-    boxes, valid = mask_bboxes(alpha)
+    boxes, valid = mask_bboxes(alpha) if boxes is None else boxes
     if not bool(valid.any()):
         return images.clone()
 
@@ -418,42 +420,55 @@ def _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, har
 def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None:
     """Per-sample exact windows with views only (no index tensors, no padding to the batch maximum).
 
-    On CPU this moves the fewest bytes: each sample reads its own source box and resamples / blends
-    exactly its own destination box, writing into ``out`` through a view.
+    On CPU this moves the fewest bytes: each sample reads its own source box (uint8 stays uint8 until it is
+    copied into the small float buffer) and resamples / blends exactly its own destination box, writing into
+    ``out`` through a view. The image and its alpha are warped together (one 4-channel ``grid_sample``); the
+    sampling grids of all samples come from two small batched tables (one broadcast add per sample). A pure
+    integer shift (no rotation, scale 1) is not resampled at all: the shifted box is blended directly.
     """
     c = images.shape[1]
+    if not rows:
+        return
+    prepared = []
     for i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), m in rows:
+        (ia, ib, ic), (id_, ie, if_) = m
+        shift = _integer_shift(ia, ib, ic, id_, ie, if_)
+        if shift is not None:
+            prepared.append((i, None, shift, (dx0, dy0, dx1, dy1), None))
+            continue
         # keep windows >= 2 px so align_corners normalisation is defined
         if sx1 == sx0:
             sx0, sx1 = (sx0 - 1, sx1) if sx0 > 0 else (sx0, sx1 + 1)
         if sy1 == sy0:
             sy0, sy1 = (sy0 - 1, sy1) if sy0 > 0 else (sy0, sy1 + 1)
-        hs, ws = sy1 - sy0 + 1, sx1 - sx0 + 1
-        hd, wd = dy1 - dy0 + 1, dx1 - dx0 + 1
-        buf = torch.empty(1, c + 1, hs, ws, dtype=dtype)
-        fg = buf[:, :c]
-        a_src = buf[:, c:]
-        a_src.copy_(alpha[i : i + 1, :, sy0 : sy1 + 1, sx0 : sx1 + 1])
-        if alpha.dtype == torch.uint8:
-            a_src.div_(255.0)
-        elif alpha.dtype != torch.bool:
-            a_src.clamp_(0.0, 1.0)
-        fg.copy_(images[i : i + 1, :, sy0 : sy1 + 1, sx0 : sx1 + 1])
-        if not to255 and images.dtype == torch.uint8:
-            fg.div_(255.0)
-        fg.mul_(a_src)
-        sxn, syn = 2.0 / (ws - 1), 2.0 / (hs - 1)
-        (ia, ib, ic), (id_, ie, if_) = m
+        sxn, syn = 2.0 / (sx1 - sx0), 2.0 / (sy1 - sy0)
         cx = ia * dx0 + ib * dy0 + ic - sx0
         cy = id_ * dx0 + ie * dy0 + if_ - sy0
-        jj = torch.arange(wd, dtype=dtype)
-        ii = torch.arange(hd, dtype=dtype).view(hd, 1)
-        grid = torch.empty(1, hd, wd, 2, dtype=dtype)
-        torch.add(jj * (ia * sxn), ii * (ib * sxn) + (cx * sxn - 1.0), out=grid[0, :, :, 0])
-        torch.add(jj * (id_ * syn), ii * (ie * syn) + (cy * syn - 1.0), out=grid[0, :, :, 1])
-        warped = F.grid_sample(buf, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
-        premult, a = warped[:c], warped[c:]
+        coef = (ia * sxn, id_ * syn, ib * sxn, ie * syn, cx * sxn - 1.0, cy * syn - 1.0)
+        prepared.append((i, (sx0, sy0, sx1, sy1), None, (dx0, dy0, dx1, dy1), coef))
+    coefs = [p[4] for p in prepared if p[4] is not None]
+    if coefs:
+        # grid[k, y, x] = rows[k, y] + cols[k, x]: source coordinates normalised to the source window
+        table = torch.tensor(coefs, dtype=dtype)
+        wmax = max(p[3][2] - p[3][0] + 1 for p in prepared if p[4] is not None)
+        hmax = max(p[3][3] - p[3][1] + 1 for p in prepared if p[4] is not None)
+        cols = torch.arange(wmax, dtype=dtype).view(1, wmax, 1) * table[:, None, 0:2]
+        rows_t = torch.addcmul(table[:, None, 4:6], torch.arange(hmax, dtype=dtype).view(1, hmax, 1), table[:, None, 2:4])
+    k = 0
+    for i, src, shift, (dx0, dy0, dx1, dy1), coef in prepared:
+        hd, wd = dy1 - dy0 + 1, dx1 - dx0 + 1
         region = out[i, :, dy0 : dy1 + 1, dx0 : dx1 + 1]
+        if shift is not None:  # integer shift: the destination box is the source box moved, no resampling
+            tx, ty = shift
+            moved = _source_premultiplied(images, alpha, i, (dx0 - tx, dy0 - ty, dx1 - tx, dy1 - ty), dtype, to255)
+            premult, a = moved[:c], moved[c:]
+        else:
+            sx0, sy0, sx1, sy1 = src
+            buf = _source_premultiplied(images, alpha, i, src, dtype, to255)[None]
+            grid = torch.add(rows_t[k, :hd, None, :], cols[k, None, :wd, :])[None]
+            k += 1
+            warped = F.grid_sample(buf, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
+            premult, a = warped[:c], warped[c:]
         bg = region.to(dtype)
         if harmonize:
             premult = _harmonize(premult, a, bg, float(harmonize))
@@ -464,3 +479,34 @@ def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None
             region.copy_((res.clamp_(0.0, 255.0) if harmonize else res).add_(0.5))
         else:
             region.copy_(_from_compute(res, out.dtype))
+
+
+def _integer_shift(ia, ib, ic, id_, ie, if_) -> tuple[int, int] | None:
+    """``(tx, ty)`` when the inverse matrix is a whole-pixel shift (no rotation, scale 1), else ``None``."""
+    if ia == 1.0 and ie == 1.0 and ib == 0.0 and id_ == 0.0 and float(ic).is_integer() and float(if_).is_integer():
+        return -int(ic), -int(if_)
+    return None
+
+
+def _source_premultiplied(images, alpha, i, box, dtype, to255) -> Tensor:
+    """``(C + 1, h, w)``: ``rgb * a`` and ``a`` of sample ``i`` in the inclusive box ``(x0, y0, x1, y1)``, zero
+    outside the frame."""
+    c, h, w = images.shape[1:]
+    x0, y0, x1, y1 = box
+    buf = torch.zeros(c + 1, y1 - y0 + 1, x1 - x0 + 1, dtype=dtype) if x0 < 0 or y0 < 0 or x1 >= w or y1 >= h else \
+        torch.empty(c + 1, y1 - y0 + 1, x1 - x0 + 1, dtype=dtype)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+    if cx0 <= cx1 and cy0 <= cy1:
+        view = buf[:, cy0 - y0 : cy1 - y0 + 1, cx0 - x0 : cx1 - x0 + 1]
+        a_src = view[c:]
+        a_src.copy_(alpha[i, :, cy0 : cy1 + 1, cx0 : cx1 + 1])
+        if alpha.dtype == torch.uint8:
+            a_src.div_(255.0)
+        elif alpha.dtype != torch.bool:
+            a_src.clamp_(0.0, 1.0)
+        fg = view[:c]
+        fg.copy_(images[i, :, cy0 : cy1 + 1, cx0 : cx1 + 1])
+        if not to255 and images.dtype == torch.uint8:
+            fg.div_(255.0)
+        fg.mul_(a_src)
+    return buf

@@ -192,7 +192,9 @@ def drop_specks(alpha: Tensor, min_fraction: float) -> Tensor:
         solid = alpha > 127
     else:
         solid = alpha > 0.5
-    small = solid.flatten(1).float().mean(1) < min_fraction
+    # count the solid pixels as bytes (no float copy of the frame)
+    count = solid.view(torch.uint8).flatten(1).sum(1, dtype=torch.int32)
+    small = count.double() / solid[0].numel() < min_fraction
     if not bool(small.any()):
         return alpha
     alpha = alpha.clone()
@@ -269,7 +271,8 @@ def swap_backgrounds(
         boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
         m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
         m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
-        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=True)
+        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=True,
+                            boxes=(boxes, has_object))
         if all_rows:
             out, matrices, swapped = out_sub, m_sub, has_object
         else:
