@@ -756,9 +756,8 @@ def analysis_markdown(rows: list[dict], yard: dict, tradeoff: list[dict], breakd
          f"plain uint8 copy of the same bytes ({ms[STEP_COMPOSITE] / ms[STEP_COPY]:.1f}× the copy bound). It reads only the "
          "object's box, warps image and alpha in one 4-channel bilinear `grid_sample` over the destination box and blends "
          "there only; `grid_sample` (float, per destination pixel and channel) is the largest part, then the float blend "
-         "and the per-sample op overhead of the loop. Closing the rest of the gap needs a fused uint8 warp-and-blend kernel "
-         "(none of the installed dependencies has a faster bilinear uint8 affine warp: Pillow's bilinear affine measured "
-         "slower than `grid_sample` here; OpenCV's `warpAffine` would be the candidate)."),
+         "and the per-sample op overhead of the loop. Closing the rest of the gap needs a fused uint8 warp-and-blend "
+         "kernel (e.g. OpenCV's `warpAffine`, not a dependency of this package)."),
         (f"* Around the composite, `swap_batch` with given alphas spends {rest_given:.3f} ms per image (sampling, bank "
          f"gather, jitter matrices, boxes, speck check); segmenting on the fly, {max(rest_seg, 0.0):.3f} ms per image go "
          "to neither segmenter, cut-out nor composite."),
