@@ -467,6 +467,10 @@ def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None
         hmax = max(p[3][3] - p[3][1] + 1 for p in prepared if p[4] is not None)
         cols = torch.arange(wmax, dtype=dtype).view(1, wmax, 1) * table[:, None, 0:2]
         rows_t = torch.addcmul(table[:, None, 4:6], torch.arange(hmax, dtype=dtype).view(1, hmax, 1), table[:, None, 2:4])
+        # spread[k', 2x + k] = (k == k'): rows @ spread repeats each row's (x, y) along the row, so one addmm writes
+        # the interleaved grid (products by 1 and 0 and sums with 0 are exact: the same values as rows + cols)
+        spread = torch.eye(2, dtype=dtype).repeat(1, wmax)
+        cols = cols.reshape(cols.shape[0], 1, 2 * wmax)
     k = 0
     for i, src, shift, (dx0, dy0, dx1, dy1), coef in prepared:
         hd, wd = dy1 - dy0 + 1, dx1 - dx0 + 1
@@ -478,7 +482,7 @@ def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None
         else:
             sx0, sy0, sx1, sy1 = src
             buf = _source_premultiplied(images, alpha, i, src, dtype, to255)[None]
-            grid = torch.add(rows_t[k, :hd, None, :], cols[k, None, :wd, :])[None]
+            grid = torch.addmm(cols[k, :, : 2 * wd], rows_t[k, :hd], spread[:, : 2 * wd]).view(1, hd, wd, 2)
             k += 1
             warped = F.grid_sample(buf, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
             premult, a = warped[:c], warped[c:]
