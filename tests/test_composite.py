@@ -235,3 +235,24 @@ def test_integer_shift_off_the_frame_is_exact():
     ref = composite_reference(images, alpha, backgrounds, m)
     assert torch.equal(composite(images, alpha, backgrounds, m), ref)
     assert torch.equal(composite(images, alpha, backgrounds, m)[:, :, :8, 35:], images[:, :, 4:12, 30:35])
+
+
+def test_warp_alpha_is_kornias_full_frame_warp_of_the_box():
+    """The alpha moved with the object (``move_alpha``) resamples only the box: kornia's full-frame values up to
+    float rounding (1e-4) bilinear; nearest differs only at ties (<= 1e-3 of the pixels)."""
+    from kornia.geometry.transform import warp_affine
+
+    from torch_backswap._image import float_alpha
+    from torch_backswap.composite import warp_alpha
+
+    for seed in range(6):
+        _, alpha, _, params = _random_scene(seed)
+        alpha[2] = 0  # an empty alpha stays empty
+        m = jitter_affine(params, tuple(alpha.shape[-2:]), alpha)
+        for a in (alpha, (alpha * 255).round().to(torch.uint8), alpha > 0.5):
+            ref = warp_affine(float_alpha(a), m, tuple(a.shape[-2:]), align_corners=True)
+            got = warp_alpha(a, m)
+            assert got.dtype == torch.float32 and (got - ref).abs().max() <= 1e-4
+            assert not got[2].any()
+            near = warp_affine(float_alpha(a), m, tuple(a.shape[-2:]), mode="nearest", align_corners=True)
+            assert ((warp_alpha(a, m, mode="nearest") - near).abs() > 1e-4).float().mean() <= 1e-3

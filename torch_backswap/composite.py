@@ -58,7 +58,7 @@ from .jitter import (
     mask_bboxes,
 )
 
-__all__ = ["blend", "composite", "composite_reference", "soft_alpha", "warp"]
+__all__ = ["blend", "composite", "composite_reference", "soft_alpha", "warp", "warp_alpha"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,6 +148,59 @@ def warp(
     stacked = torch.cat([x, a], dim=1)
     out = warp_affine(stacked, matrices.to(dtype), tuple(images.shape[-2:]), mode=mode, padding_mode="zeros", align_corners=True)
     return out[:, :-1], out[:, -1:]
+
+
+def warp_alpha(alpha: Tensor, matrices: Tensor, *, mode: str = "bilinear",
+               boxes: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Move alphas with source→destination matrices: float32 ``(B, 1, H, W)`` in ``[0, 1]``, zero where nothing lands.
+
+    The values of ``kornia.geometry.transform.warp_affine(float_alpha, matrices, (H, W), align_corners=True)`` (zero
+    padding) up to float rounding of the sampling grid; on the CPU only each alpha's destination box is resampled
+    (from its source box) into a zero frame — the object covers a fraction of the frame. Other devices: kornia.
+
+    Args:
+        alpha: ``(B, 1, H, W)`` bool, uint8 (``value / 255``) or float alpha.
+        matrices: ``(B, 2, 3)`` source→destination pixel matrices.
+        mode: ``"bilinear"`` or ``"nearest"``.
+        boxes: ``mask_bboxes(alpha)`` when the caller has it.
+    """
+    _check_alpha(alpha)
+    b, _, h, w = alpha.shape
+    if alpha.device.type != "cpu" or b == 0:
+        from kornia.geometry.transform import warp_affine
+
+        return warp_affine(_alpha_float(alpha, torch.float32), matrices.to(alpha.device, torch.float32), (h, w),
+                           mode=mode, padding_mode="zeros", align_corners=True)
+    out = torch.zeros(b, 1, h, w)
+    boxes, valid = mask_bboxes(alpha) if boxes is None else boxes
+    rows = _loop_windows(boxes, valid, matrices.to(torch.float32), h, w)
+    for i, src, shift, (dx0, dy0, dx1, dy1), grid in _window_grids(rows, torch.float32):
+        if shift is not None:
+            tx, ty = shift
+            src, grid = (dx0 - tx, dy0 - ty, dx1 - tx, dy1 - ty), None
+        buf = _source_alpha(alpha, i, src)
+        if grid is None:
+            out[i, :, dy0 : dy1 + 1, dx0 : dx1 + 1] = buf
+        else:
+            out[i, :, dy0 : dy1 + 1, dx0 : dx1 + 1] = F.grid_sample(
+                buf[None], grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
+    return out
+
+
+def _source_alpha(alpha: Tensor, i: int, box: tuple[int, int, int, int]) -> Tensor:
+    """Float alpha ``(1, h, w)`` of sample ``i`` in the inclusive box ``(x0, y0, x1, y1)``, zero outside the frame."""
+    h, w = alpha.shape[-2:]
+    x0, y0, x1, y1 = box
+    buf = torch.zeros(1, y1 - y0 + 1, x1 - x0 + 1)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+    if cx0 <= cx1 and cy0 <= cy1:
+        view = buf[:, cy0 - y0 : cy1 - y0 + 1, cx0 - x0 : cx1 - x0 + 1]
+        view.copy_(alpha[i, :, cy0 : cy1 + 1, cx0 : cx1 + 1])
+        if alpha.dtype == torch.uint8:
+            view.div_(255.0)
+        elif alpha.dtype != torch.bool:
+            view.clamp_(0.0, 1.0)
+    return buf
 
 
 def _harmonize(premult: Tensor, a: Tensor, bg: Tensor, strength: float) -> Tensor:
@@ -430,18 +483,13 @@ def _paste_batched(images, alpha, out, matrices, sel, windows, dtype, to255, har
     flat.scatter_(2, dst_idx, blended)
 
 
-def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None:
-    """Per-sample exact windows with views only (no index tensors, no padding to the batch maximum).
+def _window_grids(rows, dtype):
+    """Per sample of :func:`_loop_windows`' rows: ``(i, source window, (tx, ty) or None, destination window, grid)``.
 
-    On CPU this moves the fewest bytes: each sample reads its own source box (uint8 stays uint8 until it is
-    copied into the small float buffer) and resamples / blends exactly its own destination box, writing into
-    ``out`` through a view. The image and its alpha are warped together (one 4-channel ``grid_sample``); the
-    sampling grids of all samples come from two small batched tables (one broadcast add per sample). A pure
-    integer shift (no rotation, scale 1) is not resampled at all: the shifted box is blended directly.
+    ``grid`` is the ``(1, hd, wd, 2)`` ``grid_sample`` grid of the destination window (source coordinates normalised
+    to the source window), or ``None`` for a whole-pixel shift ``(tx, ty)`` (no rotation, scale 1: nothing to
+    resample). The grids of all samples come from two small batched tables, one ``addmm`` per sample.
     """
-    c = images.shape[1]
-    if not rows:
-        return
     prepared = []
     for i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), m in rows:
         (ia, ib, ic), (id_, ie, if_) = m
@@ -472,18 +520,33 @@ def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None
         spread = torch.eye(2, dtype=dtype).repeat(1, wmax)
         cols = cols.reshape(cols.shape[0], 1, 2 * wmax)
     k = 0
-    for i, src, shift, (dx0, dy0, dx1, dy1), coef in prepared:
-        hd, wd = dy1 - dy0 + 1, dx1 - dx0 + 1
+    for i, src, shift, dst, coef in prepared:
+        grid = None
+        if shift is None:
+            hd, wd = dst[3] - dst[1] + 1, dst[2] - dst[0] + 1
+            grid = torch.addmm(cols[k, :, : 2 * wd], rows_t[k, :hd], spread[:, : 2 * wd]).view(1, hd, wd, 2)
+            k += 1
+        yield i, src, shift, dst, grid
+
+
+def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None:
+    """Per-sample exact windows with views only (no index tensors, no padding to the batch maximum).
+
+    On CPU this moves the fewest bytes: each sample reads its own source box (uint8 stays uint8 until it is
+    copied into the small float buffer) and resamples / blends exactly its own destination box, writing into
+    ``out`` through a view. The image and its alpha are warped together (one 4-channel ``grid_sample``) on the
+    grids of :func:`_window_grids`. A pure integer shift (no rotation, scale 1) is not resampled at all: the
+    shifted box is blended directly.
+    """
+    c = images.shape[1]
+    for i, src, shift, (dx0, dy0, dx1, dy1), grid in _window_grids(rows, dtype):
         region = out[i, :, dy0 : dy1 + 1, dx0 : dx1 + 1]
         if shift is not None:  # integer shift: the destination box is the source box moved, no resampling
             tx, ty = shift
             moved = _source_premultiplied(images, alpha, i, (dx0 - tx, dy0 - ty, dx1 - tx, dy1 - ty), dtype, to255)
             premult, a = moved[:c], moved[c:]
         else:
-            sx0, sy0, sx1, sy1 = src
             buf = _source_premultiplied(images, alpha, i, src, dtype, to255)[None]
-            grid = torch.addmm(cols[k, :, : 2 * wd], rows_t[k, :hd], spread[:, : 2 * wd]).view(1, hd, wd, 2)
-            k += 1
             warped = F.grid_sample(buf, grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
             premult, a = warped[:c], warped[c:]
         bg = region.to(dtype)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ._image import float_alpha
-from .composite import composite, soft_alpha
+from .composite import composite, soft_alpha, warp_alpha
 from .jitter import REFERENCE_SIZE, JitterParams, jitter_affine, mask_bboxes, sample_jitter
 
 __all__ = [
@@ -306,13 +306,11 @@ def move_alpha(alpha: Tensor, record: SwapRecord, *, interpolation: str = "bilin
     Samples not swapped come back as the input, bit for bit; swapped ones keep the input's dtype (bool / integer
     alphas are thresholded at 0.5, uint8 ``0..255`` alphas rounded).
     """
-    from kornia.geometry.transform import warp_affine
-
     if not bool(record.swapped.any()):
         return alpha
     a = alpha.as_subclass(Tensor)
-    h, w = a.shape[-2:]
-    warped = warp_affine(float_alpha(a), record.matrices.to(a.device), (h, w), mode=interpolation, align_corners=True)
+    # only each object's box is resampled (kornia's full-frame warp_affine values, up to float rounding)
+    warped = warp_alpha(a, record.matrices.to(a.device), mode=interpolation)
     warped = _cast_like(warped, a)
     return torch.where(record.swapped.to(a.device)[:, None, None, None], warped, a)
 
