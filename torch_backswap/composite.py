@@ -556,7 +556,8 @@ def _paste_loop(images, alpha, out, rows, dtype, to255, harmonize, mode) -> None
         if out.dtype == torch.uint8:  # round half up straight into the frame (copy_ truncates like .to(uint8))
             # without harmonisation res is a convex mix of 0..255 values: it can leave [0, 255] by float rounding
             # only (|error| << 0.5), which the truncation absorbs, so the clamp pass is needed with harmonize only
-            region.copy_((res.clamp_(0.0, 255.0) if harmonize else res).add_(0.5))
+            # (through int16: float -> int16 truncates like float -> uint8 on 0..255.5, and is vectorised, ~3x faster)
+            region.copy_((res.clamp_(0.0, 255.0) if harmonize else res).add_(0.5).to(torch.int16))
         else:
             region.copy_(_from_compute(res, out.dtype))
 
