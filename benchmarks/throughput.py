@@ -754,16 +754,15 @@ def analysis_markdown(rows: list[dict], yard: dict, tradeoff: list[dict], breakd
          "thresholded at the grid's resolution and only the object's window is upsampled, into a uint8 alpha."),
         (f"* The composite with given alphas costs {ms[STEP_COMPOSITE]:.3f} ms per image against {ms[STEP_COPY]:.3f} ms for a "
          f"plain uint8 copy of the same bytes ({ms[STEP_COMPOSITE] / ms[STEP_COPY]:.1f}× the copy bound). It reads only the "
-         "object's box, warps image and alpha in one 4-channel bilinear `grid_sample` over the destination box and blends "
-         "there only; `grid_sample` (float, per destination pixel and channel) is the largest part, then the float blend "
-         "and the per-sample op overhead of the loop. Closing the rest of the gap needs a fused uint8 warp-and-blend "
+         "object's box, warps image and alpha in one 4-channel float bilinear `grid_sample` over the destination box and "
+         "blends there only, a few tensor ops per sample. Closing the rest of the gap needs a fused uint8 warp-and-blend "
          "kernel (e.g. OpenCV's `warpAffine`, not a dependency of this package)."),
         (f"* Around the composite, `swap_batch` with given alphas spends {rest_given:.3f} ms per image (sampling, bank "
          f"gather, jitter matrices, boxes, speck check); segmenting on the fly, {max(rest_seg, 0.0):.3f} ms per image go "
          "to neither segmenter, cut-out nor composite."),
         (f"* Per sample in `Compose` the best variant adds {per_sample:.2f} ms per image to the loader, against "
          f"{per_batch:.2f} ms in the collate swap: the difference is the per-call cost of running every step at batch 1 "
-         "(the segmenter at batch 1 above all, then dozens of small tensor ops per call)."),
+         "(the segmenter and dozens of small tensor ops per call)."),
         (f"* The bandwidth bound in the loader: a collate that only copies the swap's bytes keeps "
          f"{rates[YARD_COPY] / rates[YARD_BASE]:.2f}× the loader alone."
          if YARD_COPY in rates else "* (no copy-bound row in this run)"),
