@@ -21,8 +21,11 @@ reference paste is single-threaded Python/PIL):
 * (e)  a plain copy of the same bytes: ``index_select`` of B uint8 images from the bank (the bandwidth
        bound); (e') the same bytes converted to float32 (what a naive float pipeline pays at least).
 
-Also: segmenter inference, bank build (default pyramid inpainter, segmenter on the fly, 2 threads) and
-a DataLoader loop over JPEG bytes in memory (decode → swap) with ``num_workers`` 0 and 2.
+Also: segmenter inference, bank build (default pyramid inpainter, segmenter on the fly, 2 threads), the
+realistic loader yardstick (JPEG decode → RandomResizedCrop → flip, with and without the swap, and with a collate
+that only copies the swap's bytes: the bandwidth bound), and where the time of one batched swap goes (segmenter,
+cut-out, composite, the rest, and the uint8 copy of the same bytes). The analysis under the tables is generated
+from these measurements.
 
 Device suite — the swap on an accelerator, and its overhead on a ResNet-50 bf16 training step::
 
@@ -364,7 +367,27 @@ def imagenet_transform(extra: list | None = None):
                        *(extra or [])])
 
 
-def yardstick_configs(swap_seg, swap_given, extra: dict | None = None) -> dict:
+class CopyCollate:
+    """The physical yardstick of a collate swap: ``default_collate``, then the bytes a swap must move, as plain
+    uint8 copies — one bank background per image read into a new batch, and the images read over it (object,
+    background and alpha are ~0.2 MB per 224² image; the alpha is left out, so this is a lower bound)."""
+
+    def __init__(self, bank) -> None:
+        self.bank = bank
+        self.gen = torch.Generator().manual_seed(0)
+
+    def __call__(self, samples: list) -> dict:
+        batch = torch.utils.data.default_collate(samples)
+        images = batch["image"]
+        idx = torch.randint(len(self.bank.backgrounds), (images.shape[0],), generator=self.gen)
+        out = self.bank.backgrounds.index_select(0, idx)
+        if out.shape == images.shape:
+            out.copy_(images)
+        batch["image"] = out
+        return batch
+
+
+def yardstick_configs(swap_seg, swap_given, extra: dict | None = None, bank=None) -> dict:
     """name → (carries alpha, per-sample transform, collate_fn) for the realistic loader yardstick."""
     from torch_backswap import BackgroundSwapCollate
 
@@ -375,6 +398,8 @@ def yardstick_configs(swap_seg, swap_given, extra: dict | None = None) -> dict:
         "per-sample swap in Compose, segmenter on the fly": (False, imagenet_transform([swap_seg]), None),
         "per-sample swap in Compose, ObjectAlpha in the sample": (True, imagenet_transform([swap_given]), None),
     }
+    if bank is not None:
+        configs[YARD_COPY] = (False, imagenet_transform(), CopyCollate(bank))
     configs.update(extra or {})
     return configs
 
@@ -400,7 +425,7 @@ def yardstick(n: int, batch: int, rounds: int, seg, threads: int, extra_segmente
         sw = BackgroundSwap(bank, s, seed=0)
         extra[f"collate swap, segmenter {name}"] = (False, imagenet_transform(), BackgroundSwapCollate(sw))
         extra[f"per-sample swap in Compose, segmenter {name}"] = (False, imagenet_transform([sw]), None)
-    configs = yardstick_configs(swap_seg, swap_given, extra)
+    configs = yardstick_configs(swap_seg, swap_given, extra, bank=bank)
     times: dict[str, list[float]] = {k: [] for k in configs}
     seen: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="backswap-yardstick-") as tmp:
@@ -422,6 +447,90 @@ def yardstick(n: int, batch: int, rounds: int, seg, threads: int, extra_segmente
                     seen[name] = count
     rates = {k: seen[k] / statistics.median(v) for k, v in times.items()}
     return {"rates": rates, "n": n, "batch": batch, "rounds": rounds, "jpeg_size": JPEG_SIZE}
+
+
+# --------------------------------------------------------------------------------------------------
+# where the time of one batched swap goes (measured, for the analysis)
+# --------------------------------------------------------------------------------------------------
+
+#: The steps of :func:`swap_breakdown`, in the order they are reported.
+STEP_LOGITS = "segmenter logits, float (uint8 resize + model)"
+STEP_LOGITS_INT8 = "segmenter logits, int8"
+STEP_CUT = "cut-out: logits → the alpha the swap uses"
+STEP_COMPOSITE = "composite: given uint8 alpha, jitter matrices"
+STEP_GIVEN = "swap_batch, given uint8 alpha (every step)"
+STEP_SEG = "swap_batch, segmenter on the fly (every step)"
+STEP_SEG_INT8 = "swap_batch, int8 segmenter on the fly"
+STEP_COPY = "uint8 copy of the same bytes (bank gather + image copy)"
+
+
+def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: int = 224) -> dict:
+    """Milliseconds per image of each step of a batched swap at ``size``² (batch ``batch``), interleaved rounds,
+    medians: the segmenter (float / int8), the cut-out, the composite alone, whole ``swap_batch`` calls and the
+    plain uint8 copy of the same bytes. Works on trees without ``logits_to_alpha`` (the float cut-out is timed)."""
+    from torch_backswap import BackgroundBank, BackgroundSwap
+    from torch_backswap.composite import composite
+    from torch_backswap.jitter import jitter_affine, sample_jitter
+    from torch_backswap.segmenter import TIGHT_THRESHOLD, logits_to_probability, probability_to_mask, segment_logits
+
+    try:
+        from torch_backswap.segmenter import logits_to_alpha
+    except ImportError:  # trees before issue 25: the float cut-out at full resolution
+        def logits_to_alpha(logits, hw, threshold, feather):
+            return probability_to_mask(logits_to_probability(logits, hw), threshold, feather)
+
+    torch.set_num_threads(threads)
+    data = load_inputs(size, 4 * batch, seed=5)
+    n = data["images"].shape[0]
+    bank = BackgroundBank(data["backgrounds"], data["labels"])
+    swap_given, swap_seg, swap_int8 = (BackgroundSwap(bank, s, seed=0) for s in (None, seg, seg_int8))
+    gen = torch.Generator().manual_seed(0)
+    hw = (size, size)
+    logits_cache = {}
+
+    def pick():
+        return torch.randint(n, (batch,), generator=gen)
+
+    def cut(idx):
+        key = tuple(idx.tolist())
+        if key not in logits_cache:
+            logits_cache.clear()
+            logits_cache[key] = segment_logits(seg, data["images"][idx])
+        return lambda: logits_to_alpha(logits_cache[key], hw, TIGHT_THRESHOLD, 0.1)
+
+    def comp(idx):
+        x, m = data["images"][idx], data["masks"][idx]
+        bgs = data["backgrounds"][pick()]
+        mats = jitter_affine(sample_jitter(batch, generator=gen), hw, m)
+        return lambda: composite(x, m, bgs, mats)
+
+    def copy(idx):
+        x = data["images"][idx]
+        j = pick()
+        return lambda: bank.backgrounds.index_select(0, j).copy_(x)
+
+    steps = {
+        STEP_LOGITS: lambda idx: (lambda: segment_logits(seg, data["images"][idx])),
+        STEP_LOGITS_INT8: lambda idx: (lambda: segment_logits(seg_int8, data["images"][idx])),
+        STEP_CUT: cut,
+        STEP_COMPOSITE: comp,
+        STEP_GIVEN: lambda idx: (lambda: swap_given.swap_batch(data["images"][idx], alphas=data["masks"][idx])),
+        STEP_SEG: lambda idx: (lambda: swap_seg.swap_batch(data["images"][idx])),
+        STEP_SEG_INT8: lambda idx: (lambda: swap_int8.swap_batch(data["images"][idx])),
+        STEP_COPY: copy,
+    }
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    with torch.no_grad():
+        for r in range(rounds + 1):  # round 0 warms up
+            for name, make in steps.items():
+                fn = make(pick())
+                t0 = time.perf_counter()
+                fn()
+                if r:
+                    times[name].append(time.perf_counter() - t0)
+    return {"ms_per_image": {k: 1e3 * statistics.median(v) / batch for k, v in times.items()},
+            "spread_ms_per_image": {k: 1e3 * (max(v) - min(v)) / batch for k, v in times.items()},
+            "batch": batch, "size": size, "rounds": rounds}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -495,9 +604,10 @@ def ok(cond: bool) -> str:
 YARD_SEG = "collate swap, segmenter on the fly (swap.collate_fn)"
 YARD_SAMPLE = "per-sample swap in Compose, segmenter on the fly"
 YARD_BASE = "loader alone (no swap)"
+YARD_COPY = "collate, plain uint8 copy of the swap's bytes (the bandwidth bound)"
 
 
-def cpu_markdown(args, rows, build, yard, tradeoff, load_before, load_after, wall) -> str:
+def cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load_after, wall) -> str:
     cmd = "python -m benchmarks.throughput" + (" --quick" if args.quick else "") + (
         f" --threads {args.threads}" if args.threads != 1 else "")
     lines = [
@@ -565,15 +675,16 @@ def cpu_markdown(args, rows, build, yard, tradeoff, load_before, load_after, wal
         "",
         ("| size | (a) PIL paste, nearest (reference) | (a') PIL paste, bilinear | (a\") reference path, full frame | "
         "(b) per-sample Compose | (c) batched, given masks | (c) nearest | (d) batched, segmenter | (e) uint8 copy | "
-        "(e') float32 copy | segmenter alone | (c)/(a\") | (c nearest)/(a\") | (c)/(a') | (d)/(a\") | (c)/(e') |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(e') float32 copy | segmenter alone | (c)/(a\") | (c nearest)/(a\") | (c)/(a') | (d)/(a\") | (c)/(e') | (c)/(e) |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']}² | {fmt(r['a'])} | {fmt(r['a_bilinear'])} | {fmt(r['a_full'])} | {fmt(r['b'])} | "
             f"{fmt(r['c'])} | {fmt(r['c_nearest'])} | {fmt(r['d'])} | {fmt(r['e'])} | {fmt(r['e_f32'])} | "
             f"{fmt(r['segmenter'])} | {r['c'] / r['a_full']:.2f} | {r['c_nearest'] / r['a_full']:.2f} | "
-            f"{r['c'] / r['a_bilinear']:.2f} | {r['d'] / r['a_full']:.2f} | {r['c'] / r['e_f32']:.2f} |"
+            f"{r['c'] / r['a_bilinear']:.2f} | {r['d'] / r['a_full']:.2f} | {r['c'] / r['e_f32']:.2f} | "
+            f"{r['c'] / r['e']:.3f} |"
         )
     big = max(rows, key=lambda r: r["size"])
     lines += [
@@ -585,37 +696,80 @@ def cpu_markdown(args, rows, build, yard, tradeoff, load_before, load_after, wal
         (f"Bank build at {args.build_size}² ({args.build_n} images, default `PyramidInpainter`, segmenter on the fly, "
         f"batch 64, 2 torch threads): **{fmt(build)} images/s** (issue 5 target ≥ 200: {ok(build >= 200)})."),
         "",
-        ANALYSIS,
+        *breakdown_markdown(breakdown, yard),
+        "",
+        analysis_markdown(rows, yard, tradeoff, breakdown),
     ]
     return "\n".join(lines)
 
 
-ANALYSIS = """What the cheap CPU path is, and why the ratios stay where they are (per core):
+def breakdown_markdown(breakdown: dict, yard: dict) -> list[str]:
+    """The table of :func:`swap_breakdown`, each step also as a multiple of the loader's own time per image."""
+    ms, spread = breakdown["ms_per_image"], breakdown["spread_ms_per_image"]
+    loader_ms = 1e3 / yard["rates"][YARD_BASE]
+    lines = [
+        "### Where the time of a batched swap goes",
+        "",
+        (f"Milliseconds per image, {breakdown['size']}², batch {breakdown['batch']}, medians of {breakdown['rounds']} "
+         "interleaved rounds (spread = max − min), same process as the tables above. The loader's own time per image "
+         f"(yardstick, loader alone) is {loader_ms:.2f} ms."),
+        "",
+        "| step | ms per image | spread | × loader time per image |",
+        "|---|---|---|---|",
+    ]
+    for k, v in ms.items():
+        lines.append(f"| {k} | {v:.3f} | {spread[k]:.3f} | {v / loader_ms:.2f} |")
+    return lines
 
-* Segmenting on the fly is the largest part of the swap: the tiny segmenter at its trained 128² input costs
-  about as much as opening, decoding and cropping a 500×375 JPEG. A smaller input is not an option (the table:
-  the fully convolutional trunk was trained at 128² and its masks fall apart below it), channels_last is already
-  used for the input (`segmenter_input` hands over a channels-last uint8 batch; converting the weights as well did
-  not pay), so the cheap path is int8: `torch_backswap.quantize.quantize_segmenter(seg, calibration_images)`
-  (`torch.ao` static quantization, x86 engine; dynamic quantization only covers Linear/LSTM layers and the trunk
-  is all convolutions) — the same input, tight-mask IoU within 0.01, about twice the images/s. It is opt-in:
-  the default segmenter stays the float model.
-* Speed-ups in this round that keep the bytes: the segmenter's uint8 input is resized before it is laid out
-  channels-last (no full-frame permuting copy); `composite` restores the rows whose mask is empty by `index_copy`
-  instead of a full-batch `where` (that cost ≈ as much as the paste whenever one mask of a batch was empty —
-  common with on-the-fly masks); the CPU loop computes each sample's windows in plain Python (1.6× faster per
-  single image, the per-sample `Compose` case). One that moves bytes slightly: a uint8 batch already at the
-  segmenter's input size is normalised in one fused pass (float rounding of the normalised input; on 128 swapped
-  224² images segmenting on the fly, 1.4e-6 of the output values differ, by 1 grey level).
-* The composite resamples only the object's box, but bilinear resampling of the premultiplied foreground costs
-  ≈10 ns per destination pixel in `grid_sample` (4 channels, float32). A fixed-point alternative in torch ops
-  (packed-RGBA int32 `index_select` gather, integer-exact blend) was measured at 1.5× *slower* than the float
-  `grid_sample` loop even for nearest neighbour: each step is a separate pass over the box, where `grid_sample` is
-  one fused kernel. So no uint8 kernel was kept; beating the reference's nearest-neighbour PIL affine by 2× needs
-  a fused native kernel (or the GPU: see the accelerator section).
-* Outside the kernels, the rest of a swap call (sampling, jitter matrices via kornia, the alpha moved with the
-  object by a full-frame kornia warp when an ObjectAlpha is carried, speck dropping, `from_rgb`'s full-batch
-  `where`) costs as much again per image at batch 1, which is why the per-sample swap stays far below 0.5×."""
+
+def analysis_markdown(rows: list[dict], yard: dict, tradeoff: list[dict], breakdown: dict) -> str:
+    """What the measurements say, every figure taken from this run's measurements."""
+    ms = breakdown["ms_per_image"]
+    rates = yard["rates"]
+    loader_ms = 1e3 / rates[YARD_BASE]
+
+    def cost(name: str) -> float:  # ms per image that a pipeline adds to the loader alone
+        return 1e3 / rates[name] - loader_ms
+
+    logits, logits_int8 = ms[STEP_LOGITS], ms[STEP_LOGITS_INT8]
+    bound_float = 1.0 / (1.0 + logits / loader_ms)
+    bound_int8 = 1.0 / (1.0 + logits_int8 / loader_ms)
+    default, int8 = tradeoff[0], next(r for r in tradeoff if r["variant"].startswith("int8"))
+    rest_given = ms[STEP_GIVEN] - ms[STEP_COMPOSITE]
+    rest_seg = ms[STEP_SEG] - logits - ms[STEP_CUT] - ms[STEP_COMPOSITE]
+    big = max(rows, key=lambda r: r["size"])
+    sample_rows = [k for k in rates if k.startswith("per-sample swap in Compose, segmenter")]
+    collate_rows = [k for k in rates if k.startswith("collate swap, segmenter")]
+    per_sample = min(cost(k) for k in sample_rows)
+    per_batch = min(cost(k) for k in collate_rows)
+    lines = [
+        "What the measurements say (per core; every figure below is from this run):",
+        "",
+        (f"* Segmenting on the fly: the default float segmenter alone costs {logits:.3f} ms per image, "
+         f"{logits / loader_ms:.2f}× the loader's own {loader_ms:.2f} ms. Even with everything else free, a collate swap "
+         f"with it keeps at most {bound_float:.2f}× the loader. The int8 segmenter (`quantize_segmenter`, opt-in) costs "
+         f"{logits_int8:.3f} ms ({logits / logits_int8:.1f}× less; tight-mask IoU {int8['tight_mask_iou'] - default['tight_mask_iou']:+.3f} "
+         f"vs the default), a bound of {bound_int8:.2f}×."),
+        (f"* The cut-out (logits → the alpha the swap uses) costs {ms[STEP_CUT]:.3f} ms per image: for uint8 images it is "
+         "thresholded at the grid's resolution and only the object's window is upsampled, into a uint8 alpha."),
+        (f"* The composite with given alphas costs {ms[STEP_COMPOSITE]:.3f} ms per image against {ms[STEP_COPY]:.3f} ms for a "
+         f"plain uint8 copy of the same bytes ({ms[STEP_COMPOSITE] / ms[STEP_COPY]:.1f}× the copy bound). It reads only the "
+         "object's box, warps image and alpha in one 4-channel float bilinear `grid_sample` over the destination box and "
+         "blends there only, a few tensor ops per sample. Closing the rest of the gap needs a fused uint8 warp-and-blend "
+         "kernel (e.g. OpenCV's `warpAffine`, not a dependency of this package)."),
+        (f"* Around the composite, `swap_batch` with given alphas spends {rest_given:.3f} ms per image (sampling, bank "
+         f"gather, jitter matrices, boxes, speck check); segmenting on the fly, {max(rest_seg, 0.0):.3f} ms per image go "
+         "to neither segmenter, cut-out nor composite."),
+        (f"* Per sample in `Compose` the best variant adds {per_sample:.2f} ms per image to the loader, against "
+         f"{per_batch:.2f} ms in the collate swap: the difference is the per-call cost of running every step at batch 1 "
+         "(the segmenter and dozens of small tensor ops per call)."),
+        (f"* The bandwidth bound in the loader: a collate that only copies the swap's bytes keeps "
+         f"{rates[YARD_COPY] / rates[YARD_BASE]:.2f}× the loader alone."
+         if YARD_COPY in rates else "* (no copy-bound row in this run)"),
+        (f"* At {big['size']}² the batched swap with given masks runs at {big['c'] / big['a_full']:.2f}× the reference "
+         f"per-sample path (a\") and at {big['c'] / big['e']:.3f}× the uint8 copy (e)."),
+    ]
+    return "\n".join(lines)
 
 
 def cpu_suite(args) -> dict:
@@ -640,11 +794,15 @@ def cpu_suite(args) -> dict:
     for size in args.sizes:
         rows.append(side_by_side(size, args.batch, args.rounds, args.bank_n, seg, args.threads))
         print(json.dumps({k: round(v, 1) for k, v in rows[-1].items()}), flush=True)
+    breakdown = swap_breakdown(seg, extra["int8"], 32, args.rounds, args.threads)
+    for k, v in breakdown["ms_per_image"].items():
+        print(f"{v:8.3f} ms/image  {k}", flush=True)
     build = bank_build_rate(args.build_size, args.build_n, args.build_rounds, seg, threads=2)
     print(f"bank build: {build:.1f} images/s", flush=True)
     wall = time.perf_counter() - start
-    md = cpu_markdown(args, rows, build, yard, tradeoff, load_before, os.getloadavg(), wall)
+    md = cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, os.getloadavg(), wall)
     return {"markdown": md, "rows": rows, "bank_build": build, "yardstick": yard, "segmenter_tradeoff": tradeoff,
+            "breakdown": breakdown,
             "wall_s": wall, "loadavg": [load_before, os.getloadavg()], "threads": args.threads}
 
 

@@ -136,3 +136,123 @@ def test_loop_windows_are_the_vectorised_windows():
         rows = _loop_windows(boxes, valid, matrices, h, w)
         assert [i for i, _, _ in rows] == sel.nonzero().flatten().tolist()
         assert [list(win) for _, win, _ in rows] == torch.stack(windows, 1)[sel].tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 25: the documented tolerance of the fast (box-only, uint8 in / uint8 out) composite against the float
+# reference, and what the output must be where the moved alpha is 0 or 1
+# --------------------------------------------------------------------------------------------------
+
+
+def _random_scene(seed, b=6):
+    """Random sizes, soft alphas with holes, and jitter well beyond the paper's ranges (scale 0.3-2, +-90 deg,
+    shifts that push objects partly off the frame)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = (int(v) for v in torch.randint(20, 90, (2,), generator=g))
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=g)
+    backgrounds = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=g)
+    alpha = torch.zeros(b, 1, h, w)
+    for i in range(b):
+        y0, x0 = int(torch.randint(0, h // 2, (1,), generator=g)), int(torch.randint(0, w // 2, (1,), generator=g))
+        alpha[i, :, y0 : y0 + h // 3, x0 : x0 + w // 3] = torch.rand(1, h // 3, w // 3, generator=g)
+    alpha[alpha < 0.3] = 0
+    params = sample_jitter(b, scale=(0.3, 2.0), degrees=90.0, translate_px=40.0, generator=g)
+    return images, alpha, backgrounds, params
+
+
+def test_uint8_composite_tolerance_against_the_float_reference():
+    """Bilinear, uint8 images: max |fast - reference| <= 1 grey level, mean <= 0.005 (float rounding of the
+    box-local sampling grid flips a few half-way roundings), for float, uint8 and bool alphas."""
+    worst, diffs = 0, []
+    for seed in range(12):
+        images, alpha, backgrounds, params = _random_scene(seed)
+        for a in (alpha, (alpha * 255).round().to(torch.uint8), alpha > 0.5):
+            d = (composite_reference(images, a, backgrounds, params).int() - composite(images, a, backgrounds, params).int()).abs()
+            worst = max(worst, int(d.max()))
+            diffs.append(d.float().mean())
+    assert worst <= 1
+    assert float(torch.stack(diffs).mean()) <= 0.005
+
+
+def test_float_composite_stays_accurate():
+    """Float images in: the fast path is the reference up to float32 rounding (1e-5)."""
+    for seed in range(6):
+        images, alpha, backgrounds, params = _random_scene(seed)
+        x, bg = images.float() / 255, backgrounds.float() / 255
+        assert (composite_reference(x, alpha, bg, params) - composite(x, alpha, bg, params)).abs().max() <= 1e-5
+
+
+def test_nearest_differs_from_the_reference_only_at_ties():
+    """Nearest neighbour: a source position exactly half-way between two pixels may round to the other one
+    (float rounding of the coordinates), so a few values may differ by more than one level; at most 1e-3 of them."""
+    over, total = 0, 0
+    for seed in range(12):
+        images, alpha, backgrounds, params = _random_scene(seed)
+        d = (composite_reference(images, alpha, backgrounds, params, mode="nearest").int()
+             - composite(images, alpha, backgrounds, params, mode="nearest").int()).abs()
+        over, total = over + int((d > 1).sum()), total + d.numel()
+    assert over <= 1e-3 * total
+
+
+def test_uint8_alpha_tolerance_against_the_float_alpha_reference():
+    """The swap hands the composite a uint8 alpha (value / 255, rounded half up) where the reference keeps the float
+    alpha: max 1 grey level, mean <= 0.02."""
+    diffs = []
+    for seed in range(12):
+        images, alpha, backgrounds, params = _random_scene(seed)
+        alpha8 = (alpha * 255).add(0.5).to(torch.uint8)
+        d = (composite_reference(images, alpha, backgrounds, params).int() - composite(images, alpha8, backgrounds, params).int()).abs()
+        assert int(d.max()) <= 1
+        diffs.append(d.float().mean())
+    assert float(torch.stack(diffs).mean()) <= 0.02
+
+
+def test_background_where_the_moved_alpha_is_zero_foreground_where_it_is_one():
+    from kornia.geometry.transform import warp_affine
+
+    for seed in range(8):
+        images, alpha, backgrounds, params = _random_scene(seed)
+        h, w = images.shape[-2:]
+        for i in range(alpha.shape[0]):  # a solid core inside each soft object
+            ys, xs = alpha[i, 0].nonzero(as_tuple=True)
+            alpha[i, :, ys.min() + 2 : ys.max() - 1, xs.min() + 2 : xs.max() - 1] = 1.0
+        m = jitter_affine(params, (h, w), alpha)
+        out = composite(images, alpha, backgrounds, m)
+        moved = warp_affine(alpha, m, (h, w), align_corners=True)
+        fg = warp_affine(images.float(), m, (h, w), align_corners=True)
+        zero = (moved == 0).expand_as(out)
+        assert torch.equal(out[zero], backgrounds[zero])  # the background's bytes, untouched
+        one = (moved >= 1 - 1e-6).expand_as(out)
+        assert one.any()
+        assert (out[one].float() - fg[one]).abs().max() <= 1.0  # the moved foreground, rounded
+
+
+def test_integer_shift_off_the_frame_is_exact():
+    images, _, backgrounds = _data(b=2, h=40, w=40)
+    alpha = torch.zeros(2, 1, 40, 40)
+    alpha[:, :, 2:12, 30:39] = 1.0
+    m = torch.tensor([[[1.0, 0.0, 5.0], [0.0, 1.0, -4.0]]]).repeat(2, 1, 1)  # partly out of the frame
+    ref = composite_reference(images, alpha, backgrounds, m)
+    assert torch.equal(composite(images, alpha, backgrounds, m), ref)
+    assert torch.equal(composite(images, alpha, backgrounds, m)[:, :, :8, 35:], images[:, :, 4:12, 30:35])
+
+
+def test_warp_alpha_is_kornias_full_frame_warp_of_the_box():
+    """The alpha moved with the object (``move_alpha``) resamples only the box: kornia's full-frame values up to
+    float rounding (1e-4) bilinear; nearest differs only at ties (<= 1e-3 of the pixels)."""
+    from kornia.geometry.transform import warp_affine
+
+    from torch_backswap._image import float_alpha
+    from torch_backswap.composite import warp_alpha
+
+    for seed in range(6):
+        _, alpha, _, params = _random_scene(seed)
+        alpha[2] = 0  # an empty alpha stays empty
+        m = jitter_affine(params, tuple(alpha.shape[-2:]), alpha)
+        for a in (alpha, (alpha * 255).round().to(torch.uint8), alpha > 0.5):
+            ref = warp_affine(float_alpha(a), m, tuple(a.shape[-2:]), align_corners=True)
+            got = warp_alpha(a, m)
+            assert got.dtype == torch.float32 and (got - ref).abs().max() <= 1e-4
+            assert not got[2].any()
+            near = warp_affine(float_alpha(a), m, tuple(a.shape[-2:]), mode="nearest", align_corners=True)
+            assert ((warp_alpha(a, m, mode="nearest") - near).abs() > 1e-4).float().mean() <= 1e-3

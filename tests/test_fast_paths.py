@@ -134,3 +134,18 @@ def test_segmenter_input_gives_the_bytes_of_the_full_frame_channels_last_route()
                         antialias=True, align_corners=False)
     new = segmenter_input(images, seg)
     assert torch.equal(new, old) and new.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_swap_segmenting_uint8_images_is_within_one_level_of_the_float_alpha_swap():
+    """Issue 25: uint8 images get the uint8 cut-out (grid-resolution threshold, window upsampling); float images
+    keep the float alpha. Same params: the uint8 output is within one grey level of the float output, rounded."""
+    torch.manual_seed(0)
+    seg = PatchSegmenter(grid_size=8, input_size=32, width=8).eval()
+    g = torch.Generator().manual_seed(4)
+    images = (F.interpolate(torch.rand(6, 3, 6, 6, generator=g), size=(48, 48), mode="bilinear") * 255).to(torch.uint8)
+    bank = BackgroundBank(torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8, generator=g), torch.tensor([0, 1, 0, 1]))
+    swap = BackgroundSwap(bank, seg, seed=0, min_foreground=0.0, tight_threshold=0.45)
+    out8, rec = swap.swap_batch(images, return_record=True)
+    outf = swap.swap_batch(images.float() / 255, params=rec.params)
+    assert rec.swapped.any()
+    assert ((outf * 255).round().int() - out8.int()).abs().max() <= 1

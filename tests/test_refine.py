@@ -141,3 +141,42 @@ def test_loose_hole_equals_a_square_max_pool(dilate):
     k = 2 * dilate + 1
     square = torch.nn.functional.max_pool2d((prob > 0.93).float(), k, stride=1, padding=dilate) > 0.5
     assert torch.equal(loose_hole(prob, 0.93, dilate=dilate), square)
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 25: the cut-out at the grid's resolution (uint8 alpha, only the object's window upsampled)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(224, 224), (64, 64), (37, 53), (300, 200), (10, 12)])
+@pytest.mark.parametrize("threshold, feather", [(0.67, 0.1), (0.5, 0.0), (0.4, 0.3)])
+def test_logits_to_alpha_is_the_float_cut_out_rounded(size, threshold, feather):
+    """uint8 alpha from the grid = round-half-up(255 * float cut-out): max 1 level (float rounding at half-way
+    values), on at most 1e-4 of the pixels; a hard mask (feather 0) identical but for ties."""
+    from torch_backswap.segmenter import logits_to_alpha, probability_to_mask
+
+    logits = torch.randn(12, 16, 16, generator=torch.Generator().manual_seed(sum(size))) * 4 - 1
+    logits[0] = -20.0  # nothing found: all zero
+    logits[1, :3, :5] = 9.0  # a corner object
+    ref = (probability_to_mask(logits_to_probability(logits, size), threshold, feather) * 255 + 0.5).to(torch.uint8)
+    got = logits_to_alpha(logits, size, threshold, feather)
+    assert got.dtype == torch.uint8 and got.shape == ref.shape
+    d = (got.int() - ref.int()).abs()
+    assert int(d.max()) <= 1 and float((d > 0).float().mean()) <= 1e-4
+    assert not got[0].any()
+
+
+def test_cut_out_alpha_uint8_matches_the_float_route():
+    from torch_backswap.refine import cut_out_alpha
+    from torch_backswap.segmenter import PatchSegmenter
+
+    torch.manual_seed(0)
+    seg = PatchSegmenter(grid_size=8, input_size=32, width=8).eval()
+    images, _, _ = _disc_scene(batch=4, size=48)
+    for kw in ({}, {"flip_average": True}, {"refine": "guided"}):
+        ref = cut_out_alpha(seg, images, tight_threshold=0.5, feather=0.2, **kw)
+        got = cut_out_alpha(seg, images, tight_threshold=0.5, feather=0.2, dtype=torch.uint8, **kw)
+        assert ref.dtype == torch.float32 and got.dtype == torch.uint8
+        assert (got.float() - ref * 255).abs().max() <= 1.5  # rounding (0.5) and a rare half-way flip
+    with pytest.raises(ValueError, match="dtype"):
+        cut_out_alpha(seg, images, tight_threshold=0.5, dtype=torch.float16)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ._image import float_alpha
-from .composite import composite, soft_alpha
+from .composite import composite, soft_alpha, warp_alpha
 from .jitter import REFERENCE_SIZE, JitterParams, jitter_affine, mask_bboxes, sample_jitter
 
 __all__ = [
@@ -192,7 +192,9 @@ def drop_specks(alpha: Tensor, min_fraction: float) -> Tensor:
         solid = alpha > 127
     else:
         solid = alpha > 0.5
-    small = solid.flatten(1).float().mean(1) < min_fraction
+    # count the solid pixels as bytes (no float copy of the frame)
+    count = solid.view(torch.uint8).flatten(1).sum(1, dtype=torch.int32)
+    small = count.double() / solid[0].numel() < min_fraction
     if not bool(small.any()):
         return alpha
     alpha = alpha.clone()
@@ -276,7 +278,8 @@ def swap_backgrounds(
         boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
         m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
         m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
-        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs)
+        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs,
+                            boxes=(boxes, has_object))
         if all_rows:
             out, matrices, swapped = out_sub, m_sub, has_object
         else:
@@ -310,13 +313,11 @@ def move_alpha(alpha: Tensor, record: SwapRecord, *, interpolation: str = "bilin
     Samples not swapped come back as the input, bit for bit; swapped ones keep the input's dtype (bool / integer
     alphas are thresholded at 0.5, uint8 ``0..255`` alphas rounded).
     """
-    from kornia.geometry.transform import warp_affine
-
     if not bool(record.swapped.any()):
         return alpha
     a = alpha.as_subclass(Tensor)
-    h, w = a.shape[-2:]
-    warped = warp_affine(float_alpha(a), record.matrices.to(a.device), (h, w), mode=interpolation, align_corners=True)
+    # only each object's box is resampled (kornia's full-frame warp_affine values, up to float rounding)
+    warped = warp_alpha(a, record.matrices.to(a.device), mode=interpolation)
     warped = _cast_like(warped, a)
     return torch.where(record.swapped.to(a.device)[:, None, None, None], warped, a)
 

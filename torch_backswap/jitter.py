@@ -205,8 +205,6 @@ def jitter_affine(
     Returns:
         float32 ``(B, 2, 3)`` matrices (identity for empty masks).
     """
-    from kornia.geometry.transform import get_rotation_matrix2d
-
     h, w = int(size[0]), int(size[1])
     valid = None
     if bboxes is None:
@@ -221,20 +219,32 @@ def jitter_affine(
     boxes = bboxes.to(torch.float32)
     if n == 0:
         return torch.zeros(0, 2, 3, device=device)
-    center = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=1)
-    matrices = get_rotation_matrix2d(center, params.angle, params.scale[:, None].expand(n, 2).contiguous())
-    shift = params.translate * torch.tensor([w, h], dtype=torch.float32, device=device)
+    x0, y0, x1, y1 = boxes.unbind(1)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rad = torch.deg2rad(params.angle)
+    a = params.scale * torch.cos(rad)
+    b = params.scale * torch.sin(rad)
+    sx, sy = (params.translate * torch.tensor([w, h], dtype=torch.float32, device=device)).unbind(1)
     if keep_inside:
-        mins, maxs = _transform_corners(matrices, boxes)
-        lo = -mins
-        hi = torch.tensor([w - 1, h - 1], dtype=torch.float32, device=device) - maxs
-        shift = torch.where(lo <= hi, torch.minimum(torch.maximum(shift, lo), hi), (lo + hi) / 2)
-    matrices = matrices.clone()
-    matrices[:, :, 2] += shift
+        # rotation and scale about the box centre keep the centre: the moved box is centre ± these half extents
+        hw, hh = (x1 - x0) / 2, (y1 - y0) / 2
+        ea, eb = a.abs(), b.abs()
+        ex, ey = ea * hw + eb * hh, eb * hw + ea * hh
+        sx = _clip_shift(sx, ex - cx, (w - 1) - cx - ex)
+        sy = _clip_shift(sy, ey - cy, (h - 1) - cy - ey)
+    # the matrix of kornia's get_rotation_matrix2d (isotropic scale) about the centre, then the shift
+    row0 = torch.stack([a, b, (1 - a) * cx - b * cy + sx], 1)
+    row1 = torch.stack([-b, a, b * cx + (1 - a) * cy + sy], 1)
+    matrices = torch.stack([row0, row1], 1)
     if valid is not None:
         eye = torch.eye(2, 3, device=device).expand(n, 2, 3)
         matrices = torch.where(valid[:, None, None], matrices, eye)
     return matrices
+
+
+def _clip_shift(shift: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """``shift`` clipped to ``[lo, hi]``; the middle of the range where it is empty (object larger than the frame)."""
+    return torch.where(lo <= hi, torch.minimum(torch.maximum(shift, lo), hi), (lo + hi) / 2)
 
 
 def _affine_inverse(matrices: Tensor) -> Tensor:

@@ -31,7 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .segmenter import logits_to_probability, probability_to_mask, segment_logits, segment_probability
+from .segmenter import (
+    logits_to_alpha,
+    logits_to_probability,
+    probability_to_mask,
+    segment_logits,
+    segment_probability,
+)
 
 __all__ = [
     "REFINED_HOLE_THRESHOLD",
@@ -297,6 +303,7 @@ def cut_out_alpha(
     feather: float = 0.0,
     refine: str | Refiner | None = None,
     flip_average: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """The object's cut-out alpha from a segmenter: float ``(B, 1, H, W)`` in ``[0, 1]`` of ``(B, 3, H, W)`` images.
 
@@ -305,9 +312,22 @@ def cut_out_alpha(
     optionally snapped to the image's edges (``refine="guided"`` or ``"bilateral"``, radius two cells, see
     :func:`refine_probability`, or a learned :class:`~torch_backswap.edge_refiner.EdgeRefiner`), then the tight
     mask with a ``feather`` ramp (:func:`~torch_backswap.segmenter.probability_to_mask`).
+
+    ``dtype=torch.uint8`` returns the compact alpha the compositing kernels read directly (``value / 255``, the
+    float alpha rounded half up to whole levels, up to float rounding). Without ``refine`` it is computed at the
+    grid's resolution (:func:`~torch_backswap.segmenter.logits_to_alpha`): no full-resolution float probability,
+    only the window of pixels around the object is upsampled. ``None`` (default): float32.
     """
+    if dtype not in (None, torch.float32, torch.uint8):
+        raise ValueError(f"dtype must be None, torch.float32 or torch.uint8, got {dtype!r}")
+    if dtype == torch.uint8 and (refine is None or isinstance(refine, str) and refine in ("", "none")):
+        logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
+        return logits_to_alpha(logits, tuple(images.shape[-2:]), tight_threshold, feather)
     prob = cut_out_probability(segmenter, images, refine=refine, flip_average=flip_average)
-    return probability_to_mask(prob, tight_threshold, feather)
+    alpha = probability_to_mask(prob, tight_threshold, feather)
+    if dtype == torch.uint8:
+        return alpha.mul_(255.0).add_(0.5).to(torch.uint8)
+    return alpha
 
 
 def cut_out_probability(

@@ -30,6 +30,7 @@ Backbones:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any, Iterator, Sequence
 
@@ -53,6 +54,7 @@ __all__ = [
     "prepare_images",
     "probability_to_mask",
     "eval_mode",
+    "logits_to_alpha",
     "segment_logits",
     "segment_probability",
     "segmenter_input",
@@ -128,6 +130,96 @@ def probability_to_mask(prob: Tensor, threshold: float, feather: float = 0.0) ->
     if feather == 0:
         return (prob > threshold).to(dtype)
     return ((prob.to(dtype) - threshold) / float(feather) + 0.5).clamp(0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _upsample_matrix(n_out: int, n_in: int) -> tuple[Tensor, tuple[int, ...], tuple[int, ...]]:
+    """The ``(n_out, n_in)`` float32 matrix of 1-D bilinear upsampling as :func:`torch.nn.functional.interpolate`
+    computes it (``align_corners=False``, size given), and for each input cell the first and last output index
+    whose value depends on it."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+    l1 = src - i0.double()
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    weights.index_put_((rows, i0), 1.0 - l1, accumulate=True)
+    weights.index_put_((rows, i1), l1, accumulate=True)
+    used = weights > 0
+    first = tuple(int(used[:, k].nonzero()[0]) if bool(used[:, k].any()) else n_out for k in range(n_in))
+    last = tuple(int(used[:, k].nonzero()[-1]) if bool(used[:, k].any()) else -1 for k in range(n_in))
+    return weights.float(), first, last
+
+
+def logits_to_alpha(logits: Tensor, size: tuple[int, int] | Sequence[int], threshold: float,
+                    feather: float = 0.0) -> Tensor:
+    """The cut-out alpha as ``uint8`` (``value / 255``) straight from cell logits, without full-resolution float work.
+
+    Equals ``probability_to_mask(logits_to_probability(logits, size), threshold, feather)`` rounded to whole
+    levels of ``1/255`` (half up), up to float rounding: bilinear upsampling is linear and its weights sum to 1,
+    so the ramp ``(p - threshold) / feather + 0.5`` (scaled to ``0..255``) is applied to the ``S x S`` cell
+    probabilities first and upsampled after. On the CPU only the window of pixels that depend on a cell with a
+    positive value is upsampled (two small matrix products per image, into a zero frame): every other pixel is a
+    convex combination of non-positive values, so its alpha is 0. On other devices one batched upsampling.
+    ``feather=0`` gives a hard 0/255 mask (``p > threshold``).
+
+    Args:
+        logits: ``(B, S, S)`` (or ``(B, 1, S, S)``) cell logits.
+        size: ``(H, W)`` of the alpha.
+        threshold, feather: as in :func:`probability_to_mask`.
+
+    Returns:
+        uint8 ``(B, 1, H, W)`` on the logits' device.
+    """
+    if logits.ndim == 3:
+        logits = logits[:, None]
+    if logits.ndim != 4 or logits.shape[1] != 1:
+        raise ValueError(f"logits must be (B,S,S) or (B,1,S,S), got shape {tuple(logits.shape)}")
+    if not (0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    if float(feather) < 0:
+        raise ValueError(f"feather must be >= 0, got {feather!r}")
+    height, width = (int(s) for s in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be two positive ints, got {tuple(size)!r}")
+    b, _, sh, sw = logits.shape
+    prob = torch.sigmoid(logits.float())
+    if feather == 0:
+        cells = prob - float(threshold)  # > 0 inside; the sign of the upsampled value decides
+    else:  # the ramp in 0..255 (+ 0.5: truncating to uint8 then rounds half up)
+        cells = (prob - float(threshold)).mul_(255.0 / float(feather)).add_(127.5 + 0.5)
+    out = torch.zeros(b, 1, height, width, dtype=torch.uint8, device=logits.device)
+    if b == 0:
+        return out
+
+    def to_uint8(values: Tensor, target: Tensor) -> None:
+        if feather == 0:
+            target.copy_(values > 0).mul_(255)
+        else:
+            # truncation gives floor(v + 0.5) of the ramp (through int16: vectorised, the same values)
+            target.copy_(values.clamp_(0.0, 255.0).to(torch.int16))
+
+    if logits.device.type != "cpu":
+        up = F.interpolate(cells, size=(height, width), mode="bilinear", align_corners=False)
+        to_uint8(up, out)
+        return out
+    wy, first_y, last_y = _upsample_matrix(height, sh)
+    wx, first_x, last_x = _upsample_matrix(width, sw)
+    positive = cells[:, 0] > (0.0 if feather == 0 else 1.0)  # ramp values <= 1 truncate to alpha 0
+    rows = positive.any(2).tolist()
+    cols = positive.any(1).tolist()
+    for i in range(b):
+        if True not in rows[i]:
+            continue
+        r0, r1 = rows[i].index(True), sh - 1 - rows[i][::-1].index(True)
+        c0, c1 = cols[i].index(True), sw - 1 - cols[i][::-1].index(True)
+        y0, y1 = first_y[r0], last_y[r1]
+        x0, x1 = first_x[c0], last_x[c1]
+        # only the cells that reach the window: [y0, y1] depends on cells first..last with a nonzero weight
+        window = wy[y0 : y1 + 1] @ cells[i, 0] @ wx[x0 : x1 + 1].T
+        to_uint8(window, out[i, 0, y0 : y1 + 1, x0 : x1 + 1])
+    return out
 
 
 def segmenter_input(images: Tensor, segmenter: Any) -> Tensor:
@@ -282,8 +374,14 @@ class PatchSegmenter(
                 and self.mean.dtype == torch.float32:
             # uint8 already at the input size (what segmenter_input hands over): one fused pass instead of four,
             # x * (1 / (255 std)) - mean / std (differs from (x / 255 - mean) / std by float rounding only)
-            x = images.to(device=self.mean.device, dtype=torch.float32)
-            return torch.addcmul(-self.mean / self.std, x, 1.0 / (255.0 * self.std))
+            # computed on the (B, H, W, 3) view with the constants tiled along a row: the channels-last batch from
+            # segmenter_input is then one contiguous run per row (the (1, 3, 1, 1) broadcast over channels-last
+            # data does not vectorise; ~4x slower), the same values element for element
+            x = images.to(device=self.mean.device, dtype=torch.float32).permute(0, 2, 3, 1)
+            width = x.shape[2]
+            shift = (-self.mean / self.std).view(1, 1, 1, 3).expand(1, 1, width, 3).contiguous()
+            scale = (1.0 / (255.0 * self.std)).view(1, 1, 1, 3).expand(1, 1, width, 3).contiguous()
+            return torch.addcmul(shift, x, scale).permute(0, 3, 1, 2)
         x = prepare_images(images)
         dtype = self.mean.dtype
         x = x.to(device=self.mean.device, dtype=dtype if dtype.is_floating_point else torch.float32)

@@ -425,8 +425,9 @@ class BackgroundSwap(v2.Transform):
             return default_labels_getter(sample), False
         return self.labels_getter(sample), True
 
-    def _segment(self, rgb: Tensor) -> Tensor:
-        """The cut-out alpha of ``(k, 3, H, W)`` images (:func:`~torch_backswap.refine.cut_out_alpha`)."""
+    def _segment(self, rgb: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """The cut-out alpha of ``(k, 3, H, W)`` images (:func:`~torch_backswap.refine.cut_out_alpha`; ``dtype``:
+        float32 by default, ``torch.uint8`` for the swap's compact alpha)."""
         segmenter = self.runtime.segmenter(self.segmenter)
         if segmenter is None:
             raise ValueError(
@@ -434,7 +435,7 @@ class BackgroundSwap(v2.Transform):
                 "the object's alpha in the sample as torch_backswap.ObjectAlpha (see ObjectAlphaDataset)"
             )
         return cut_out_alpha(segmenter, rgb, tight_threshold=self.tight_threshold, feather=self.feather,
-                             refine=self.runtime.refiner(self.refine), flip_average=self.flip_average)
+                             refine=self.runtime.refiner(self.refine), flip_average=self.flip_average, dtype=dtype)
 
     def _swap(
         self,
@@ -475,10 +476,10 @@ class BackgroundSwap(v2.Transform):
         chosen = params.apply.nonzero().flatten().to(device)
         if given is not None:
             alpha = given.to(device)
-        elif int(chosen.numel()) == b:
-            alpha = self._segment(rgb)
+        elif int(chosen.numel()) == b:  # uint8 images: the compact uint8 alpha (computed at the grid's resolution)
+            alpha = self._segment(rgb, torch.uint8 if rgb.dtype == torch.uint8 else None)
         elif chosen.numel():  # segment only the samples that swap: one row each
-            alpha = self._segment(rgb.index_select(0, chosen))
+            alpha = self._segment(rgb.index_select(0, chosen), torch.uint8 if rgb.dtype == torch.uint8 else None)
         else:
             alpha = torch.zeros(0, 1, h, w, device=device)
         applied = params.bank_indices[params.apply]
