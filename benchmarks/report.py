@@ -180,7 +180,8 @@ def render_demo(d: dict) -> str:
 
 def sections() -> list[tuple[str, str, str]]:
     """(name, anchor, markdown) of every current section, in report order."""
-    from benchmarks import bank_build, diagnose_stampbirds, finetune_cli, labeling_efficiency, mask_quality, robustness
+    from benchmarks import (bank_build, diagnose_stampbirds, finetune_cli, labeling_efficiency, mask_quality, robustness,
+                            throughput)
 
     out = []
     for setting in ("crop", "photo"):
@@ -195,7 +196,7 @@ def sections() -> list[tuple[str, str, str]]:
     out.append(("diagnose_stampbirds", "bg-gap", diagnose_stampbirds.render_cached(
         load("diagnose_stampbirds.json"), machine=provenance("diagnose_stampbirds.json"))))
     out.append(("bank_build", "bank-build", bank_build.render(load("bank_build.json"), load("throughput.json"))))
-    out.append(("throughput", "throughput", stopgap("stopgap_throughput.json")))
+    out.append(("throughput", "throughput", throughput.render(load("throughput.json"))))
     out.append(("demo", "demo", render_demo(load("demo.json"))))
     out.append(("inpaint_quality", "inpaint-quality", stopgap("inpaint_quality_recorded.json")))
     out.append(("swap_grid", "swap-grid", stopgap("swap_grid_recorded.json")))

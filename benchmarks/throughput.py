@@ -607,16 +607,31 @@ YARD_BASE = "loader alone (no swap)"
 YARD_COPY = "collate, plain uint8 copy of the swap's bytes (the bandwidth bound)"
 
 
-def cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load_after, wall) -> str:
+#: The run settings a CPU section is rendered with (stored in the JSON as ``settings``).
+CPU_SETTINGS = ("quick", "threads", "batch", "rounds", "note", "sizes", "bank_n", "build_size", "build_n", "build_rounds",
+                "yard_n", "yard_rounds", "seg_sizes", "tradeoff_n", "seg_batch")
+
+
+def render(stored: dict) -> str:
+    """The CPU section of RESULTS.md from ``results/throughput.json`` (``python -m benchmarks.report``)."""
+    d = stored["cpu"]
+    args = argparse.Namespace(**d["settings"])
+    gpu = stored["device"]["markdown"] if "markdown" in stored.get("device", {}) else GPU_PENDING
+    return cpu_markdown(args, d["rows"], d["bank_build"], d["yardstick"], d["segmenter_tradeoff"], d["breakdown"],
+                        d["loadavg"][0], d["loadavg"][1], d["wall_s"], machine=d["machine"], cores=d["cores"]) + "\n\n" + gpu
+
+
+def cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load_after, wall, *, machine: str,
+                 cores: int) -> str:
     cmd = "python -m benchmarks.throughput" + (" --quick" if args.quick else "") + (
         f" --threads {args.threads}" if args.threads != 1 else "")
     lines = [
         "## Throughput: swap vs reference PIL paste vs copy bound (CPU)",
         "",
         f"Command: `{cmd}`  ",
-        machine_line().replace(f"{torch.get_num_threads()} torch threads", f"{args.threads} torch thread(s)") + "  ",
+        machine + "  ",
         f"Load average (1/5/15 min) before: {'/'.join(f'{x:.1f}' for x in load_before)}, after: "
-        f"{'/'.join(f'{x:.1f}' for x in load_after)} on {os.cpu_count()} cores (shared with other jobs: compare "
+        f"{'/'.join(f'{x:.1f}' for x in load_after)} on {cores} cores (shared with other jobs: compare "
         f"the ratios, measured side by side in this run, not the absolute figures); wall {wall:.0f} s. "
         + (f"Other load: {args.note}" if args.note else ""),
         "",
@@ -800,10 +815,13 @@ def cpu_suite(args) -> dict:
     build = bank_build_rate(args.build_size, args.build_n, args.build_rounds, seg, threads=2)
     print(f"bank build: {build:.1f} images/s", flush=True)
     wall = time.perf_counter() - start
-    md = cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, os.getloadavg(), wall)
+    machine = machine_line().replace(f"{torch.get_num_threads()} torch threads", f"{args.threads} torch thread(s)")
+    load_after = os.getloadavg()
+    md = cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load_after, wall, machine=machine,
+                      cores=os.cpu_count())
     return {"markdown": md, "rows": rows, "bank_build": build, "yardstick": yard, "segmenter_tradeoff": tradeoff,
-            "breakdown": breakdown,
-            "wall_s": wall, "loadavg": [load_before, os.getloadavg()], "threads": args.threads}
+            "breakdown": breakdown, "wall_s": wall, "loadavg": [load_before, load_after], "threads": args.threads,
+            "settings": {k: getattr(args, k) for k in CPU_SETTINGS}, "machine": machine, "cores": os.cpu_count()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1045,11 +1063,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.json, json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=1, default=str))
     if section is not None and not args.no_write:
         save_json(key, result)
-        write_section(section, result["markdown"])
-        text = RESULTS.read_text()
-        if section == "throughput" and "<!-- begin: throughput-gpu -->" not in text:
-            write_section("throughput-gpu", GPU_PENDING)
-        print(f"wrote section {section!r} of {RESULTS}")
+        if section == "throughput-gpu":
+            write_section(section, result["markdown"])
+            print(f"wrote section {section!r} of {RESULTS}")
+        else:
+            print("stored results/throughput.json; python -m benchmarks.report renders it into RESULTS.md")
     return 0
 
 
