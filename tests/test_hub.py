@@ -12,6 +12,16 @@ from torch_backswap import hub
 from torch_backswap.hub import DEFAULT_SEGMENTER, PretrainedNotFoundError, resolve_pretrained
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+def _go_online(monkeypatch) -> None:
+    """Lift the test session's offline mode for one test that talks to the stand-in Hub on 127.0.0.1: the env var
+    (which torch_backswap.hub reads at call time) and huggingface_hub's flag (which it read at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
 REPO = "acme/patchseg-test"
 
 
@@ -80,7 +90,7 @@ def _model_dir(root: Path, tag: str = "local") -> Path:
 def no_network(monkeypatch):
     """Point the Hub at a closed local port so that nothing can leave the machine."""
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _go_online(monkeypatch)
     monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
 
 
@@ -92,7 +102,7 @@ def test_local_directory_first(tmp_path, no_network):
 
 def test_stand_in_hub_download_then_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _go_online(monkeypatch)
     files = {"config.json": b'{"tag": "hub"}', "model.safetensors": b"hub-weights"}
     cache = tmp_path / "cache"
     with _FakeHub(files) as fake:
@@ -160,7 +170,7 @@ def test_corrupt_files_from_the_hub_name_the_cached_file(tmp_path, monkeypatch):
     from torch_backswap.segmenter import PatchSegmenter
 
     monkeypatch.setattr(hub, "bundled_weight_roots", lambda: [])
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _go_online(monkeypatch)
     config = json.dumps({"grid_size": 4, "width": 8, "input_size": 32}).encode()
     for files, broken, fragment in (
         ({"config.json": config, "model.safetensors": b"hub-weights"}, "model.safetensors",
