@@ -1,11 +1,12 @@
 """End to end: ``backswap demo`` runs the whole pipeline, writes sane files, and shows what it is for.
 
-``--fast`` (both routes) checks the pipeline runs and its outputs are well-formed. The default-size demo
-(the README's first command) is checked by what it is meant to show: fine-tuning raises the segmenter's patch
-balanced accuracy, and BackSwap's worst-group accuracy beats ERM's by at least 0.10 — the rule its size was
-chosen by, which held on each of the seeds 0-4 (``benchmarks/results/demo_seeds.json``), so a different
-CPU's rounding (in effect another seed) stays inside it, while a swap that does nothing or a skipped
-fine-tune fails it.
+``--fast`` (both routes) checks the pipeline runs and its outputs are well-formed (no pinned figures). A
+demo-sized run (800 training images, tested on unseen crops of the training photos) is checked by what it is
+meant to show: fine-tuning raises the segmenter's patch balanced accuracy, and BackSwap's worst-group accuracy
+beats ERM's by at least ``MARGIN``. Over seeds 0-4 that run gave ERM 0.000 on every seed and BackSwap 0.333 to
+0.497 (``benchmarks/results/demo_test_seeds.json``), so another CPU's rounding (in effect another seed) stays far
+inside the bound, while a swap that does nothing leaves BackSwap at ERM's level and fails it. The held-out-photo
+setting of ``backswap demo`` itself is too noisy per seed for such a check (``benchmarks/results/demo_seeds.json``).
 """
 
 import json
@@ -17,10 +18,15 @@ from PIL import Image
 
 from torch_backswap import BackgroundBank
 from torch_backswap.cli import main
+from torch_backswap.demo import run_demo
 from torch_backswap.experiments.pipeline import (
     format_group_table,
     simulated_patch_labels,
 )
+
+
+#: BackSwap's worst-group accuracy over ERM's in the demo-sized crop run (set from the seeds in the test's docstring)
+MARGIN = 0.2
 
 
 def _is_fraction(x) -> bool:
@@ -64,15 +70,15 @@ def test_demo_fast_end_to_end(tmp_path, route):
 
 
 @pytest.mark.slow
-def test_default_demo_shows_finetuning_and_backswap_working(tmp_path):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quiet", "--out", str(out)]) == 0
-    summary = json.loads((out / "results.json").read_text())
-    assert summary["settings"]["size"] == "default"
+def test_demo_sized_run_shows_finetuning_and_backswap_working(tmp_path):
+    """The demo's pipeline at 800 training images, tested on unseen crops of the training photos, where
+    BackSwap's gain over ERM is large next to its spread over seeds (so another CPU's rounding, in effect another
+    seed, stays far inside the bound), while a swap that does nothing leaves BackSwap at ERM's level."""
+    summary = run_demo(tmp_path / "demo", n_train=800, background_holdout="crop", progress=False)
     seg = summary["segmenter"]
     assert seg["after_finetune"]["patch_balanced_accuracy"] > seg["before_finetune"]["patch_balanced_accuracy"]
     erm, backswap = summary["classifiers"]["erm"], summary["classifiers"]["backswap"]
-    assert backswap["worst_group"] >= erm["worst_group"] + 0.10, (erm["groups"], backswap["groups"])
+    assert backswap["worst_group"] >= erm["worst_group"] + MARGIN, (erm["groups"], backswap["groups"])
 
 
 def test_simulated_labels_skip_empty_and_match_alpha():
