@@ -76,6 +76,16 @@ def assert_swap_means_swap(out, images, alpha, record, bank, *, fg_levels: float
         assert not torch.equal(out[i], images[i])
 
 
+def _on_one_thread(compute):
+    """``compute()`` on one torch thread (module-scoped fixtures run outside the per-test state restore)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return compute()
+    finally:
+        torch.set_num_threads(threads)
+
+
 # -- the swap with given alphas ---------------------------------------------------------------------------
 
 
@@ -112,12 +122,7 @@ def test_swap_with_given_alphas(swaps, name):
 
 @pytest.fixture(scope="module")
 def stampbirds():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return stampbirds_runs()
-    finally:
-        torch.set_num_threads(threads)
+    return _on_one_thread(stampbirds_runs)
 
 
 def test_segmenter_logits(stampbirds):
@@ -171,12 +176,7 @@ def test_edge_route_alpha(stampbirds):
 
 @pytest.fixture(scope="module")
 def finetuned():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return finetune_runs()
-    finally:
-        torch.set_num_threads(threads)
+    return _on_one_thread(finetune_runs)
 
 
 @pytest.mark.parametrize("name", ["scratch_adamw_val", "given_sgd_no_val"])
