@@ -121,6 +121,25 @@ def weights_id(name: str) -> str:
     return hashlib.sha256((resolve_pretrained(name) / "model.safetensors").read_bytes()).hexdigest()[:12]
 
 
+def _read_cases(before_file: Path, after: dict[str, str]) -> list[dict[str, str]]:
+    """Each case of ``after`` with its outcome in ``before_file`` (``name || outcome`` lines of an older run)."""
+    lines = before_file.read_text().splitlines()
+    before = dict(line.split(" || ", 1) for line in lines if " || " in line)
+    return [{"case": name, "before": before.get(name, "(not run)"), "now": outcome} for name, outcome in after.items()]
+
+
+def _case_table(cases: list[dict[str, str]], columns: tuple[str, ...], before_name: str) -> str:
+    """Markdown table of cases: the first ``columns`` come from the case name split on ``" | "``."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| " + " | ".join([*(cell(part) for part in c["case"].split(" | ", len(columns) - 1)), cell(c["before"]),
+                               cell(c["now"])]) + " |" for c in cases]
+    head = "| " + " | ".join([*columns, before_name, "now"]) + " |"
+    return "\n".join([head, "|" + "---|" * (len(columns) + 2), *rows])
+
+
 def before_after_table(after: dict[str, str], before_file, before_name: str, columns: tuple[str, ...]) -> str | None:
     """The case matrices of issue 11 (``input_matrix``, ``file_error_matrix``): outcome per case, before and now.
 
@@ -132,19 +151,7 @@ def before_after_table(after: dict[str, str], before_file, before_name: str, col
         for name, outcome in after.items():
             print(f"{name} || {outcome}")
         return None
-    lines = before_file.read_text().splitlines()
-    before = dict(line.split(" || ", 1) for line in lines if " || " in line)
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    rows = [
-        "| " + " | ".join([*(cell(part) for part in name.split(" | ", len(columns) - 1)),
-                           cell(before.get(name, "(not run)")), cell(outcome)]) + " |"
-        for name, outcome in after.items()
-    ]
-    head = "| " + " | ".join([*columns, before_name, "now"]) + " |"
-    return "\n".join([head, "|" + "---|" * (len(columns) + 2), *rows])
+    return _case_table(_read_cases(before_file, after), columns, before_name)
 
 
 def write_case_matrix(path: Path, *, title: str, command: str, columns: tuple[str, ...], before_file: Path,
@@ -154,29 +161,15 @@ def write_case_matrix(path: Path, *, title: str, command: str, columns: tuple[st
     :func:`render_case_matrix` turns it into the RESULTS.md section (``python -m benchmarks.report``)."""
     import json
 
-    from torch_backswap._io import atomic_write_text
-
-    lines = before_file.read_text().splitlines()
-    before = dict(line.split(" || ", 1) for line in lines if " || " in line)
     data = {"title": title, "command": command, "machine": machine_line(), "columns": list(columns),
-            "before_name": before_name, "note": note,
-            "cases": [{"case": name, "before": before.get(name, "(not run)"), "now": outcome}
-                      for name, outcome in after.items()]}
+            "before_name": before_name, "note": note, "cases": _read_cases(before_file, after)}
     return atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def render_case_matrix(d: dict) -> str:
     """The section of a case matrix stored by :func:`write_case_matrix`."""
-    columns = tuple(d["columns"])
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
     changed = sum(c["before"] != c["now"] for c in d["cases"])
-    rows = ["| " + " | ".join([*(cell(p) for p in c["case"].split(" | ", len(columns) - 1)), cell(c["before"]),
-                               cell(c["now"])]) + " |" for c in d["cases"]]
-    table = "\n".join(["| " + " | ".join([*columns, d["before_name"], "now"]) + " |",
-                       "|" + "---|" * (len(columns) + 2), *rows])
     note = f" {d['note']}" if d.get("note") else ""
+    table = _case_table(d["cases"], tuple(d["columns"]), d["before_name"])
     return (f"## {d['title']}\n\n`{d['command']}`\n\n{d['machine']}\n\n{len(d['cases'])} cases, {changed} with "
             f"another outcome than before.{note}\n\n{table}")
