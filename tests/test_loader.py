@@ -122,3 +122,34 @@ def test_device_suite_runs_end_to_end_on_cpu(capsys):
     assert main(["--device", "cpu", "--quick", "--no-write", "--model", "resnet18"]) == 0
     out = capsys.readouterr().out
     assert "| DeviceSwapLoader, ObjectAlpha carried |" in out and "| bank.sample (class-balanced gather) |" in out
+
+
+def test_device_prefetcher_runs_any_function_of_the_moved_batch():
+    from torch_backswap.loader import DevicePrefetcher
+
+    images, _, labels, _ = _scene()
+    loader = DataLoader(TensorDataset(images, labels), batch_size=B)
+    seen = []
+    doubled = DevicePrefetcher(loader, lambda b: seen.append(b) or [b[0] // 2, b[1]], "cpu")
+    assert len(doubled) == len(loader)
+    for (x, y), (x0, y0) in zip(doubled, loader):
+        assert torch.equal(x, x0 // 2) and torch.equal(y, y0)
+    assert len(seen) == len(loader)
+    plain = DevicePrefetcher(loader, None, "cpu")  # no fn: only moved
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(plain, loader))
+    with pytest.raises(TypeError, match="fn must be a callable"):
+        DevicePrefetcher(loader, 3, "cpu")
+
+
+def test_tuple_batch_labels_skip_an_image_sized_entry():
+    """(images, alphas, labels) tuples: the one label getter skips the (B, 1, H, W) entry and finds the labels
+    (other_class needs them), whether or not the alpha is named."""
+    images, alpha, labels, bank = _scene(4)
+    loader = DataLoader(TensorDataset(images, alpha, labels), batch_size=B)
+    for name in (1, None):
+        wrapped = DeviceSwapLoader(loader, BackgroundSwap(bank, _segmenter, seed=3, strategy="other_class",
+                                                          min_foreground=0.0), "cpu", alpha=name)
+        direct = BackgroundSwap(bank, _segmenter, seed=3, strategy="other_class", min_foreground=0.0)
+        for (x, a, y), (x0, a0, y0) in zip(wrapped, loader):
+            expected = direct.swap_batch(x0, y0, alphas=a0 if name is not None else None)
+            assert torch.equal(x, expected) and torch.equal(y, y0)

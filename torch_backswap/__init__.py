@@ -46,8 +46,7 @@ from .build import build_bank
 from .streaming import StreamingBackgroundBank
 from .alpha import ObjectAlpha, ObjectAlphaDataset
 from .functional import SwapParams, SwapRecord, sample_params, swap_backgrounds
-from .transform import BackgroundSwap
-from .collate import BackgroundSwapCollate
+from .transform import BackgroundSwap, BackgroundSwapCollate
 from .loader import DeviceSwapLoader
 from .diagnose import background_gap
 from .datasets import StampBirds

@@ -39,11 +39,11 @@ Devices, workers and randomness: see :mod:`torch_backswap._runtime`.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -66,7 +66,7 @@ from ._kinds import (
     restore_channels,
 )
 from ._runtime import SwapRuntime, parse_device
-from ._sample_labels import check_bank_classes, class_indices, default_labels_getter
+from ._sample_labels import check_bank_classes, class_indices, default_labels_getter, find_labels
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
 from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
@@ -87,10 +87,7 @@ from .refine import (
 )
 from .segmenter import TIGHT_THRESHOLD
 
-if TYPE_CHECKING:
-    from .collate import BackgroundSwapCollate
-
-__all__ = ["BackgroundSwap", "default_labels_getter"]
+__all__ = ["BackgroundSwap", "BackgroundSwapCollate", "default_labels_getter"]
 
 class BackgroundSwap(v2.Transform):
     """Swap the background of images for inpainted backgrounds from a :class:`BackgroundBank`.
@@ -279,8 +276,6 @@ class BackgroundSwap(v2.Transform):
     @property
     def collate_fn(self) -> "BackgroundSwapCollate":
         """A ``collate_fn``: ``default_collate``, then one batched swap on the bank's device."""
-        from .collate import BackgroundSwapCollate
-
         return BackgroundSwapCollate(self)
 
     def __getstate__(self) -> dict:
@@ -301,7 +296,7 @@ class BackgroundSwap(v2.Transform):
     def forward(self, *inputs: Any) -> Any:
         """torchvision's ``Transform.forward`` with one step in front, as in ``v2.CutMix``: find the labels."""
         sample = inputs if len(inputs) > 1 else inputs[0]
-        labels, explicit = self._find_labels(sample)
+        labels, explicit = find_labels(sample, self.labels_getter)
         flat, spec = tree_flatten(sample)
         self.check_inputs(flat)
         needs = self._needs_transform_list(flat)
@@ -417,14 +412,6 @@ class BackgroundSwap(v2.Transform):
     # internals
     # ------------------------------------------------------------------------------------------------
 
-    def _find_labels(self, sample: Any) -> tuple[Any, bool]:
-        """``(labels, explicit)``: what ``labels_getter`` found, and whether a caller-given getter found it."""
-        if self.labels_getter is None:
-            return None, False
-        if self.labels_getter == "default":
-            return default_labels_getter(sample), False
-        return self.labels_getter(sample), True
-
     def _segment(self, rgb: Tensor) -> Tensor:
         """The cut-out alpha of ``(k, 3, H, W)`` images (:func:`~torch_backswap.refine.cut_out_alpha`)."""
         segmenter = self.runtime.segmenter(self.segmenter)
@@ -500,3 +487,49 @@ class BackgroundSwap(v2.Transform):
             f"tight_threshold={self.tight_threshold}, feather={self.feather}, scale={self.scale}, "
             f"degrees={self.degrees}, translate_px={self.translate_px}, harmonize={self.harmonize}, seed={self.seed}"
         )
+
+
+class BackgroundSwapCollate:
+    """``collate_fn`` that collates a list of samples, then swaps the whole batch at once.
+
+    Args:
+        swap: the :class:`BackgroundSwap` to apply.
+        collate_fn: the base collation (default ``torch.utils.data.default_collate``).
+        device: ``"bank"`` (default): move the batch's tensors to the bank's device first (GPU with
+            ``num_workers=0``; always CPU in workers); ``None``: leave tensors where they are.
+
+    Picklable, so it works with worker processes started by fork, spawn or forkserver.
+    """
+
+    def __init__(self, swap: "BackgroundSwap", collate_fn: Callable | None = None, device: str | None = "bank") -> None:
+        if not isinstance(swap, BackgroundSwap):
+            raise TypeError(f"swap must be a BackgroundSwap, got {describe(swap)}")
+        if device not in ("bank", None):
+            raise ValueError(f"device must be 'bank' or None, got {device!r}")
+        self.swap = swap
+        self.collate_fn = collate_fn if collate_fn is not None else torch.utils.data.default_collate
+        self.device = device
+
+    def __call__(self, samples: list) -> Any:
+        batch = self.collate_fn(samples)
+        if samples:
+            # default_collate stacks tv_tensors into plain tensors: re-wrap images and masks so the swap sees them
+            first, _ = tree_flatten(samples[0])
+            flat, spec = tree_flatten(batch)
+            if len(first) == len(flat):
+                flat = [
+                    tv_tensors.wrap(b, like=f)
+                    if isinstance(f, (tv_tensors.Mask, tv_tensors.Image)) and isinstance(b, Tensor)
+                    and not isinstance(b, tv_tensors.TVTensor)
+                    else b
+                    for f, b in zip(first, flat)
+                ]
+                batch = tree_unflatten(flat, spec)
+        if self.device == "bank":
+            dev = self.swap.runtime.bank(self.swap.bank).device
+            if dev.type != "cpu":
+                batch = tree_map(lambda t: t.to(dev) if isinstance(t, Tensor) else t, batch)
+        return self.swap(batch)
+
+    def __repr__(self) -> str:
+        return f"BackgroundSwapCollate({self.swap!r})"
