@@ -611,3 +611,30 @@ def test_unswapped_inputs_are_returned_as_is_swapped_ones_are_new(kind):
         assert not swap.last_record.swapped.all()  # a partly swapped batch: a new tensor, too
     out.as_subclass(torch.Tensor).fill_(0)  # an in-place step after the swap
     assert torch.equal(image, kept)
+
+
+def test_make_params_is_plain_data_and_transform_does_the_pixels():
+    """Issue 26: torchvision's contract: make_params composites nothing; transform does each kind's pixel work, in
+    whatever order the sample lists its items (a mask before the image)."""
+    from torchvision import tv_tensors
+
+    bank = _bank()
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    alpha = torch.zeros(1, 32, 32)
+    alpha[:, 8:24, 8:24] = 1
+    mask = tv_tensors.Mask((alpha > 0).to(torch.uint8) * 3)
+    swap = BackgroundSwap(bank, seed=1, min_foreground=0.0)
+    sample = {"mask": mask, "alpha": ObjectAlpha(alpha), "image": tv_tensors.Image(image)}
+    out = swap(sample)
+    params = BackgroundSwap(bank, seed=1, min_foreground=0.0).make_params(
+        [sample["mask"], sample["alpha"], sample["image"]], labels=None, labels_explicit=False)
+    assert set(params) >= {"params", "alpha", "record"}
+    assert params["image"] is sample["image"]  # which item is the image: the input itself, no composite
+    assert not any(isinstance(v, torch.Tensor) and v.shape[-3:] == (3, 32, 32) for k, v in params.items() if k != "image")
+    assert torch.equal(params["record"].matrices, swap.last_record.matrices)
+    again = BackgroundSwap(bank, seed=1, min_foreground=0.0)
+    fresh = again.make_params([sample["mask"], sample["alpha"], sample["image"]], labels=None, labels_explicit=False)
+    for key in ("mask", "alpha", "image"):
+        assert torch.equal(again.transform(sample[key], fresh), out[key]), key
+    assert bool(swap.last_record.swapped.all()) and not torch.equal(out["image"], sample["image"])
+    assert int(out["mask"].max()) == 3

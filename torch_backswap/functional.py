@@ -47,6 +47,8 @@ __all__ = [
     "move_alpha",
     "move_boxes",
     "move_masks",
+    "paste_objects",
+    "plan_swap",
     "sample_params",
     "swap_backgrounds",
 ]
@@ -252,23 +254,50 @@ def swap_backgrounds(
     b, _, h, w = images.shape
     if len(params) != b:
         raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
-    device = images.device
+    n = int(params.apply.sum())
+    _check_rows("alphas", alphas, (b, n), (h, w), 1)
+    _check_rows("backgrounds", backgrounds, (n, b), (h, w), 3)
+    alpha, record = plan_swap(alphas, params, min_foreground=min_foreground, feather_px=feather_px,
+                              background_labels=background_labels, device=images.device)
+    out = paste_objects(images, alpha, backgrounds, record, harmonize=harmonize, interpolation=interpolation,
+                        inplace=inplace)
+    return out, record
+
+
+def plan_swap(
+    alphas: Tensor,
+    params: SwapParams,
+    *,
+    min_foreground: float = 0.01,
+    feather_px: float = 0.0,
+    background_labels: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, SwapRecord]:
+    """The geometry of a swap, no pixels: the object alpha to paste and the :class:`SwapRecord` (which samples swap,
+    the matrices), from the alphas and the params alone — the first half of :func:`swap_backgrounds`.
+
+    Args:
+        alphas: ``(B, 1, H, W)`` or ``(k, 1, H, W)`` (one row per applied sample) object alphas.
+        params, min_foreground, feather_px, background_labels: as in :func:`swap_backgrounds`.
+        device: where the record and alpha go (default: the alphas').
+
+    Returns:
+        ``(alpha, record)``: the ``(k, 1, H, W)`` alpha of the applied samples, feathered and with specks dropped,
+        ready for :func:`paste_objects`; and the record (what :func:`swap_backgrounds` returns).
+    """
+    b = len(params)
+    _, _, h, w = alphas.shape
+    device = alphas.device if device is None else torch.device(device)
     apply = params.apply.to(device)
     chosen = apply.nonzero().flatten()
     n = int(chosen.numel())
     all_rows = n == b
-    _check_rows("alphas", alphas, (b, n), (h, w), 1)
-    _check_rows("backgrounds", backgrounds, (n, b), (h, w), 3)
-    sub = images if all_rows else images.index_select(0, chosen)
     alpha = alphas if alphas.shape[0] == n else alphas.index_select(0, chosen.to(alphas.device))
-    bgs = backgrounds if backgrounds.shape[0] == n else backgrounds.index_select(0, chosen.to(backgrounds.device))
-    alpha, bgs = alpha.to(device), bgs.to(device)
-    own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
+    alpha = alpha.to(device)
     jitter = params.jitter if all_rows else params.jitter[chosen.cpu()]
     eye = torch.eye(2, 3, device=device).expand(b, 2, 3).contiguous()
     swapped = torch.zeros(b, dtype=torch.bool, device=device)
     matrices = eye
-    out = images
     if n:
         if feather_px > 0:
             alpha = soft_alpha(alpha, feather_px)
@@ -276,12 +305,9 @@ def swap_backgrounds(
         boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
         m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
         m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
-        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs)
         if all_rows:
-            out, matrices, swapped = out_sub, m_sub, has_object
+            matrices, swapped = m_sub, has_object
         else:
-            out = images.clone()
-            out.index_copy_(0, chosen, out_sub)
             matrices = eye.clone().index_copy_(0, chosen, m_sub)
             swapped = swapped.index_copy(0, chosen, has_object)
     idx = params.bank_indices.to(device)
@@ -301,7 +327,41 @@ def swap_backgrounds(
         matrices=torch.where(swapped[:, None, None], matrices, eye),
         params=params,
     )
-    return out, record
+    return alpha, record
+
+
+def paste_objects(
+    images: Tensor,
+    alpha: Tensor,
+    backgrounds: Tensor,
+    record: SwapRecord,
+    *,
+    harmonize: float = 0.0,
+    interpolation: str = "bilinear",
+    inplace: bool = False,
+) -> Tensor:
+    """The pixels of a swap planned by :func:`plan_swap`: composite each applied sample's object (``alpha``, one row
+    per applied sample, as :func:`plan_swap` returns it) with ``record.matrices`` onto its background — the second
+    half of :func:`swap_backgrounds` (same arguments). Rows not applied are the input's; applied rows whose object
+    was dropped are overwritten later by whoever restores the input (``record.swapped`` is False there)."""
+    b = images.shape[0]
+    device = images.device
+    chosen = record.params.apply.to(device).nonzero().flatten()
+    n = int(chosen.numel())
+    if not n:
+        return images
+    all_rows = n == b
+    sub = images if all_rows else images.index_select(0, chosen)
+    bgs = backgrounds if backgrounds.shape[0] == n else backgrounds.index_select(0, chosen.to(backgrounds.device))
+    bgs = bgs.to(device)
+    own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
+    m_sub = record.matrices if all_rows else record.matrices.index_select(0, chosen)
+    out_sub = composite(sub, alpha.to(device), bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs)
+    if all_rows:
+        return out_sub
+    out = images.clone()
+    out.index_copy_(0, chosen, out_sub)
+    return out
 
 
 def move_alpha(alpha: Tensor, record: SwapRecord, *, interpolation: str = "bilinear") -> Tensor:

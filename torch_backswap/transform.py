@@ -26,11 +26,13 @@ sample whose only image-like item is a ``Video`` raises ``TypeError`` (swap its 
 
 How one call runs
 -----------------
-:meth:`make_params` samples the call's random choices once
-(:func:`~torch_backswap.functional.sample_params`), finds the object's alpha, and composites the batch
-(:func:`~torch_backswap.functional.swap_backgrounds`); :meth:`transform` then returns each input in its own
-kind (image, object alpha, other masks, boxes). :attr:`last_record` holds the call's per-sample provenance
-(:class:`~torch_backswap.functional.SwapRecord`); :meth:`swap_batch` takes ``params=`` to replay a call.
+:meth:`make_params` returns plain data, no pixels: the call's random choices sampled once
+(:func:`~torch_backswap.functional.sample_params`), the object's alpha (the sample's ``ObjectAlpha``, or the cut-out)
+and the planned :class:`~torch_backswap.functional.SwapRecord` (:func:`~torch_backswap.functional.plan_swap`: which
+samples swap, the matrices). :meth:`transform` then does each input's pixel work in its own kind, as ``v2.CutMix`` and
+kornia's ``transform_input`` do: the image is composited (:func:`~torch_backswap.functional.paste_objects`), the
+object alpha and other masks are moved (``move_alpha`` / ``move_masks``), boxes are moved (``move_boxes``).
+:attr:`last_record` holds the call's per-sample provenance; :meth:`swap_batch` takes ``params=`` to replay a call.
 ``forward`` only adds the label lookup in front of torchvision's skeleton, exactly as ``v2.CutMix`` does.
 
 Devices, workers and randomness: see :mod:`torch_backswap._runtime`.
@@ -75,8 +77,9 @@ from .functional import (
     SwapRecord,
     gather_backgrounds,
     move_alpha,
+    paste_objects,
+    plan_swap,
     sample_params,
-    swap_backgrounds,
 )
 from .jitter import REFERENCE_SIZE, sample_jitter
 from .refine import (
@@ -312,12 +315,11 @@ class BackgroundSwap(v2.Transform):
     def make_params(
         self, flat_inputs: list[Any], labels: Any = None, labels_explicit: bool = True, params: SwapParams | None = None
     ) -> dict:
-        """Sample the call's choices once, find the object's alpha and composite the batch.
+        """Plain data, no pixels composited: the call's :class:`SwapParams` (sampled once, or ``params`` to replay),
+        the object's alpha (the sample's :class:`ObjectAlpha` or the segmenter's cut-out) and the planned
+        :class:`SwapRecord` (:func:`~torch_backswap.functional.plan_swap`; also kept as :attr:`last_record`).
 
-        ``labels`` are the sample's labels (found by ``labels_getter``); ``params`` replays an earlier call.
-
-        Returns a dict with the image item, the composited images, the object alpha before / after and the
-        :class:`SwapRecord` (also kept as :attr:`last_record`).
+        ``labels`` are the sample's labels (found by ``labels_getter``).
         """
         images = [x for x in flat_inputs if is_image(x)]
         if not images and any(isinstance(x, tv_tensors.Video) for x in flat_inputs):
@@ -335,34 +337,31 @@ class BackgroundSwap(v2.Transform):
         if len(alphas) > 1:
             raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
         x, single = image_to_batch(image, self.value_range)
-        b = x.shape[0]
         if any(isinstance(i, tv_tensors.BoundingBoxes) for i in flat_inputs) and not single:
             raise ValueError("BoundingBoxes can be moved with the object only for single images, got a batch of images")
-        given = None
-        if alphas:
-            given = alpha_to_batch(alphas[0], b, tuple(x.shape[-2:]), single)
-        out, record, used = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
-        moved = None
-        if given is not None:
-            moved = move_alpha(given, record, interpolation=self.interpolation)
-        elif any(isinstance(i, tv_tensors.Mask) for i in flat_inputs) and bool(record.swapped.any()):
-            # the segmenter's cut-out is the object the other masks move with: one row per sample
-            if used.shape[0] != b:  # segmented only the applied samples: the others are not swapped, any row will do
-                rows = record.params.apply.nonzero().flatten().to(used.device)
-                used = used.new_zeros(b, *used.shape[1:]).index_copy_(0, rows, used)
-            moved = move_alpha(used, record, interpolation=self.interpolation)
-        return {"image": image, "output": out, "single": single, "record": record, "moved_alpha": moved}
+        given = alpha_to_batch(alphas[0], x.shape[0], tuple(x.shape[-2:]), single) if alphas else None
+        plan = self._plan(x, labels, given, params, single=single, labels_explicit=labels_explicit)
+        return {**plan, "image": image, "single": single}
 
     def transform(self, inpt: Any, params: dict) -> Any:
-        """Return one input of the sample in its own kind (see the module docs)."""
+        """The pixel work for one input of the sample, in its own kind: the image composited
+        (:func:`~torch_backswap.functional.paste_objects`, the pixel half of
+        :func:`~torch_backswap.functional.swap_backgrounds`), the ``ObjectAlpha`` and other masks moved with the
+        object (:func:`~torch_backswap.functional.move_alpha` / ``move_masks``), boxes moved (``move_boxes``)."""
         record: SwapRecord = params["record"]
         if inpt is params["image"]:
-            return batch_to_image(inpt, params["output"], record)
-        if isinstance(inpt, ObjectAlpha):
-            moved = params["moved_alpha"]
-            return inpt if moved is None else tv_tensors.wrap(moved.reshape(inpt.shape), like=inpt)
+            if not bool(record.swapped.any()):
+                return inpt
+            x, _ = image_to_batch(inpt, self.value_range, check_values=False)  # make_params checked its values
+            return batch_to_image(inpt, self._paste(x, params), record)
+        if isinstance(inpt, ObjectAlpha):  # as before issue 26: the compact alpha (mask_to_alpha), moved where swapped
+            moved = move_alpha(params["given"], record, interpolation=self.interpolation)
+            return tv_tensors.wrap(moved.reshape(inpt.shape), like=inpt)
         if isinstance(inpt, tv_tensors.Mask):
-            return mask_like(inpt, params["moved_alpha"], record, params["single"])
+            moved = None
+            if bool(record.swapped.any()):
+                moved = move_alpha(self._object_rows(params), record, interpolation=self.interpolation)
+            return mask_like(inpt, moved, record, params["single"])
         if isinstance(inpt, tv_tensors.BoundingBoxes):
             return boxes_like(inpt, record)
         return inpt
@@ -398,9 +397,9 @@ class BackgroundSwap(v2.Transform):
         given = None
         if alphas is not None:
             given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas", resize=True)
-        out, record, _ = self._swap(x, labels, given, params, single=False, labels_explicit=True)
-        out = restore_channels(out, x, record)
-        return (out, record) if return_record else out
+        plan = self._plan(x, labels, given, params, single=False, labels_explicit=True)
+        out = restore_channels(self._paste(x, plan), x, plan["record"])
+        return (out, plan["record"]) if return_record else out
 
     def segment(self, images: Tensor) -> Tensor:
         """The tight, feathered object alpha the swap would use: float ``(B, 1, H, W)`` in ``[0, 1]`` of
@@ -423,18 +422,21 @@ class BackgroundSwap(v2.Transform):
         return cut_out_alpha(segmenter, rgb, tight_threshold=self.tight_threshold, feather=self.feather,
                              refine=self.runtime.refiner(self.refine), flip_average=self.flip_average)
 
-    def _swap(
-        self,
-        x: Tensor,
-        labels: Any,
-        given: Tensor | None,
-        params: SwapParams | None,
-        *,
-        single: bool,
+    def _rgb(self, x: Tensor, device: torch.device) -> Tensor:
+        """Checked ``(B, C, H, W)`` images → RGB on ``device``, floats mapped from ``value_range`` to ``[0, 1]``."""
+        rgb = to_rgb(x).to(device)
+        if self.value_range is not None and rgb.dtype.is_floating_point:
+            lo, hi = self.value_range
+            rgb = (rgb - lo) / (hi - lo)
+        return rgb.contiguous()
+
+    def _plan(
+        self, x: Tensor, labels: Any, given: Tensor | None, params: SwapParams | None, *, single: bool,
         labels_explicit: bool,
-    ) -> tuple[Tensor, SwapRecord, Tensor]:
-        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)``, the record and the object
-        alpha used (``given``, or the segmenter's cut-out: ``B`` rows, or one per applied sample)."""
+    ) -> dict:
+        """The data of one call on checked ``(B, C, H, W)`` images ``x``: ``params``, ``alpha`` (the applied rows,
+        ready to paste), ``record``, ``given`` (the ObjectAlpha batch) or ``cut_out`` (the segmenter's alpha:
+        ``B`` rows, or one per applied sample)."""
         b, _, h, w = x.shape
         lab = class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
         if lab is None and self.strategy == "other_class":
@@ -454,31 +456,45 @@ class BackgroundSwap(v2.Transform):
             )
         elif len(params) != b:
             raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
-        rgb = to_rgb(x).to(device)
-        if self.value_range is not None and rgb.dtype.is_floating_point:
-            lo, hi = self.value_range
-            rgb = (rgb - lo) / (hi - lo)
-        rgb = rgb.contiguous()
         chosen = params.apply.nonzero().flatten().to(device)
+        cut_out = None
         if given is not None:
             alpha = given.to(device)
-        elif int(chosen.numel()) == b:
-            alpha = self._segment(rgb)
-        elif chosen.numel():  # segment only the samples that swap: one row each
-            alpha = self._segment(rgb.index_select(0, chosen))
-        else:
+        elif not chosen.numel():
             alpha = torch.zeros(0, 1, h, w, device=device)
+        else:
+            rgb = self._rgb(x, device)
+            # segment only the samples that swap: one row each
+            alpha = cut_out = self._segment(rgb if int(chosen.numel()) == b else rgb.index_select(0, chosen))
         applied = params.bank_indices[params.apply]
-        out, record = swap_backgrounds(
-            rgb, alpha, gather_backgrounds(bank, params, (h, w)), params, min_foreground=self.min_foreground,
-            feather_px=self.feather_px, harmonize=self.harmonize, interpolation=self.interpolation,
-            background_labels=bank.labels[applied.to(bank.labels.device)], inplace=True,  # gathered: ours to write
-        )
+        alpha, record = plan_swap(alpha, params, min_foreground=self.min_foreground, feather_px=self.feather_px,
+                                  background_labels=bank.labels[applied.to(bank.labels.device)], device=device)
+        self.last_record = record
+        return {"params": params, "alpha": alpha, "record": record, "given": given, "cut_out": cut_out}
+
+    def _paste(self, x: Tensor, plan: dict) -> Tensor:
+        """The planned swap's pixels: checked images ``x`` → swapped RGB ``(B, 3, H, W)`` in ``x``'s range."""
+        bank = self.runtime.bank(self.bank)
+        rgb = self._rgb(x, bank.device)
+        backgrounds = gather_backgrounds(bank, plan["params"], tuple(x.shape[-2:]))
+        out = paste_objects(rgb, plan["alpha"], backgrounds, plan["record"], harmonize=self.harmonize,
+                            interpolation=self.interpolation, inplace=True)  # gathered: ours to write
         if self.value_range is not None and out.dtype.is_floating_point:
             lo, hi = self.value_range
             out = out * (hi - lo) + lo
-        self.last_record = record
-        return out, record, alpha
+        return out
+
+    @staticmethod
+    def _object_rows(plan: dict) -> Tensor:
+        """The object's alpha the other masks move with, one row per sample: the ObjectAlpha's, else the cut-out's
+        (rows of samples not swapped are never read)."""
+        if plan["given"] is not None:
+            return plan["given"]
+        used, apply = plan["cut_out"], plan["params"].apply
+        if used.shape[0] != apply.shape[0]:
+            rows = apply.nonzero().flatten().to(used.device)
+            used = used.new_zeros(apply.shape[0], *used.shape[1:]).index_copy_(0, rows, used)
+        return used
 
     def extra_repr(self) -> str:
         seg = type(self.segmenter).__name__ if self.segmenter is not None else None
