@@ -99,3 +99,29 @@ def test_lower_layers_do_not_import_the_transform(low):
         seen.add(n)
         todo.extend(graph.get(n, ()))
     assert "torch_backswap.transform" not in seen
+
+
+def test_the_top_level_api_is_small_and_moved_names_still_resolve():
+    import warnings
+
+    import torch_backswap as tb
+    from torch_backswap import functional, metrics, segmenter
+
+    assert len(tb.__all__) <= 25 and len(set(tb.__all__)) == len(tb.__all__)
+    assert all(hasattr(tb, name) for name in tb.__all__)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tb.mask_iou is metrics.mask_iou and tb.swap_backgrounds is functional.swap_backgrounds
+        assert tb.TIGHT_THRESHOLD == segmenter.TIGHT_THRESHOLD
+    assert [w.category for w in caught] == [DeprecationWarning] * 3
+    with pytest.raises(AttributeError):
+        tb.no_such_name
+
+
+def test_one_cut_out_route():
+    """Every cut-out of the package goes through CutOut (refine.cut_out_alpha underneath): no predict_masks outside
+    the segmenter that defines it."""
+    users = [p for p in PACKAGE.rglob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
+    assert [p.name for p in users] == ["segmenter.py"]
+    bench = PACKAGE.parent / "benchmarks"
+    assert not [p.name for p in bench.glob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]

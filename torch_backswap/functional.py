@@ -35,13 +35,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._checks import check_choice, check_fraction, check_non_negative
 from ._image import float_alpha
 from .composite import composite, soft_alpha
 from .jitter import REFERENCE_SIZE, JitterParams, jitter_affine, mask_bboxes, sample_jitter
 
 __all__ = [
+    "Compositing",
+    "JitterParams",
     "SwapParams",
     "SwapRecord",
+    "composite",
+    "jitter_affine",
     "drop_specks",
     "gather_backgrounds",
     "move_alpha",
@@ -49,6 +54,7 @@ __all__ = [
     "move_masks",
     "paste_objects",
     "plan_swap",
+    "sample_jitter",
     "sample_params",
     "swap_backgrounds",
 ]
@@ -73,6 +79,33 @@ class SwapParams:
 
     def to(self, device: torch.device | str) -> "SwapParams":
         return SwapParams(self.apply.to(device), self.bank_indices.to(device), self.jitter.to(device))
+
+
+@dataclass(frozen=True)
+class Compositing:
+    """How objects are pasted (the keyword arguments of :func:`swap_backgrounds` / :func:`plan_swap` /
+    :func:`paste_objects`, checked once).
+
+    Attributes:
+        min_foreground: samples whose object covers less of the image are left unchanged (a missed object's
+            speck would carry the label alone; default 0.01, 0 disables).
+        feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
+        harmonize: colour harmonisation strength in ``[0, 1]`` (0 = off).
+        interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
+    """
+
+    min_foreground: float = 0.01
+    feather_px: float = 0.0
+    harmonize: float = 0.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_foreground",
+                           check_fraction("min_foreground", self.min_foreground, upper_open=True))
+        object.__setattr__(self, "feather_px", check_non_negative("feather_px", self.feather_px))
+        object.__setattr__(self, "harmonize", check_fraction("harmonize", self.harmonize))
+        object.__setattr__(self, "interpolation",
+                           check_choice("interpolation", self.interpolation, ("bilinear", "nearest")))
 
 
 @dataclass
