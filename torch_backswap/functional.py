@@ -80,6 +80,26 @@ class SwapParams:
     def to(self, device: torch.device | str) -> "SwapParams":
         return SwapParams(self.apply.to(device), self.bank_indices.to(device), self.jitter.to(device))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain lists (no pickle): log them, and :meth:`from_dict` replays the call bit for bit
+        (float32 values survive the round trip through Python floats and JSON exactly)."""
+        return {
+            "apply": self.apply.cpu().tolist(),
+            "bank_indices": self.bank_indices.cpu().tolist(),
+            "jitter": {f.name: getattr(self.jitter, f.name).cpu().tolist() for f in fields(self.jitter)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SwapParams":
+        """The :class:`SwapParams` of :meth:`to_dict`'s output (CPU tensors)."""
+        jitter = JitterParams(**{k: torch.tensor(v, dtype=torch.float32) for k, v in data["jitter"].items()})
+        jitter.translate = jitter.translate.reshape(-1, 2)  # keeps (0, 2) for an empty call
+        apply = torch.tensor(data["apply"], dtype=torch.bool)
+        bank_indices = torch.tensor(data["bank_indices"], dtype=torch.long)
+        if not (len(apply) == len(bank_indices) == jitter.scale.shape[0]):
+            raise ValueError("SwapParams.from_dict: apply, bank_indices and jitter must have one row per sample")
+        return cls(apply, bank_indices, jitter)
+
 
 @dataclass(frozen=True)
 class Compositing:
