@@ -36,6 +36,9 @@ from .loader import DeviceSwapLoader
 from .diagnose import background_gap
 from .datasets import StampBirds
 from . import functional, inpaint, metrics
+# ``torch_backswap.composite`` stays the function, as in 0.2 (it shadows its submodule's name, so the moved-name
+# hook below never sees it); it is no longer in __all__: import it from torch_backswap.functional.
+from .composite import composite
 
 __all__ = [
     # patch labels and the segmenter
@@ -81,7 +84,7 @@ _MOVED = {
     **dict.fromkeys(["GrayFill", "MeanFill", "NoiseFill", "PyramidInpainter", "ScramblePixels", "ScramblePatches",
                      "ModuleInpainter"], "inpaint"),
     **dict.fromkeys(["SwapParams", "SwapRecord", "sample_params", "swap_backgrounds", "JitterParams",
-                     "sample_jitter", "jitter_affine", "composite"], "functional"),
+                     "sample_jitter", "jitter_affine"], "functional"),
     **dict.fromkeys(["cell_balanced_accuracy", "mask_iou", "boundary_f_score", "ghost_fraction", "group_accuracies",
                      "worst_group_accuracy"], "metrics"),
 }
