@@ -49,8 +49,10 @@ from torch_backswap.experiments.classifier import build_classifier, evaluate_gro
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
-from torch_backswap.segmenter import PatchSegmenter
+from torch_backswap.cutout import CutOut
+from torch_backswap.segmenter import PatchSegmenter, probability_to_mask
 from torch_backswap.transform import BackgroundSwap
+from torch_backswap.jitter import JitterGenerator
 
 HERE = Path(__file__).resolve().parent
 TABLES = ("waterbirds", "waterbirds_no_minority", *[f"spawrious_{b}" for b in SPAWRIOUS_BENCHMARKS], "imagenet9")
@@ -193,15 +195,15 @@ def run_table(table: str, args: argparse.Namespace, records: dict, save: Callabl
                                               device=args.device, progress=args.progress, scratch_kwargs=scratch, **opt)
             seg = seg.to(args.device)
             tight, loose = [], []
+            cut_out = CutOut(seg, tight_threshold=cfg["tight"], feather=0.0)  # the swap's one cut-out route
             for s in range(0, len(train.images), 128):
-                t, lo = seg.predict_masks(train.images[s : s + 128].to(args.device), tight=cfg["tight"],
-                                          loose=cfg["loose"])
-                tight.append(t.cpu())
-                loose.append(lo.cpu() > 0.5)
+                x = train.images[s : s + 128].to(args.device)
+                tight.append(cut_out(x).cpu())
+                loose.append(probability_to_mask(cut_out.probability(x), cfg["loose"]).cpu() > 0.5)
             tight, loose = torch.cat(tight), torch.cat(loose)
             bank = build_bank(train.images, train.labels, holes=loose, classes=classes, progress=args.progress,
                               device=args.device).cpu()
-            swap = BackgroundSwap(bank, seed=seed, translate_px=cfg["translate_px"])
+            swap = BackgroundSwap(bank, jitter=JitterGenerator(translate_px=cfg["translate_px"]), seed=seed)
             info = {"n_labeled": len(labels), "bank": len(bank),
                     "segmenter_val_balanced_accuracy": max((h.get("val_balanced_accuracy") or 0) for h in history)}
         for method in todo:

@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> None:
             bank = build_bank(train.images, train.labels, segmenter=segmenter, progress=False)
         else:
             bank = build_bank(train.images, train.labels, holes=dilate(train.alpha > 0, radius), progress=False)
-        swapped_seg = BackgroundSwap(bank, segmenter=segmenter, seed=0).swap_batch(
+        swapped_seg = BackgroundSwap(bank, segmenter, seed=0).swap_batch(
             images, labels, alphas=None if segmenter is not None else alpha)
-        swapped_true = BackgroundSwap(bank, segmenter=segmenter, seed=0).swap_batch(images, labels, alphas=alpha)
+        swapped_true = BackgroundSwap(bank, segmenter, seed=0).swap_batch(images, labels, alphas=alpha)
 
     bird = alpha.sum(dim=(1, 2, 3)).clamp_min(1e-6)
     tight_cover = ((tight * alpha).sum(dim=(1, 2, 3)) / bird).tolist()

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch_backswap.functional import Compositing
 import torch.nn.functional as F
 
 DATA = Path(__file__).parent / "data"
@@ -79,7 +80,7 @@ def swap_runs() -> dict:
     for name, swap, x in [
         ("given_masks_uint8", BackgroundSwap(bank, seed=0), images),
         ("given_masks_p05_other_class", BackgroundSwap(bank, seed=1, p=0.5, strategy="other_class"), images),
-        ("given_masks_float_feather", BackgroundSwap(bank, seed=2, feather_px=1.5), images.float() / 255),
+        ("given_masks_float_feather", BackgroundSwap(bank, compositing=Compositing(feather_px=1.5), seed=2), images.float() / 255),
     ]:
         out = swap.swap_batch(x, labels, alphas=masks)
         runs[name] = (swap, x, masks, labels, out)

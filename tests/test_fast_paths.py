@@ -4,7 +4,8 @@ stated tolerance). Timings are checked by ``benchmarks/throughput.py``, never he
 import torch
 import torch.nn.functional as F
 
-from torch_backswap import BackgroundBank, BackgroundSwap, PyramidInpainter
+from torch_backswap import BackgroundBank, BackgroundSwap
+from torch_backswap.inpaint import PyramidInpainter
 from torch_backswap._image import to_uint8_rgb
 from torch_backswap.segmenter import segment_probability, segmenter_input
 from torch_backswap.jitter import mask_bboxes

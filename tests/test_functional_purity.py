@@ -76,6 +76,14 @@ def _cases():
         ("swap_backgrounds (float images)", F.swap_backgrounds, (float_images, alphas, bgs, params), {}),
         ("swap_backgrounds (float backgrounds)", F.swap_backgrounds,
          (float_images, alphas, bgs.float() / 255, params), {}),
+        ("plan_swap", F.plan_swap, (alphas, partial), {"feather_px": 1.5}),
+        ("plan_swap (k rows)", F.plan_swap, (alphas[partial.apply], partial), {"min_foreground": 0.5}),
+        ("paste_objects", F.paste_objects, (images, alphas, bgs, record), {}),
+        ("paste_objects (partial)", F.paste_objects,
+         (images, alphas[partial.apply], bank.backgrounds[:3], F.plan_swap(alphas, partial)[1]), {}),
+        ("sample_jitter", F.sample_jitter, (3,), {"generator": torch.Generator().manual_seed(0)}),
+        ("jitter_affine", F.jitter_affine, (params.jitter, (H, W), alphas), {}),
+        ("composite", F.composite, (images, alphas, bgs, record.matrices), {}),
         ("move_alpha", F.move_alpha, (alphas, record), {}),
         ("move_alpha (uint8)", F.move_alpha, ((alphas * 255).to(torch.uint8), record), {}),
         ("move_masks", F.move_masks, (torch.randint(0, 5, (3, 2, H, W)), moved, record), {}),
@@ -95,7 +103,7 @@ def test_every_public_function_is_covered():
 def test_public_functions_never_write_to_their_inputs(case):
     name, fn, args, kwargs = case
     inputs = _tensors((args, kwargs))
-    assert inputs
+    assert inputs or name == "sample_jitter"  # sample_jitter takes numbers only: nothing it could write to
     before = [t.clone() for t in inputs]
     fn(*args, **kwargs)
     for i, (t, b) in enumerate(zip(inputs, before)):
@@ -109,3 +117,19 @@ def test_inplace_swap_gives_the_same_images():
     pure, record = F.swap_backgrounds(images, alphas, bgs, params)
     fast, again = F.swap_backgrounds(images, alphas, bgs.clone(), params, inplace=True)
     assert torch.equal(pure, fast) and torch.equal(record.matrices, again.matrices)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_plan_then_paste_is_swap_backgrounds(p):
+    """The two halves the transform runs apart (make_params: plan; transform: paste) give swap_backgrounds' result."""
+    images, alphas, bank = _scene(b=4)
+    alphas[2] = 0
+    alphas[2, :, 1:3, 1:3] = 1.0  # a speck, dropped
+    params = F.sample_params(4, bank, p=p, generator=torch.Generator().manual_seed(3))
+    bgs = F.gather_backgrounds(bank, params, (H, W))
+    out, record = F.swap_backgrounds(images, alphas, bgs.clone(), params, feather_px=1.0, harmonize=0.3)
+    alpha, planned = F.plan_swap(alphas, params, feather_px=1.0)
+    pasted = F.paste_objects(images, alpha, bgs.clone(), planned, harmonize=0.3)
+    assert torch.equal(out, pasted)
+    for f in ("swapped", "bank_indices", "scale", "angle", "translate", "matrices"):
+        assert torch.equal(getattr(record, f), getattr(planned, f)), f

@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from torch_backswap import BackgroundBank, BackgroundSwap
 from torch_backswap.loader import DeviceSwapLoader
+from torch_backswap.functional import Compositing
 
 B, N, S = 4, 10, 32
 
@@ -43,8 +44,8 @@ def test_tuple_batches_are_swapped_like_the_swap_itself():
     images, _, labels, bank = _scene()
     loader = DataLoader(TensorDataset(images, labels), batch_size=B)
     seg = _segmenter
-    wrapped = DeviceSwapLoader(loader, BackgroundSwap(bank, seg, seed=5, min_foreground=0.0), "cpu")
-    direct = BackgroundSwap(bank, seg, seed=5, min_foreground=0.0)
+    wrapped = DeviceSwapLoader(loader, BackgroundSwap(bank, seg, compositing=Compositing(min_foreground=0.0), seed=5), "cpu")
+    direct = BackgroundSwap(bank, seg, compositing=Compositing(min_foreground=0.0), seed=5)
     assert len(wrapped) == len(loader) == 3
     changed = 0
     for (x, y), (x0, y0) in zip(wrapped, loader):
@@ -122,3 +123,33 @@ def test_device_suite_runs_end_to_end_on_cpu(capsys):
     assert main(["--device", "cpu", "--quick", "--no-write", "--model", "resnet18"]) == 0
     out = capsys.readouterr().out
     assert "| DeviceSwapLoader, ObjectAlpha carried |" in out and "| bank.sample (class-balanced gather) |" in out
+
+
+def test_device_prefetcher_runs_any_function_of_the_moved_batch():
+    from torch_backswap.loader import DevicePrefetcher
+
+    images, _, labels, _ = _scene()
+    loader = DataLoader(TensorDataset(images, labels), batch_size=B)
+    seen = []
+    doubled = DevicePrefetcher(loader, lambda b: seen.append(b) or [b[0] // 2, b[1]], "cpu")
+    assert len(doubled) == len(loader)
+    for (x, y), (x0, y0) in zip(doubled, loader):
+        assert torch.equal(x, x0 // 2) and torch.equal(y, y0)
+    assert len(seen) == len(loader)
+    plain = DevicePrefetcher(loader, None, "cpu")  # no fn: only moved
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(plain, loader))
+    with pytest.raises(TypeError, match="fn must be a callable"):
+        DevicePrefetcher(loader, 3, "cpu")
+
+
+def test_tuple_batch_labels_skip_an_image_sized_entry():
+    """(images, alphas, labels) tuples: the one label getter skips the (B, 1, H, W) entry and finds the labels
+    (other_class needs them), whether or not the alpha is named."""
+    images, alpha, labels, bank = _scene(4)
+    loader = DataLoader(TensorDataset(images, alpha, labels), batch_size=B)
+    for name in (1, None):
+        wrapped = DeviceSwapLoader(loader, BackgroundSwap(bank, _segmenter, compositing=Compositing(min_foreground=0.0), seed=3, strategy="other_class"), "cpu", alpha=name)
+        direct = BackgroundSwap(bank, _segmenter, compositing=Compositing(min_foreground=0.0), seed=3, strategy="other_class")
+        for (x, a, y), (x0, a0, y0) in zip(wrapped, loader):
+            expected = direct.swap_batch(x0, y0, alphas=a0 if name is not None else None)
+            assert torch.equal(x, expected) and torch.equal(y, y0)

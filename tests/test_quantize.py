@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch_backswap import BackgroundBank, BackgroundSwap, PatchSegmenter
 from torch_backswap.quantize import QuantizedPatchSegmenter, quantize_segmenter
 from torch_backswap.segmenter import segment_logits
+from torch_backswap.cutout import CutOut
 
 
 def _images(n, size=48, seed=0):
@@ -31,7 +32,7 @@ def test_int8_segmenter_keeps_the_interface_and_the_logits():
     assert q(x[0]).shape == (4, 4)  # unbatched input, like PatchSegmenter
     # usable by the swap, picklable for DataLoader workers
     bank = BackgroundBank(_images(4, seed=3), torch.tensor([0, 1, 0, 1]))
-    swapped = BackgroundSwap(bank, pickle.loads(pickle.dumps(q)), seed=0, tight_threshold=0.0).swap_batch(x)
+    swapped = BackgroundSwap(bank, CutOut(pickle.loads(pickle.dumps(q)), tight_threshold=0.0), seed=0).swap_batch(x)
     assert swapped.shape == x.shape and swapped.dtype == torch.uint8
 
 

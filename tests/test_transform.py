@@ -23,6 +23,9 @@ from torch_backswap.bank import BackgroundBank
 from torch_backswap.functional import move_alpha
 from torch_backswap.collate import BackgroundSwapCollate
 from torch_backswap.transform import BackgroundSwap
+from torch_backswap.functional import Compositing
+from torch_backswap.cutout import CutOut
+from torch_backswap.jitter import JitterGenerator
 
 H = W = 32
 FG = torch.tensor([250, 250, 0], dtype=torch.uint8)
@@ -304,13 +307,13 @@ def test_empty_and_speck_foregrounds_leave_every_part_unchanged():
     assert not torch.equal(out[0], images[0]) and not torch.equal(out[2], images[2])
     for m in (masks.to(torch.uint8) * 255, masks.float()):
         assert torch.equal(BackgroundSwap(_bank(), seed=0).swap_batch(images, alphas=m)[1], images[1])
-    assert not torch.equal(BackgroundSwap(_bank(), seed=0, min_foreground=0).swap_batch(images, alphas=masks)[1], images[1])
+    assert not torch.equal(BackgroundSwap(_bank(), compositing=Compositing(min_foreground=0), seed=0).swap_batch(images, alphas=masks)[1], images[1])
     # a speck sample: the image, its alpha and its other masks all come back as they were
     seg_map = tv_tensors.Mask(masks[1, 0].to(torch.uint8) * 3)
     out_img, out_alpha, out_seg = BackgroundSwap(_bank(), seed=0)(images[1], ObjectAlpha(masks[1]), seg_map)
     assert torch.equal(out_img, images[1]) and torch.equal(out_alpha, masks[1]) and torch.equal(out_seg, seg_map)
     with pytest.raises(ValueError, match="min_foreground"):
-        BackgroundSwap(_bank(), min_foreground=1.5)
+        BackgroundSwap(_bank(), compositing=Compositing(min_foreground=1.5))
 
 
 def test_same_seed_same_output_and_p():
@@ -400,8 +403,8 @@ def test_cuda_segmenter_in_worker_is_one_clear_error(monkeypatch):
             raise AssertionError
 
     swap = BackgroundSwap(_bank(), _SquareSegmenter())
-    swap.segmenter = OnMeta()
-    swap.runtime.cpu_segmenter = swap.segmenter
+    swap.cut_out = CutOut(OnMeta())
+    swap.runtime.cpu_segmenter = swap.cut_out
 
     class Info:
         id, seed = 1, 123
@@ -445,7 +448,7 @@ def test_dataloader_per_sample_and_collate_with_object_alpha_dataset(num_workers
 
 def test_workers_get_different_streams():
     images, masks = _scene(1)
-    swap = BackgroundSwap(_bank(), seed=0, scale=(0.6, 1.4))
+    swap = BackgroundSwap(_bank(), jitter=JitterGenerator(scale=(0.6, 1.4)), seed=0)
 
     class Wrapped(torch.utils.data.Dataset):
         def __len__(self):
@@ -481,9 +484,9 @@ def test_refined_cut_out_follows_the_object_edges_better():
 
     _, masks = _scene(6)
     images = torch.where(masks, FG[:, None, None], torch.tensor([40, 90, 160], dtype=torch.uint8)[:, None, None])
-    kw = dict(seed=0, feather=0.0, tight_threshold=0.5)
-    plain = BackgroundSwap(_bank(), HalfCells(), **kw).segment(images)
-    refined = BackgroundSwap(_bank(), HalfCells(), refine="guided", flip_average=True, **kw).segment(images)
+    kw = dict(feather=0.0, tight_threshold=0.5)
+    plain = BackgroundSwap(_bank(), CutOut(HalfCells(), **kw), seed=0).segment(images)
+    refined = BackgroundSwap(_bank(), CutOut(HalfCells(), "guided", flip_average=True, **kw), seed=0).segment(images)
     assert refined.shape == plain.shape == (6, 1, H, W)
 
     def iou(a):
@@ -491,8 +494,8 @@ def test_refined_cut_out_follows_the_object_edges_better():
         return float((a & masks).sum() / (a | masks).sum())
 
     assert iou(refined) > iou(plain)
-    with pytest.raises(ValueError, match="refine must be one of"):
-        BackgroundSwap(_bank(), refine="sharpen")
+    with pytest.raises(ValueError, match="refiner must be one of"):
+        CutOut(HalfCells(), "sharpen")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -613,3 +616,49 @@ def test_unswapped_inputs_are_returned_as_is_swapped_ones_are_new(kind):
         assert not swap.last_record.swapped.all()  # a partly swapped batch: a new tensor, too
     out.as_subclass(torch.Tensor).fill_(0)  # an in-place step after the swap
     assert torch.equal(image, kept)
+
+
+def test_make_params_is_plain_data_and_transform_does_the_pixels():
+    """Issue 26: torchvision's contract: make_params composites nothing; transform does each kind's pixel work, in
+    whatever order the sample lists its items (a mask before the image)."""
+    from torchvision import tv_tensors
+
+    bank = _bank()
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    alpha = torch.zeros(1, 32, 32)
+    alpha[:, 8:24, 8:24] = 1
+    mask = tv_tensors.Mask((alpha > 0).to(torch.uint8) * 3)
+    swap = BackgroundSwap(bank, compositing=Compositing(min_foreground=0.0), seed=1)
+    sample = {"mask": mask, "alpha": ObjectAlpha(alpha), "image": tv_tensors.Image(image)}
+    out = swap(sample)
+    params = BackgroundSwap(bank, compositing=Compositing(min_foreground=0.0), seed=1).make_params(
+        [sample["mask"], sample["alpha"], sample["image"]], labels=None, labels_explicit=False)
+    assert set(params) >= {"params", "alpha", "record"}
+    assert params["image"] is sample["image"]  # which item is the image: the input itself, no composite
+    assert not any(isinstance(v, torch.Tensor) and v.shape[-3:] == (3, 32, 32) for k, v in params.items() if k != "image")
+    assert torch.equal(params["record"].matrices, swap.last_record.matrices)
+    again = BackgroundSwap(bank, compositing=Compositing(min_foreground=0.0), seed=1)
+    fresh = again.make_params([sample["mask"], sample["alpha"], sample["image"]], labels=None, labels_explicit=False)
+    for key in ("mask", "alpha", "image"):
+        assert torch.equal(again.transform(sample[key], fresh), out[key]), key
+    assert bool(swap.last_record.swapped.all()) and not torch.equal(out["image"], sample["image"])
+    assert int(out["mask"].max()) == 3
+
+
+def test_swap_params_round_trip_through_json_and_replay_bit_identically():
+    """Issue 26: a logged record replays: SwapParams.to_dict() is JSON, from_dict() gives the same swap."""
+    import json
+
+    from torch_backswap.functional import SwapParams
+
+    images, masks = _scene(6, seed=3)
+    swap = BackgroundSwap(_bank(), seed=7, p=0.7)
+    out = swap.swap_batch(images, alphas=masks)
+    logged = json.dumps(swap.last_record.params.to_dict())
+    params = SwapParams.from_dict(json.loads(logged))
+    original = swap.last_record.params
+    assert torch.equal(params.apply, original.apply) and torch.equal(params.bank_indices, original.bank_indices)
+    for name in ("scale", "angle", "translate"):
+        assert torch.equal(getattr(params.jitter, name), getattr(original.jitter, name))
+    replayed = BackgroundSwap(_bank(), seed=123).swap_batch(images, alphas=masks, params=params)
+    assert torch.equal(replayed, out)

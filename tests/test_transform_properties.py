@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from torchvision import tv_tensors
 
 from torch_backswap import BackgroundBank, BackgroundSwap, ObjectAlpha
+from torch_backswap.functional import Compositing
+from torch_backswap.jitter import JitterGenerator
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -51,7 +53,7 @@ def test_p_zero_is_the_identity(scene, kind):
 @given(scenes())
 def test_without_jitter_object_pixels_from_input_background_from_bank(scene):
     images, alpha, bank, labels, seed = scene
-    swap = BackgroundSwap(bank, seed=seed, scale=1.0, degrees=0.0, translate_px=0.0, min_foreground=0.0)
+    swap = BackgroundSwap(bank, jitter=JitterGenerator(scale=1.0, degrees=0.0, translate_px=0.0), compositing=Compositing(min_foreground=0.0), seed=seed)
     out, record = swap.swap_batch(images, labels, alphas=alpha, return_record=True)
     backgrounds = bank.backgrounds[record.bank_indices]
     expected = torch.where(alpha, images, backgrounds)
@@ -62,7 +64,7 @@ def test_without_jitter_object_pixels_from_input_background_from_bank(scene):
 @given(scenes())
 def test_masks_and_boxes_stay_aligned_with_the_moved_object(scene):
     images, alpha, bank, labels, seed = scene
-    swap = BackgroundSwap(bank, seed=seed, interpolation="nearest", min_foreground=0.0)
+    swap = BackgroundSwap(bank, compositing=Compositing(min_foreground=0.0, interpolation="nearest"), seed=seed)
     ys, xs = torch.nonzero(alpha[0, 0], as_tuple=True)
     box = tv_tensors.BoundingBoxes(
         [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], format="XYXY", canvas_size=tuple(images.shape[-2:])

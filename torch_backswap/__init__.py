@@ -7,85 +7,49 @@ The pipeline, in module order: :mod:`~torch_backswap.labels` (patch labels) →
 functions) → :mod:`~torch_backswap.transform` (``BackgroundSwap``) / :mod:`~torch_backswap.loader`
 (device-side swapping) → :mod:`~torch_backswap.metrics` / :mod:`~torch_backswap.diagnose`.
 
-The public API is :data:`__all__`; the experiment harness (:mod:`torch_backswap.experiments`) is not part of it.
+The public API is :data:`__all__` (the objects a user builds); kernels and jitter live in
+:mod:`torch_backswap.functional`, fills in :mod:`torch_backswap.inpaint`, metrics in :mod:`torch_backswap.metrics`,
+constants in their modules. The experiment harness (:mod:`torch_backswap.experiments`) is not part of it.
 """
 
 __version__ = "0.2.0"
 
+import importlib as _importlib
+import warnings as _warnings
+
 from ._io import BackswapFileError, BackswapFileNotFoundError
-from .labels import LabelFormatError, MissingImageError, PatchLabels, dense_to_patch_grid, patch_grid_to_dense
-from .hub import DEFAULT_SEGMENTER, PretrainedNotFoundError, resolve_pretrained
-from .metrics import (
-    boundary_f_score,
-    cell_balanced_accuracy,
-    ghost_fraction,
-    group_accuracies,
-    mask_iou,
-    worst_group_accuracy,
-)
-from .segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, logits_to_probability, probability_to_mask
+from .labels import LabelFormatError, MissingImageError, PatchLabels
+from .hub import PretrainedNotFoundError
+from .segmenter import PatchSegmenter
 from .finetune import finetune_segmenter
-from .refine import calibrate_threshold, flip_average_logits, loose_hole, refine_probability
-from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
-from .quantize import QuantizedPatchSegmenter, quantize_segmenter
-from .inpaint import (
-    GrayFill,
-    MeanFill,
-    ModuleInpainter,
-    NoiseFill,
-    PyramidInpainter,
-    ScramblePatches,
-    ScramblePixels,
-    get_inpainter,
-)
-from .composite import composite
-from .jitter import JitterParams, jitter_affine, sample_jitter
+from .edge_refiner import EdgeRefiner
+from .cutout import CutOut
+from .quantize import quantize_segmenter
+from .inpaint import get_inpainter
 from .bank import BackgroundBank
 from .bankfiles import BankManifest
 from .build import build_bank
 from .streaming import StreamingBackgroundBank
 from .alpha import ObjectAlpha, ObjectAlphaDataset
-from .functional import SwapParams, SwapRecord, sample_params, swap_backgrounds
-from .transform import BackgroundSwap
-from .collate import BackgroundSwapCollate
+from .transform import BackgroundSwap, BackgroundSwapCollate
 from .loader import DeviceSwapLoader
 from .diagnose import background_gap
 from .datasets import StampBirds
+from . import functional, inpaint, metrics
+# ``torch_backswap.composite`` stays the function, as in 0.2 (it shadows its submodule's name, so the moved-name
+# hook below never sees it); it is no longer in __all__: import it from torch_backswap.functional.
+from .composite import composite
 
 __all__ = [
-    # patch labels
+    # patch labels and the segmenter
     "PatchLabels",
-    "LabelFormatError",
-    "MissingImageError",
-    "dense_to_patch_grid",
-    "patch_grid_to_dense",
-    # segmenter
     "PatchSegmenter",
-    "DEFAULT_SEGMENTER",
-    "PretrainedNotFoundError",
-    "resolve_pretrained",
-    "TIGHT_THRESHOLD",
-    "LOOSE_THRESHOLD",
-    "logits_to_probability",
-    "probability_to_mask",
     "finetune_segmenter",
-    "refine_probability",
-    "EdgeRefiner",
-    "DEFAULT_EDGE_REFINER",
-    "flip_average_logits",
-    "calibrate_threshold",
-    "loose_hole",
     "quantize_segmenter",
-    "QuantizedPatchSegmenter",
-    # inpainting and the bank
+    "EdgeRefiner",
+    "CutOut",
+    # the bank
     "get_inpainter",
-    "PyramidInpainter",
-    "GrayFill",
-    "MeanFill",
-    "NoiseFill",
-    "ScramblePixels",
-    "ScramblePatches",
-    "ModuleInpainter",
     "BackgroundBank",
     "StreamingBackgroundBank",
     "BankManifest",
@@ -93,27 +57,43 @@ __all__ = [
     # the swap
     "ObjectAlpha",
     "ObjectAlphaDataset",
-    "SwapParams",
-    "SwapRecord",
-    "sample_params",
-    "swap_backgrounds",
-    "JitterParams",
-    "sample_jitter",
-    "jitter_affine",
-    "composite",
     "BackgroundSwap",
     "BackgroundSwapCollate",
     "DeviceSwapLoader",
-    # measuring
-    "cell_balanced_accuracy",
-    "mask_iou",
-    "boundary_f_score",
-    "ghost_fraction",
-    "group_accuracies",
-    "worst_group_accuracy",
+    # measuring and data
     "background_gap",
-    # data and files
     "StampBirds",
+    # errors
     "BackswapFileError",
     "BackswapFileNotFoundError",
+    "LabelFormatError",
+    "MissingImageError",
+    "PretrainedNotFoundError",
 ]
+
+#: Names that left the top level in 0.3 (issue 26) → the module that holds them. ``torch_backswap.<name>`` still
+#: works, with a ``DeprecationWarning``.
+_MOVED = {
+    **dict.fromkeys(["dense_to_patch_grid", "patch_grid_to_dense"], "labels"),
+    **dict.fromkeys(["DEFAULT_SEGMENTER", "resolve_pretrained"], "hub"),
+    **dict.fromkeys(["TIGHT_THRESHOLD", "LOOSE_THRESHOLD", "logits_to_probability", "probability_to_mask"],
+                    "segmenter"),
+    **dict.fromkeys(["refine_probability", "flip_average_logits", "calibrate_threshold", "loose_hole"], "refine"),
+    "DEFAULT_EDGE_REFINER": "edge_refiner",
+    "QuantizedPatchSegmenter": "quantize",
+    **dict.fromkeys(["GrayFill", "MeanFill", "NoiseFill", "PyramidInpainter", "ScramblePixels", "ScramblePatches",
+                     "ModuleInpainter"], "inpaint"),
+    **dict.fromkeys(["SwapParams", "SwapRecord", "sample_params", "swap_backgrounds", "JitterParams",
+                     "sample_jitter", "jitter_affine"], "functional"),
+    **dict.fromkeys(["cell_balanced_accuracy", "mask_iou", "boundary_f_score", "ghost_fraction", "group_accuracies",
+                     "worst_group_accuracy"], "metrics"),
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        module = _MOVED[name]
+        _warnings.warn(f"torch_backswap.{name} moved: import it from torch_backswap.{module}", DeprecationWarning,
+                       stacklevel=2)
+        return getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,16 +18,18 @@ from .functional import SwapRecord, move_boxes, move_masks
 __all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "is_image", "mask_like"]
 
 
-def image_to_batch(image: Any, value_range: tuple[float, float] | None) -> tuple[Tensor, bool]:
+def image_to_batch(image: Any, value_range: tuple[float, float] | None, check_values: bool = True
+                   ) -> tuple[Tensor, bool]:
     """A PIL image, ``(H, W)`` / ``(C, H, W)`` / ``(B, C, H, W)`` tensor → checked ``(B, C, H, W)`` and whether
-    it was a single image."""
+    it was a single image (``check_values=False``: the values were checked already, only the structure is)."""
     if isinstance(image, PIL.Image.Image):
         return pil_to_tensor(image)[None], True
     t = image.as_subclass(Tensor)
     if t.ndim == 2:
         t = t[None]
     single = t.ndim == 3
-    return check_images(t[None] if single else t, "image", value_range=value_range, min_size=2), single
+    x = check_images(t[None] if single else t, "image", value_range=value_range, min_size=2, check_values=check_values)
+    return x, single
 
 
 def alpha_to_batch(alpha: Any, b: int, size: tuple[int, int], single: bool, name: str = "ObjectAlpha",

@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 
 from ._checks import check_labels
 
-__all__ = ["LABEL_KEYS", "check_bank_classes", "class_indices", "default_labels_getter"]
+__all__ = ["LABEL_KEYS", "check_bank_classes", "class_indices", "default_labels_getter", "find_labels"]
 
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 
@@ -20,10 +20,14 @@ LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 def default_labels_getter(sample: Any) -> Any:
     """Find the labels of a sample the way ``v2.CutMix`` does: the value of the first key named ``label``,
     ``labels``, ``target``, ``targets`` or ``y`` (any case) of a dict sample, or, in an ``(image, ..., label, ...)``
-    tuple, the first item after the image that is not a tv_tensor (``ObjectAlpha``, other masks, boxes, images) or
-    a PIL image — the second item of ``(image, label)``, the third of ``(image, ObjectAlpha, label)``, the layout of
-    :class:`~torch_backswap.alpha.ObjectAlphaDataset`. Returns ``None`` when there is none (or that item is a dict,
-    e.g. a detection target)."""
+    tuple, the first item after the image that is not a tv_tensor (``ObjectAlpha``, other masks, boxes, images),
+    a PIL image or an image-sized tensor (more than 2 dims: no label is) — the second item of ``(image, label)``,
+    the third of ``(image, ObjectAlpha, label)`` (the layout of :class:`~torch_backswap.alpha.ObjectAlphaDataset`)
+    and of a collated ``(images, alphas, labels)`` batch. Returns ``None`` when there is none (or that item is a
+    dict, e.g. a detection target).
+
+    The one label lookup of the package: :class:`~torch_backswap.transform.BackgroundSwap` (and so its collate
+    route) and :class:`~torch_backswap.loader.DeviceSwapLoader` all find labels here."""
     if isinstance(sample, dict):
         by_lower = {str(k).lower(): k for k in sample}
         for key in LABEL_KEYS:
@@ -32,10 +36,22 @@ def default_labels_getter(sample: Any) -> Any:
         return None
     if isinstance(sample, (tuple, list)) and len(sample) >= 2:
         for candidate in sample[1:]:
-            if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image)):
+            if isinstance(candidate, (tv_tensors.TVTensor, PIL.Image.Image)) or (
+                isinstance(candidate, Tensor) and candidate.ndim > 2
+            ):
                 continue
             return None if isinstance(candidate, dict) else candidate
     return None
+
+
+def find_labels(sample: Any, labels_getter: Any = "default") -> tuple[Any, bool]:
+    """``(labels, explicit)``: what ``labels_getter`` (``"default"``: :func:`default_labels_getter`, a callable or
+    ``None``) found in ``sample``, and whether a caller-given getter found it (its labels are then checked strictly)."""
+    if labels_getter is None:
+        return None, False
+    if labels_getter == "default":
+        return default_labels_getter(sample), False
+    return labels_getter(sample), True
 
 
 def class_indices(labels: Any, b: int, single: bool, strict: bool) -> Tensor | None:

@@ -45,6 +45,7 @@ from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.metrics import mask_iou
 from torch_backswap.segmenter import PatchSegmenter
 from torch_backswap.transform import BackgroundSwap
+from torch_backswap.cutout import CutOut
 
 __all__ = ["DEMO_SIZES", "run_demo"]
 
@@ -139,7 +140,7 @@ def run_demo(
         f"p > {bank.metadata['loose_threshold']}" + (f" of the edge refiner, grown {bank.metadata['dilate']} px"
                                                        if edge is not None else ""))
 
-    swap = BackgroundSwap(bank, seg, refine=edge, seed=seed)  # its cut-out route, run once per image below
+    swap = BackgroundSwap(bank, CutOut(seg, edge), seed=seed)  # its cut-out route, run once per image below
     tight = _cut_out(swap, train.images)
     test_cut = _cut_out(swap, splits.test.images)
     cut_out_quality = {"tight_threshold": swap.tight_threshold, "flip_average": swap.flip_average,

@@ -29,6 +29,7 @@ from torch_backswap._image import float_alpha, mask_to_alpha
 from torch_backswap.alpha import ObjectAlpha
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.composite import composite
+from torch_backswap.cutout import CutOut
 from torch_backswap.segmenter import eval_mode
 
 __all__ = ["BackgroundGap", "background_gap", "diagnose_folder", "imagenet9_bg_gap", "mean_interval", "t_quantile"]
@@ -313,8 +314,10 @@ def background_gap(
         bank: backgrounds with their source-class labels (``bank.labels``), e.g. built from training images.
             Resized to the images' size when it differs.
         alphas: ``(N,1,H,W)`` object alpha (float in [0,1], bool or uint8). Default: the dataset's
-            ObjectAlpha, else ``segmenter.predict_masks`` (the tight mask).
-        segmenter: a :class:`~torch_backswap.segmenter.PatchSegmenter` used when no alpha is available.
+            ObjectAlpha, else the cut-out of ``segmenter``.
+        segmenter: used when no alpha is available: a :class:`~torch_backswap.cutout.CutOut` (the swap's one
+            route: e.g. ``CutOut.from_pretrained()`` for the edge-refined cut-out), or a bare segmenter, taken as
+            ``CutOut(segmenter, feather=0.0)`` (the paper's bilinear tight mask at p > 0.67, hard edges).
         labels: ``(N,)`` class labels when ``data`` does not carry them.
         draws: backgrounds of each kind per sample (more draws: tighter interval).
         other: ``"other_class"`` (a class uniformly among the others, then a background of it).
@@ -345,10 +348,10 @@ def background_gap(
     if alphas is None:
         if segmenter is None:
             raise ValueError("no object alpha: the data carries no ObjectAlpha, so pass alphas= or segmenter=")
+        cut_out = segmenter if isinstance(segmenter, CutOut) else CutOut(segmenter, feather=0.0)
         chunks = []
         for start in range(0, len(images), batch_size):
-            tight, _ = segmenter.predict_masks(images[start : start + batch_size].to(device))
-            chunks.append(tight.cpu().float())
+            chunks.append(cut_out(images[start : start + batch_size].to(device)).cpu().float())
         alphas = torch.cat(chunks)
     keep = alphas.flatten(1).mean(1) >= min_foreground
     skipped = int((~keep).sum())

@@ -13,7 +13,7 @@ refiner learns to fix a weak segmenter's mistakes rather than trust it. It runs 
 scale it was trained at: 4 px per cell of a 16-cell grid); other image sizes are resized to it and the
 result is resized back.
 
-Use it through the cut-out route (``BackgroundSwap(..., refine=refiner)``, :func:`~torch_backswap.refine.
+Use it through the cut-out route (:class:`~torch_backswap.cutout.CutOut`: ``CutOut(segmenter, refiner)``, :func:`~torch_backswap.refine.
 cut_out_probability`) or directly:
 
 Example:

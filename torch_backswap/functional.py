@@ -35,18 +35,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._checks import check_choice, check_fraction, check_non_negative
 from ._image import float_alpha
 from .composite import composite, soft_alpha, warp_alpha
 from .jitter import REFERENCE_SIZE, JitterParams, jitter_affine, mask_bboxes, sample_jitter
 
 __all__ = [
+    "Compositing",
+    "JitterParams",
     "SwapParams",
     "SwapRecord",
+    "composite",
+    "jitter_affine",
     "drop_specks",
     "gather_backgrounds",
     "move_alpha",
     "move_boxes",
     "move_masks",
+    "paste_objects",
+    "plan_swap",
+    "sample_jitter",
     "sample_params",
     "swap_backgrounds",
 ]
@@ -71,6 +79,53 @@ class SwapParams:
 
     def to(self, device: torch.device | str) -> "SwapParams":
         return SwapParams(self.apply.to(device), self.bank_indices.to(device), self.jitter.to(device))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready plain lists (no pickle): log them, and :meth:`from_dict` replays the call bit for bit
+        (float32 values survive the round trip through Python floats and JSON exactly)."""
+        return {
+            "apply": self.apply.cpu().tolist(),
+            "bank_indices": self.bank_indices.cpu().tolist(),
+            "jitter": {f.name: getattr(self.jitter, f.name).cpu().tolist() for f in fields(self.jitter)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SwapParams":
+        """The :class:`SwapParams` of :meth:`to_dict`'s output (CPU tensors)."""
+        jitter = JitterParams(**{k: torch.tensor(v, dtype=torch.float32) for k, v in data["jitter"].items()})
+        jitter.translate = jitter.translate.reshape(-1, 2)  # keeps (0, 2) for an empty call
+        apply = torch.tensor(data["apply"], dtype=torch.bool)
+        bank_indices = torch.tensor(data["bank_indices"], dtype=torch.long)
+        if not (len(apply) == len(bank_indices) == jitter.scale.shape[0]):
+            raise ValueError("SwapParams.from_dict: apply, bank_indices and jitter must have one row per sample")
+        return cls(apply, bank_indices, jitter)
+
+
+@dataclass(frozen=True)
+class Compositing:
+    """How objects are pasted (the keyword arguments of :func:`swap_backgrounds` / :func:`plan_swap` /
+    :func:`paste_objects`, checked once).
+
+    Attributes:
+        min_foreground: samples whose object covers less of the image are left unchanged (a missed object's
+            speck would carry the label alone; default 0.01, 0 disables).
+        feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
+        harmonize: colour harmonisation strength in ``[0, 1]`` (0 = off).
+        interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
+    """
+
+    min_foreground: float = 0.01
+    feather_px: float = 0.0
+    harmonize: float = 0.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_foreground",
+                           check_fraction("min_foreground", self.min_foreground, upper_open=True))
+        object.__setattr__(self, "feather_px", check_non_negative("feather_px", self.feather_px))
+        object.__setattr__(self, "harmonize", check_fraction("harmonize", self.harmonize))
+        object.__setattr__(self, "interpolation",
+                           check_choice("interpolation", self.interpolation, ("bilinear", "nearest")))
 
 
 @dataclass
@@ -254,23 +309,50 @@ def swap_backgrounds(
     b, _, h, w = images.shape
     if len(params) != b:
         raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
-    device = images.device
+    n = int(params.apply.sum())
+    _check_rows("alphas", alphas, (b, n), (h, w), 1)
+    _check_rows("backgrounds", backgrounds, (n, b), (h, w), 3)
+    alpha, record = plan_swap(alphas, params, min_foreground=min_foreground, feather_px=feather_px,
+                              background_labels=background_labels, device=images.device)
+    out = paste_objects(images, alpha, backgrounds, record, harmonize=harmonize, interpolation=interpolation,
+                        inplace=inplace)
+    return out, record
+
+
+def plan_swap(
+    alphas: Tensor,
+    params: SwapParams,
+    *,
+    min_foreground: float = 0.01,
+    feather_px: float = 0.0,
+    background_labels: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, SwapRecord]:
+    """The geometry of a swap, no pixels: the object alpha to paste and the :class:`SwapRecord` (which samples swap,
+    the matrices), from the alphas and the params alone — the first half of :func:`swap_backgrounds`.
+
+    Args:
+        alphas: ``(B, 1, H, W)`` or ``(k, 1, H, W)`` (one row per applied sample) object alphas.
+        params, min_foreground, feather_px, background_labels: as in :func:`swap_backgrounds`.
+        device: where the record and alpha go (default: the alphas').
+
+    Returns:
+        ``(alpha, record)``: the ``(k, 1, H, W)`` alpha of the applied samples, feathered and with specks dropped,
+        ready for :func:`paste_objects`; and the record (what :func:`swap_backgrounds` returns).
+    """
+    b = len(params)
+    _, _, h, w = alphas.shape
+    device = alphas.device if device is None else torch.device(device)
     apply = params.apply.to(device)
     chosen = apply.nonzero().flatten()
     n = int(chosen.numel())
     all_rows = n == b
-    _check_rows("alphas", alphas, (b, n), (h, w), 1)
-    _check_rows("backgrounds", backgrounds, (n, b), (h, w), 3)
-    sub = images if all_rows else images.index_select(0, chosen)
     alpha = alphas if alphas.shape[0] == n else alphas.index_select(0, chosen.to(alphas.device))
-    bgs = backgrounds if backgrounds.shape[0] == n else backgrounds.index_select(0, chosen.to(backgrounds.device))
-    alpha, bgs = alpha.to(device), bgs.to(device)
-    own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
+    alpha = alpha.to(device)
     jitter = params.jitter if all_rows else params.jitter[chosen.cpu()]
     eye = torch.eye(2, 3, device=device).expand(b, 2, 3).contiguous()
     swapped = torch.zeros(b, dtype=torch.bool, device=device)
     matrices = eye
-    out = images
     if n:
         if feather_px > 0:
             alpha = soft_alpha(alpha, feather_px)
@@ -278,13 +360,9 @@ def swap_backgrounds(
         boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
         m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
         m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
-        out_sub = composite(sub, alpha, bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs,
-                            boxes=(boxes, has_object))
         if all_rows:
-            out, matrices, swapped = out_sub, m_sub, has_object
+            matrices, swapped = m_sub, has_object
         else:
-            out = images.clone()
-            out.index_copy_(0, chosen, out_sub)
             matrices = eye.clone().index_copy_(0, chosen, m_sub)
             swapped = swapped.index_copy(0, chosen, has_object)
     idx = params.bank_indices.to(device)
@@ -304,7 +382,41 @@ def swap_backgrounds(
         matrices=torch.where(swapped[:, None, None], matrices, eye),
         params=params,
     )
-    return out, record
+    return alpha, record
+
+
+def paste_objects(
+    images: Tensor,
+    alpha: Tensor,
+    backgrounds: Tensor,
+    record: SwapRecord,
+    *,
+    harmonize: float = 0.0,
+    interpolation: str = "bilinear",
+    inplace: bool = False,
+) -> Tensor:
+    """The pixels of a swap planned by :func:`plan_swap`: composite each applied sample's object (``alpha``, one row
+    per applied sample, as :func:`plan_swap` returns it) with ``record.matrices`` onto its background — the second
+    half of :func:`swap_backgrounds` (same arguments). Rows not applied are the input's; applied rows whose object
+    was dropped are overwritten later by whoever restores the input (``record.swapped`` is False there)."""
+    b = images.shape[0]
+    device = images.device
+    chosen = record.params.apply.to(device).nonzero().flatten()
+    n = int(chosen.numel())
+    if not n:
+        return images
+    all_rows = n == b
+    sub = images if all_rows else images.index_select(0, chosen)
+    bgs = backgrounds if backgrounds.shape[0] == n else backgrounds.index_select(0, chosen.to(backgrounds.device))
+    bgs = bgs.to(device)
+    own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
+    m_sub = record.matrices if all_rows else record.matrices.index_select(0, chosen)
+    out_sub = composite(sub, alpha.to(device), bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs)
+    if all_rows:
+        return out_sub
+    out = images.clone()
+    out.index_copy_(0, chosen, out_sub)
+    return out
 
 
 def move_alpha(alpha: Tensor, record: SwapRecord, *, interpolation: str = "bilinear") -> Tensor:

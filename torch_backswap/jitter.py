@@ -22,7 +22,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-__all__ = ["REFERENCE_SIZE", "JitterParams", "jitter_affine", "mask_bboxes", "sample_jitter"]
+__all__ = [
+    "JitterGenerator","REFERENCE_SIZE", "JitterParams", "jitter_affine", "mask_bboxes", "sample_jitter"]
 
 #: Image side (pixels) at which the paper's translation range (±32 px) is defined.
 REFERENCE_SIZE = 224
@@ -257,3 +258,39 @@ def _affine_inverse(matrices: Tensor) -> Tensor:
     ic = -(ia * c + ib * f)
     if_ = -(id_ * c + ie * f)
     return torch.stack([torch.stack([ia, ib, ic], 1), torch.stack([id_, ie, if_], 1)], 1)
+
+
+@dataclass(frozen=True)
+class JitterGenerator:
+    """The object's jitter ranges as one object (kornia's ``_param_generator`` pattern): ``gen(n, generator)``
+    samples :class:`JitterParams` for ``n`` objects (:func:`sample_jitter`; ranges checked here, once).
+
+    Args:
+        scale: ``(low, high)`` or one value (paper: 0.5–1.5).
+        degrees: ``(low, high)`` or ``d`` for ``(-d, d)`` (paper: ±30°).
+        translate_px: the largest shift in pixels at ``reference_size`` (paper: ±32 px at 224 px), scaled with the
+            image size; the object is kept inside the frame.
+        reference_size: the image side ``translate_px`` refers to.
+
+    Example:
+        >>> JitterGenerator(scale=1.0, degrees=0, translate_px=0)(2).scale.tolist()
+        [1.0, 1.0]
+    """
+
+    scale: float | tuple[float, float] = (0.5, 1.5)
+    degrees: float | tuple[float, float] = 30.0
+    translate_px: float = 32.0
+    reference_size: int = REFERENCE_SIZE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "translate_px", float(self.translate_px))
+        object.__setattr__(self, "reference_size", int(self.reference_size))
+        sample_jitter(0, **self.ranges())
+
+    def ranges(self) -> dict:
+        """The ranges as keyword arguments of :func:`sample_jitter` / ``functional.sample_params``."""
+        return {"scale": self.scale, "degrees": self.degrees, "translate_px": self.translate_px,
+                "reference_size": self.reference_size}
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> JitterParams:
+        return sample_jitter(n, generator=generator, **self.ranges())

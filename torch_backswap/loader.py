@@ -1,4 +1,8 @@
-"""``DeviceSwapLoader``: keep your DataLoader, swap the backgrounds of its batches on the accelerator.
+"""``DevicePrefetcher`` / ``DeviceSwapLoader``: keep your DataLoader, run a function of each batch on the accelerator.
+
+:class:`DevicePrefetcher` is generic (timm's ``PrefetchLoader``): each batch is moved to the device and handed to any
+``fn(batch)``; it knows nothing of the swap. :class:`DeviceSwapLoader` is the prefetcher whose ``fn`` swaps the
+batch's backgrounds with a :class:`~torch_backswap.transform.BackgroundSwap` (this module never imports it).
 
 CPU workers only decode and crop; each batch they produce is moved to the device (``non_blocking`` from
 pinned memory) and swapped there, in the main process, while the previous step is still running::
@@ -25,43 +29,32 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 from torchvision import tv_tensors
 
-__all__ = ["DeviceSwapLoader"]
+from ._sample_labels import default_labels_getter
+from .alpha import ObjectAlpha
+
+__all__ = ["DevicePrefetcher", "DeviceSwapLoader"]
 
 _IMAGE_KEYS = ("image", "images", "img", "pixel_values")
 
 
-def _object_alpha(x: Tensor) -> Tensor:
-    try:
-        from .alpha import ObjectAlpha
-    except ImportError:  # pragma: no cover - trees without the ObjectAlpha type
-        return tv_tensors.Mask(x)
-    return ObjectAlpha(x)
-
-
-class DeviceSwapLoader:
-    """Wrap an iterable of batches so each batch arrives on ``device`` with its backgrounds swapped.
+class DevicePrefetcher:
+    """Wrap an iterable of batches so each batch arrives on ``device``, passed through ``fn`` there.
 
     Args:
         loader: any re-iterable of batches (usually a ``torch.utils.data.DataLoader``; use
             ``pin_memory=True`` so the host-to-device copy is asynchronous).
-        swap: a :class:`~torch_backswap.transform.BackgroundSwap`. It is moved to ``device`` once here
-            (``swap.to(device)`` keeps a CPU copy of its segmenter for DataLoader workers).
-        device: where the batches go and the swap runs (``"cuda"``, ``"cuda:1"``, ``"cpu"``, a
-            ``torch.device``).
+        fn: any callable ``batch -> batch`` run on the moved batch (default: none).
+        device: where the batches go and ``fn`` runs (``"cuda"``, ``"cuda:1"``, ``"cpu"``, a ``torch.device``).
         non_blocking: asynchronous host-to-device copies (effective from pinned memory).
-        prefetch: batches moved and swapped ahead of the one being consumed (CUDA only; >= 0; 0 still
-            runs the swap on the side stream but only when the batch is asked for).
-        image: the batch entry holding the images: a dict key or a sequence index. Default: the first
-            of ``"image", "images", "img", "pixel_values"`` present in a dict, index 0 of a sequence.
-        alpha: optional dict key or sequence index of the object's alpha ``(B, 1, H, W)`` in the batch
-            (bool, uint8 or float in ``[0, 1]``); without it the swap's segmenter (or mask cache) decides.
+        prefetch: batches moved and processed ahead of the one being consumed (CUDA only; >= 0; 0 still
+            runs ``fn`` on the side stream but only when the batch is asked for).
 
     ``len()`` is the wrapped loader's length; each ``iter()`` starts a new epoch of the wrapped loader.
     """
@@ -69,20 +62,16 @@ class DeviceSwapLoader:
     def __init__(
         self,
         loader: Any,
-        swap: Any,
+        fn: Callable[[Any], Any] | None,
         device: torch.device | str,
         *,
         non_blocking: bool = True,
         prefetch: int = 1,
-        image: str | int | None = None,
-        alpha: str | int | None = None,
     ) -> None:
-        from .transform import BackgroundSwap
-
-        if not isinstance(swap, BackgroundSwap):
-            raise TypeError(f"swap must be a BackgroundSwap, got {type(swap).__name__}")
         if not hasattr(loader, "__iter__"):
             raise TypeError(f"loader must be an iterable of batches (e.g. a DataLoader), got {type(loader).__name__}")
+        if fn is not None and not callable(fn):
+            raise TypeError(f"fn must be a callable batch -> batch or None, got {type(fn).__name__}")
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as err:
@@ -92,91 +81,29 @@ class DeviceSwapLoader:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         self.loader = loader
-        self.swap = swap.to(self.device)
+        self.fn = fn
         self.non_blocking = bool(non_blocking)
         self.prefetch = prefetch
-        self.image = image
-        self.alpha = alpha
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __repr__(self) -> str:
-        return f"DeviceSwapLoader(loader={self.loader!r}, device={str(self.device)!r}, prefetch={self.prefetch})"
-
-    # ------------------------------------------------------------------------------------------------
+        return (f"{type(self).__name__}(loader={self.loader!r}, device={str(self.device)!r}, "
+                f"prefetch={self.prefetch})")
 
     def _move(self, batch: Any) -> Any:
         return tree_map(lambda t: t.to(self.device, non_blocking=self.non_blocking) if isinstance(t, Tensor) else t,
                         batch)
 
-    def _image_slot(self, batch: Any) -> str | int:
-        if self.image is not None:
-            return self.image
-        if isinstance(batch, dict):
-            for key in _IMAGE_KEYS:
-                if key in batch:
-                    return key
-            raise KeyError(f"DeviceSwapLoader found no image in a dict batch with keys {sorted(map(str, batch))}; "
-                           f"name the key with image=..., or use one of {_IMAGE_KEYS}")
-        return 0
-
-    def _swap(self, batch: Any) -> Any:
-        """Swap the images of one (already moved) batch; returns a batch of the same structure."""
-        if isinstance(batch, Tensor):
-            return self.swap(batch)
-        if not isinstance(batch, (dict, list, tuple)):
-            raise TypeError(f"batches must be a tensor, a tuple / list or a dict, got {type(batch).__name__}")
-        slot = self._image_slot(batch)
-        try:
-            images = batch[slot]
-        except (KeyError, IndexError) as err:
-            raise KeyError(f"DeviceSwapLoader: the batch has no entry {slot!r} for the images") from err
-        if not isinstance(images, Tensor) or images.ndim != 4:
-            raise ValueError(f"batch[{slot!r}] must be a (B, C, H, W) image tensor, got "
-                             f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
-        # hand the swap a dict it cannot misread: the images as an Image, the labels, the alpha as ObjectAlpha
-        sample: dict[str, Any] = {"image": tv_tensors.Image(images)}
-        labels = self._labels(batch, slot, self.alpha)
-        if labels is not None:
-            sample["label"] = labels
-        if self.alpha is not None:
-            try:
-                sample["alpha"] = _object_alpha(batch[self.alpha])
-            except (KeyError, IndexError) as err:
-                raise KeyError(f"DeviceSwapLoader: alpha={self.alpha!r} names no entry of the batch") from err
-        out = self.swap(sample)
-        result = dict(batch) if isinstance(batch, dict) else list(batch)
-        result[slot] = out["image"].as_subclass(Tensor)
-        if self.alpha is not None:  # the alpha now marks where the object was pasted
-            result[self.alpha] = out["alpha"].as_subclass(Tensor)
-        if isinstance(batch, tuple):
-            return tuple(result)
-        return result
-
-    @staticmethod
-    def _labels(batch: Any, slot: Any, alpha: Any = None) -> Any:
-        from ._sample_labels import LABEL_KEYS
-
-        if isinstance(batch, dict):
-            for key in LABEL_KEYS:
-                if key in batch:
-                    return batch[key]
-            return None
-        # the first entry after the images that is no tv_tensor, no alpha and no image-sized tensor: (images, labels)
-        # and the (images, alpha, labels) of ObjectAlphaDataset alike
-        rest = [x for i, x in enumerate(batch) if i not in (slot, alpha)
-                and not isinstance(x, tv_tensors.TVTensor) and not (isinstance(x, Tensor) and x.ndim > 2)]
-        if rest and isinstance(rest[0], Tensor):
-            return rest[0]
-        return None
-
-    # ------------------------------------------------------------------------------------------------
+    def _process(self, batch: Any) -> Any:
+        moved = self._move(batch)
+        return moved if self.fn is None else self.fn(moved)
 
     def __iter__(self) -> Iterator[Any]:
         if self.device.type != "cuda":
             for batch in self.loader:
-                yield self._swap(self._move(batch))
+                yield self._process(batch)
             return
         yield from self._iter_cuda()
 
@@ -191,7 +118,7 @@ class DeviceSwapLoader:
             except StopIteration:
                 return False
             with torch.cuda.stream(side):
-                out = self._swap(self._move(batch))
+                out = self._process(batch)
                 done = torch.cuda.Event()
                 done.record(side)
             pending.append((out, done))
@@ -212,3 +139,100 @@ class DeviceSwapLoader:
             yield out
             if self.prefetch == 0:
                 launch()
+
+
+class SwapBatch:
+    """``fn(batch)`` of :class:`DeviceSwapLoader`: find the images (and alpha, labels) of a collated batch, swap
+    them with ``swap`` and return a batch of the same structure (see the module docs)."""
+
+    def __init__(self, swap: Callable[[Any], Any], image: str | int | None = None,
+                 alpha: str | int | None = None) -> None:
+        self.swap = swap
+        self.image = image
+        self.alpha = alpha
+
+    def _image_slot(self, batch: Any) -> str | int:
+        if self.image is not None:
+            return self.image
+        if isinstance(batch, dict):
+            for key in _IMAGE_KEYS:
+                if key in batch:
+                    return key
+            raise KeyError(f"DeviceSwapLoader found no image in a dict batch with keys {sorted(map(str, batch))}; "
+                           f"name the key with image=..., or use one of {_IMAGE_KEYS}")
+        return 0
+
+    def __call__(self, batch: Any) -> Any:
+        """Swap the images of one (already moved) batch; returns a batch of the same structure."""
+        if isinstance(batch, Tensor):
+            return self.swap(batch)
+        if not isinstance(batch, (dict, list, tuple)):
+            raise TypeError(f"batches must be a tensor, a tuple / list or a dict, got {type(batch).__name__}")
+        slot = self._image_slot(batch)
+        try:
+            images = batch[slot]
+        except (KeyError, IndexError) as err:
+            raise KeyError(f"DeviceSwapLoader: the batch has no entry {slot!r} for the images") from err
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            raise ValueError(f"batch[{slot!r}] must be a (B, C, H, W) image tensor, got "
+                             f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
+        # hand the swap a dict it cannot misread: the images as an Image, the labels, the alpha as ObjectAlpha
+        sample: dict[str, Any] = {"image": tv_tensors.Image(images)}
+        if self.alpha is not None:
+            try:
+                sample["alpha"] = ObjectAlpha(batch[self.alpha])
+            except (KeyError, IndexError) as err:
+                raise KeyError(f"DeviceSwapLoader: alpha={self.alpha!r} names no entry of the batch") from err
+        if isinstance(batch, dict):
+            labels = default_labels_getter(batch)
+        else:  # the getter's rule on (images, [alpha], rest...): the first plain item after them
+            rest = [x for i, x in enumerate(batch) if i not in (slot, self.alpha)]
+            labels = default_labels_getter((sample["image"], *rest))
+        if isinstance(labels, Tensor):
+            sample["label"] = labels
+        out = self.swap(sample)
+        result = dict(batch) if isinstance(batch, dict) else list(batch)
+        result[slot] = out["image"].as_subclass(Tensor)
+        if self.alpha is not None:  # the alpha now marks where the object was pasted
+            result[self.alpha] = out["alpha"].as_subclass(Tensor)
+        if isinstance(batch, tuple):
+            return tuple(result)
+        return result
+
+
+class DeviceSwapLoader(DevicePrefetcher):
+    """Wrap an iterable of batches so each batch arrives on ``device`` with its backgrounds swapped: a
+    :class:`DevicePrefetcher` whose ``fn`` is :class:`SwapBatch`.
+
+    Args:
+        loader: any re-iterable of batches (usually a ``torch.utils.data.DataLoader``; use
+            ``pin_memory=True`` so the host-to-device copy is asynchronous).
+        swap: a :class:`~torch_backswap.transform.BackgroundSwap`. It is moved to ``device`` once here
+            (``swap.to(device)`` keeps a CPU copy of its segmenter for DataLoader workers).
+        device: where the batches go and the swap runs (``"cuda"``, ``"cuda:1"``, ``"cpu"``, a
+            ``torch.device``).
+        non_blocking, prefetch: see :class:`DevicePrefetcher`.
+        image: the batch entry holding the images: a dict key or a sequence index. Default: the first
+            of ``"image", "images", "img", "pixel_values"`` present in a dict, index 0 of a sequence.
+        alpha: optional dict key or sequence index of the object's alpha ``(B, 1, H, W)`` in the batch
+            (bool, uint8 or float in ``[0, 1]``); without it the swap's segmenter (or mask cache) decides.
+    """
+
+    def __init__(
+        self,
+        loader: Any,
+        swap: Any,
+        device: torch.device | str,
+        *,
+        non_blocking: bool = True,
+        prefetch: int = 1,
+        image: str | int | None = None,
+        alpha: str | int | None = None,
+    ) -> None:
+        if not (callable(swap) and callable(getattr(swap, "swap_batch", None)) and callable(getattr(swap, "to", None))):
+            raise TypeError(f"swap must be a BackgroundSwap, got {type(swap).__name__}")
+        super().__init__(loader, None, device, non_blocking=non_blocking, prefetch=prefetch)
+        self.swap = swap.to(self.device)
+        self.fn = SwapBatch(self.swap, image, alpha)
+        self.image = image
+        self.alpha = alpha

@@ -26,11 +26,13 @@ sample whose only image-like item is a ``Video`` raises ``TypeError`` (swap its 
 
 How one call runs
 -----------------
-:meth:`make_params` samples the call's random choices once
-(:func:`~torch_backswap.functional.sample_params`), finds the object's alpha, and composites the batch
-(:func:`~torch_backswap.functional.swap_backgrounds`); :meth:`transform` then returns each input in its own
-kind (image, object alpha, other masks, boxes). :attr:`last_record` holds the call's per-sample provenance
-(:class:`~torch_backswap.functional.SwapRecord`); :meth:`swap_batch` takes ``params=`` to replay a call.
+:meth:`make_params` returns plain data, no pixels: the call's random choices sampled once
+(:func:`~torch_backswap.functional.sample_params`), the object's alpha (the sample's ``ObjectAlpha``, or the cut-out)
+and the planned :class:`~torch_backswap.functional.SwapRecord` (:func:`~torch_backswap.functional.plan_swap`: which
+samples swap, the matrices). :meth:`transform` then does each input's pixel work in its own kind, as ``v2.CutMix`` and
+kornia's ``transform_input`` do: the image is composited (:func:`~torch_backswap.functional.paste_objects`), the
+object alpha and other masks are moved (``move_alpha`` / ``move_masks``), boxes are moved (``move_boxes``).
+:attr:`last_record` holds the call's per-sample provenance; :meth:`swap_batch` takes ``params=`` to replay a call.
 ``forward`` only adds the label lookup in front of torchvision's skeleton, exactly as ``v2.CutMix`` does.
 
 Devices, workers and randomness: see :mod:`torch_backswap._runtime`.
@@ -39,22 +41,16 @@ Devices, workers and randomness: see :mod:`torch_backswap._runtime`.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable
+import warnings
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ._checks import (
-    check_choice,
-    check_fraction,
-    check_images,
-    check_non_negative,
-    describe,
-    value_range_of,
-)
+from ._checks import check_choice, check_fraction, check_images, describe, value_range_of
 from ._image import to_rgb
 from ._kinds import (
     alpha_to_batch,
@@ -66,31 +62,24 @@ from ._kinds import (
     restore_channels,
 )
 from ._runtime import SwapRuntime, parse_device
-from ._sample_labels import check_bank_classes, class_indices, default_labels_getter
+from ._sample_labels import check_bank_classes, class_indices, default_labels_getter, find_labels
 from .alpha import ObjectAlpha
 from .bank import STRATEGIES, BackgroundBank
-from .edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
+from .cutout import CutOut
+from .edge_refiner import DEFAULT_EDGE_REFINER
 from .functional import (
+    Compositing,
     SwapParams,
     SwapRecord,
     gather_backgrounds,
     move_alpha,
+    paste_objects,
+    plan_swap,
     sample_params,
-    swap_backgrounds,
 )
-from .jitter import REFERENCE_SIZE, sample_jitter
-from .refine import (
-    REFINE_METHODS,
-    REFINED_TIGHT_THRESHOLD,
-    cut_out_alpha,
-    is_learned_refiner,
-)
-from .segmenter import TIGHT_THRESHOLD
+from .jitter import JitterGenerator
 
-if TYPE_CHECKING:
-    from .collate import BackgroundSwapCollate
-
-__all__ = ["BackgroundSwap", "default_labels_getter"]
+__all__ = ["BackgroundSwap", "BackgroundSwapCollate", "default_labels_getter"]
 
 class BackgroundSwap(v2.Transform):
     """Swap the background of images for inpainted backgrounds from a :class:`BackgroundBank`.
@@ -103,39 +92,30 @@ class BackgroundSwap(v2.Transform):
     shares no memory with the input.
 
     Args:
-        bank: a :class:`~torch_backswap.bank.BackgroundBank` (or a path to a saved one).
-        segmenter: a :class:`~torch_backswap.segmenter.PatchSegmenter` or any callable ``images (B, 3, H, W)
-            uint8|float -> (B, S, S) logits``. Optional when samples carry an :class:`ObjectAlpha`.
+        bank: a :class:`~torch_backswap.bank.BackgroundBank`, a :class:`~torch_backswap.streaming.StreamingBackgroundBank`
+            (anything with ``sample_indices`` and ``gather``) or a path to a saved one.
+        cut_out: the object's cut-out when a sample carries no :class:`ObjectAlpha`: a
+            :class:`~torch_backswap.cutout.CutOut` (segmenter, refiner, thresholds: one route), or a bare segmenter
+            (any callable ``images -> (B, S, S) logits``, taken as ``CutOut(segmenter)``, the paper's route).
         p: probability per sample of swapping (the others are returned unchanged).
         strategy: background sampling: ``"class_balanced"`` (paper), ``"uniform"`` or ``"other_class"``
             (needs labels).
-        tight_threshold: foreground probability of the cut-out (default 0.67, the paper's; 0.5 with a learned
-            ``refine``, :data:`~torch_backswap.refine.REFINED_TIGHT_THRESHOLD`).
-        feather: ramp width in probability units around ``tight_threshold`` (soft edges).
-        feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
-        scale, degrees, translate_px, reference_size: the object's jitter (paper: 0.5–1.5, ±30°, ±32 px at
-            224 px, scaled with the image size; the object is kept inside the frame).
-        harmonize: colour harmonisation strength in ``[0, 1]`` (0 = off).
-        interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
-        min_foreground: samples whose cut-out covers less than this fraction of the image are left
-            unchanged (a missed object's speck would carry the label alone; default 0.01, 0 disables).
-        refine: ``"guided"`` or ``"bilateral"``: snap the segmenter's upsampled probability to the image's edges
-            (:func:`~torch_backswap.refine.refine_probability`, radius two cells; pair it with a calibrated
-            ``tight_threshold``, :func:`~torch_backswap.refine.calibrate_threshold`); a learned refiner
-            (:class:`~torch_backswap.edge_refiner.EdgeRefiner`, moved by :meth:`to` like the segmenter); ``None``
-            (default) keeps the bilinear upsampling. Each raises tight-mask IoU on StampBirds
-            (``benchmarks/RESULTS.md``, *mask_quality*); the learned refiner most.
-        flip_average: average the logits with the mirror image's (default: on with a learned ``refine``, the
-            measured route; off otherwise).
+        jitter: the object's jitter ranges, a :class:`~torch_backswap.jitter.JitterGenerator` (default: the
+            paper's 0.5–1.5, ±30°, ±32 px at 224 px).
+        compositing: how objects are pasted, a :class:`~torch_backswap.functional.Compositing`
+            (``min_foreground``, ``feather_px``, ``harmonize``, ``interpolation``).
         value_range: ``(low, high)`` of float images (default ``(0, 1)``; uint8 is always 0..255). Float
             images outside the range raise ``ValueError`` instead of being blended as garbage.
         labels_getter: ``"default"`` (:func:`default_labels_getter`), a callable ``sample -> labels``, or
             ``None`` (never look for labels; refused with ``strategy="other_class"``). Labels may be ints, lists,
             NumPy arrays, ``(B,)`` tensors or ``(B, K)`` one-hot / soft labels (the class is the argmax); they are
-            returned unchanged. Found labels must be one per image and classes of the bank (indices of its class
-            names, or classes it holds when it has no names), else ``ValueError``.
+            returned unchanged. Found labels must be one per image and classes of the bank, else ``ValueError``.
         seed: the swap's own random stream (see :mod:`torch_backswap._runtime`); ``None`` uses the global RNG.
         generator: explicit CPU ``torch.Generator`` for the main process (overrides ``seed`` there).
+        **legacy: deprecated: the 0.2 knobs (``segmenter``, ``tight_threshold``, ``feather``, ``refine``,
+            ``flip_average``, ``scale``, ``degrees``, ``translate_px``, ``reference_size``, ``min_foreground``,
+            ``feather_px``, ``harmonize``, ``interpolation``), folded into the objects above with a
+            ``DeprecationWarning``.
 
     Example:
         >>> import torch
@@ -154,28 +134,21 @@ class BackgroundSwap(v2.Transform):
     def __init__(
         self,
         bank: BackgroundBank | str | os.PathLike,
-        segmenter: nn.Module | Callable[[Tensor], Tensor] | None = None,
+        cut_out: CutOut | nn.Module | Callable[[Tensor], Tensor] | None = None,
         *,
         p: float = 1.0,
         strategy: str = "class_balanced",
-        tight_threshold: float | None = None,
-        feather: float = 0.1,
-        feather_px: float = 0.0,
-        scale: float | tuple[float, float] = (0.5, 1.5),
-        degrees: float | tuple[float, float] = 30.0,
-        translate_px: float = 32.0,
-        reference_size: int = REFERENCE_SIZE,
-        harmonize: float = 0.0,
-        interpolation: str = "bilinear",
-        min_foreground: float = 0.01,
-        refine: str | nn.Module | None = None,
-        flip_average: bool | None = None,
+        jitter: JitterGenerator | None = None,
+        compositing: Compositing | None = None,
         value_range: tuple[float, float] | None = None,
         labels_getter: str | Callable[[Any], Any] | None = "default",
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__()
+        if legacy:
+            cut_out, jitter, compositing = _from_legacy_knobs(cut_out, jitter, compositing, legacy)
         if isinstance(bank, (str, os.PathLike)):
             bank = BackgroundBank.load(bank)
         if not (hasattr(bank, "sample_indices") and hasattr(bank, "gather")):
@@ -187,77 +160,43 @@ class BackgroundSwap(v2.Transform):
                 f"strategy='other_class' needs a bank with at least 2 classes, but the bank only has class "
                 f"{bank.present_classes}"
             )
-        self.feather = check_non_negative("feather", feather)
-        self.feather_px = check_non_negative("feather_px", feather_px)
-        self.harmonize = check_fraction("harmonize", harmonize)
-        self.interpolation = check_choice("interpolation", interpolation, ("bilinear", "nearest"))
-        self.min_foreground = check_fraction("min_foreground", min_foreground, upper_open=True)
-        self.value_range = value_range_of("value_range", value_range)
-        if refine is not None and not isinstance(refine, str) and not is_learned_refiner(refine):
-            raise TypeError("refine must be None, 'guided', 'bilateral' or a learned refiner with "
-                            f"predict_probability(images, probability) (e.g. EdgeRefiner), got {describe(refine)}")
-        if isinstance(refine, str):
-            refine = check_choice("refine", refine, tuple(m for m in REFINE_METHODS if m != "none"))
-        self.refine = refine
-        learned = is_learned_refiner(refine)  # its route: flip-averaged, cut at its per-pixel p > 0.5
-        default_threshold = REFINED_TIGHT_THRESHOLD if learned else TIGHT_THRESHOLD
-        self.tight_threshold = check_fraction(
-            "tight_threshold", default_threshold if tight_threshold is None else tight_threshold
-        )
-        self.flip_average = learned if flip_average is None else bool(flip_average)
-        if segmenter is not None and not callable(segmenter):
-            raise TypeError(f"segmenter must be callable (images -> (B, S, S) logits), got {describe(segmenter)}")
         if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
             raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
         if labels_getter is None and strategy == "other_class":
             raise ValueError("strategy='other_class' needs the samples' labels, but labels_getter=None never looks for "
                              "them; pass labels_getter='default' (the default) or a callable sample -> labels")
-        sample_jitter(0, scale=scale, degrees=degrees, translate_px=translate_px, reference_size=reference_size)
+        for name, value, kind in (("jitter", jitter, JitterGenerator), ("compositing", compositing, Compositing)):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__} or None, got {describe(value)}")
+        if cut_out is not None and not isinstance(cut_out, CutOut):
+            cut_out = CutOut(cut_out)  # a bare segmenter: the paper's route
         self.bank = bank
-        self.segmenter = segmenter
-        self.scale = scale
-        self.degrees = degrees
-        self.translate_px = float(translate_px)
-        self.reference_size = int(reference_size)
+        self.cut_out = cut_out
+        self.jitter = jitter if jitter is not None else JitterGenerator()
+        self.compositing = compositing if compositing is not None else Compositing()
+        self.value_range = value_range_of("value_range", value_range)
         self.labels_getter = labels_getter
         self.seed = seed
-        self.runtime = SwapRuntime(segmenter, seed, generator, refiner=self.refine)
+        self.runtime = SwapRuntime(cut_out, seed, generator)
         self.last_record: SwapRecord | None = None
-
-    # ------------------------------------------------------------------------------------------------
-    # construction, devices
-    # ------------------------------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(
-        cls,
-        segmenter_name_or_path: str | os.PathLike,
-        bank: BackgroundBank | str | os.PathLike,
-        *,
-        refiner: str | os.PathLike | None = DEFAULT_EDGE_REFINER,
-        **kwargs: Any,
+        cls, segmenter_name_or_path: str | os.PathLike, bank: BackgroundBank | str | os.PathLike, *,
+        refiner: str | os.PathLike | None = DEFAULT_EDGE_REFINER, **kwargs: Any,
     ) -> "BackgroundSwap":
-        """Load a pretrained :class:`PatchSegmenter` (local dir → Hub → bundled) and wrap it with ``bank``.
-
-        The cut-out follows the measured best route (``benchmarks/RESULTS.md``, *mask_quality* and *robustness*,
-        ``backswap_edge``): the learned :class:`~torch_backswap.edge_refiner.EdgeRefiner` ``refiner`` on the
-        flip-averaged probability, cut at p > 0.5 (the constructor's defaults with a learned ``refine``).
-        ``refiner=None`` keeps the paper's bilinear route; ``refine``, ``flip_average`` and ``tight_threshold``
-        given here win.
-        ``revision``, ``cache_dir`` and ``local_files_only`` go to both ``from_pretrained`` loaders, the other
-        ``kwargs`` to :class:`BackgroundSwap`.
-        """
-        from .segmenter import PatchSegmenter
-
-        hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only") if k in kwargs}
-        if refiner is not None and "refine" not in kwargs:
-            kwargs["refine"] = EdgeRefiner.from_pretrained(refiner, **hub_kwargs)
-        return cls(bank, PatchSegmenter.from_pretrained(segmenter_name_or_path, **hub_kwargs), **kwargs)
+        """``BackgroundSwap(bank, CutOut.from_pretrained(segmenter_name_or_path, refiner=refiner), ...)``: the measured
+        best cut-out route by default (:meth:`~torch_backswap.cutout.CutOut.from_pretrained`). ``revision``,
+        ``cache_dir``, ``local_files_only``, ``tight_threshold``, ``feather`` and ``flip_average`` go to the
+        :class:`~torch_backswap.cutout.CutOut`, the other ``kwargs`` to :class:`BackgroundSwap`."""
+        keys = ("revision", "cache_dir", "local_files_only", "tight_threshold", "feather", "flip_average")
+        cut_kwargs = {k: kwargs.pop(k) for k in keys if k in kwargs}
+        return cls(bank, CutOut.from_pretrained(segmenter_name_or_path, refiner=refiner, **cut_kwargs), **kwargs)
 
     def to(self, *args: Any, **kwargs: Any) -> "BackgroundSwap":
-        """Move the segmenter and the bank (a CPU copy of the segmenter stays for DataLoader workers)."""
+        """Move the cut-out and the bank (a CPU copy of the cut-out stays for DataLoader workers)."""
         device = parse_device(*args, **kwargs)
-        self.runtime.moved(self.segmenter, device, refiner=self.refine)
+        self.runtime.moved(self.cut_out, device)
         super().to(*args, **kwargs)
         if device is not None:
             self.bank = self.bank.to(device)
@@ -279,17 +218,25 @@ class BackgroundSwap(v2.Transform):
     @property
     def collate_fn(self) -> "BackgroundSwapCollate":
         """A ``collate_fn``: ``default_collate``, then one batched swap on the bank's device."""
-        from .collate import BackgroundSwapCollate
-
         return BackgroundSwapCollate(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """Read the collaborators' settings as before issue 26 (``swap.feather_px``, ``swap.scale``,
+        ``swap.tight_threshold``, ...): nn.Module's lookup first, then the compositing, jitter and cut-out."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            d = self.__dict__
+            for part in (d.get("compositing"), d.get("jitter"), d.get("_modules", {}).get("cut_out")):
+                if part is not None and not name.startswith("_") and hasattr(part, name):
+                    return getattr(part, name)
+            raise
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         modules = dict(state.get("_modules", {}))
-        if modules.get("segmenter") is not None:
-            modules["segmenter"] = self.runtime.cpu_segmenter  # a pickled swap is a CPU swap
-        if modules.get("refine") is not None:
-            modules["refine"] = self.runtime.cpu_refiner
+        if modules.get("cut_out") is not None:
+            modules["cut_out"] = self.runtime.cpu_segmenter  # a pickled swap is a CPU swap
         state["_modules"] = modules
         state["last_record"] = None
         return state
@@ -301,7 +248,7 @@ class BackgroundSwap(v2.Transform):
     def forward(self, *inputs: Any) -> Any:
         """torchvision's ``Transform.forward`` with one step in front, as in ``v2.CutMix``: find the labels."""
         sample = inputs if len(inputs) > 1 else inputs[0]
-        labels, explicit = self._find_labels(sample)
+        labels, explicit = find_labels(sample, self.labels_getter)
         flat, spec = tree_flatten(sample)
         self.check_inputs(flat)
         needs = self._needs_transform_list(flat)
@@ -317,12 +264,11 @@ class BackgroundSwap(v2.Transform):
     def make_params(
         self, flat_inputs: list[Any], labels: Any = None, labels_explicit: bool = True, params: SwapParams | None = None
     ) -> dict:
-        """Sample the call's choices once, find the object's alpha and composite the batch.
+        """Plain data, no pixels composited: the call's :class:`SwapParams` (sampled once, or ``params`` to replay),
+        the object's alpha (the sample's :class:`ObjectAlpha` or the segmenter's cut-out) and the planned
+        :class:`SwapRecord` (:func:`~torch_backswap.functional.plan_swap`; also kept as :attr:`last_record`).
 
-        ``labels`` are the sample's labels (found by ``labels_getter``); ``params`` replays an earlier call.
-
-        Returns a dict with the image item, the composited images, the object alpha before / after and the
-        :class:`SwapRecord` (also kept as :attr:`last_record`).
+        ``labels`` are the sample's labels (found by ``labels_getter``).
         """
         images = [x for x in flat_inputs if is_image(x)]
         if not images and any(isinstance(x, tv_tensors.Video) for x in flat_inputs):
@@ -340,34 +286,31 @@ class BackgroundSwap(v2.Transform):
         if len(alphas) > 1:
             raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
         x, single = image_to_batch(image, self.value_range)
-        b = x.shape[0]
         if any(isinstance(i, tv_tensors.BoundingBoxes) for i in flat_inputs) and not single:
             raise ValueError("BoundingBoxes can be moved with the object only for single images, got a batch of images")
-        given = None
-        if alphas:
-            given = alpha_to_batch(alphas[0], b, tuple(x.shape[-2:]), single)
-        out, record, used = self._swap(x, labels, given, params, single=single, labels_explicit=labels_explicit)
-        moved = None
-        if given is not None:
-            moved = move_alpha(given, record, interpolation=self.interpolation)
-        elif any(isinstance(i, tv_tensors.Mask) for i in flat_inputs) and bool(record.swapped.any()):
-            # the segmenter's cut-out is the object the other masks move with: one row per sample
-            if used.shape[0] != b:  # segmented only the applied samples: the others are not swapped, any row will do
-                rows = record.params.apply.nonzero().flatten().to(used.device)
-                used = used.new_zeros(b, *used.shape[1:]).index_copy_(0, rows, used)
-            moved = move_alpha(used, record, interpolation=self.interpolation)
-        return {"image": image, "output": out, "single": single, "record": record, "moved_alpha": moved}
+        given = alpha_to_batch(alphas[0], x.shape[0], tuple(x.shape[-2:]), single) if alphas else None
+        plan = self._plan(x, labels, given, params, single=single, labels_explicit=labels_explicit)
+        return {**plan, "image": image, "single": single}
 
     def transform(self, inpt: Any, params: dict) -> Any:
-        """Return one input of the sample in its own kind (see the module docs)."""
+        """The pixel work for one input of the sample, in its own kind: the image composited
+        (:func:`~torch_backswap.functional.paste_objects`, the pixel half of
+        :func:`~torch_backswap.functional.swap_backgrounds`), the ``ObjectAlpha`` and other masks moved with the
+        object (:func:`~torch_backswap.functional.move_alpha` / ``move_masks``), boxes moved (``move_boxes``)."""
         record: SwapRecord = params["record"]
         if inpt is params["image"]:
-            return batch_to_image(inpt, params["output"], record)
-        if isinstance(inpt, ObjectAlpha):
-            moved = params["moved_alpha"]
-            return inpt if moved is None else tv_tensors.wrap(moved.reshape(inpt.shape), like=inpt)
+            if not bool(record.swapped.any()):
+                return inpt
+            x, _ = image_to_batch(inpt, self.value_range, check_values=False)  # make_params checked its values
+            return batch_to_image(inpt, self._paste(x, params), record)
+        if isinstance(inpt, ObjectAlpha):  # as before issue 26: the compact alpha (mask_to_alpha), moved where swapped
+            moved = move_alpha(params["given"], record, interpolation=self.compositing.interpolation)
+            return tv_tensors.wrap(moved.reshape(inpt.shape), like=inpt)
         if isinstance(inpt, tv_tensors.Mask):
-            return mask_like(inpt, params["moved_alpha"], record, params["single"])
+            moved = None
+            if bool(record.swapped.any()):
+                moved = move_alpha(self._object_rows(params), record, interpolation=self.compositing.interpolation)
+            return mask_like(inpt, moved, record, params["single"])
         if isinstance(inpt, tv_tensors.BoundingBoxes):
             return boxes_like(inpt, record)
         return inpt
@@ -403,9 +346,9 @@ class BackgroundSwap(v2.Transform):
         given = None
         if alphas is not None:
             given = alpha_to_batch(alphas, x.shape[0], tuple(x.shape[-2:]), single=False, name="alphas", resize=True)
-        out, record, _ = self._swap(x, labels, given, params, single=False, labels_explicit=True)
-        out = restore_channels(out, x, record)
-        return (out, record) if return_record else out
+        plan = self._plan(x, labels, given, params, single=False, labels_explicit=True)
+        out = restore_channels(self._paste(x, plan), x, plan["record"])
+        return (out, plan["record"]) if return_record else out
 
     def segment(self, images: Tensor) -> Tensor:
         """The tight, feathered object alpha the swap would use: float ``(B, 1, H, W)`` in ``[0, 1]`` of
@@ -417,38 +360,33 @@ class BackgroundSwap(v2.Transform):
     # internals
     # ------------------------------------------------------------------------------------------------
 
-    def _find_labels(self, sample: Any) -> tuple[Any, bool]:
-        """``(labels, explicit)``: what ``labels_getter`` found, and whether a caller-given getter found it."""
-        if self.labels_getter is None:
-            return None, False
-        if self.labels_getter == "default":
-            return default_labels_getter(sample), False
-        return self.labels_getter(sample), True
-
     def _segment(self, rgb: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """The cut-out alpha of ``(k, 3, H, W)`` images (:func:`~torch_backswap.refine.cut_out_alpha`; ``dtype``:
-        float32 by default, ``torch.uint8`` for the swap's compact alpha)."""
-        segmenter = self.runtime.segmenter(self.segmenter)
-        if segmenter is None:
+        """The cut-out alpha of ``(k, 3, H, W)`` images: the :class:`CutOut` (its CPU copy inside workers); float32,
+        or ``dtype=torch.uint8``: the swap's compact alpha (computed at the grid's resolution)."""
+        cut_out = self.runtime.segmenter(self.cut_out)
+        if cut_out is None:
             raise ValueError(
-                "BackgroundSwap has no segmenter and the sample carries no ObjectAlpha: pass segmenter=..., or put "
-                "the object's alpha in the sample as torch_backswap.ObjectAlpha (see ObjectAlphaDataset)"
+                "BackgroundSwap has no segmenter and the sample carries no ObjectAlpha: pass a CutOut or a segmenter "
+                "as cut_out, or put the object's alpha in the sample as torch_backswap.ObjectAlpha (see "
+                "ObjectAlphaDataset)"
             )
-        return cut_out_alpha(segmenter, rgb, tight_threshold=self.tight_threshold, feather=self.feather,
-                             refine=self.runtime.refiner(self.refine), flip_average=self.flip_average, dtype=dtype)
+        return cut_out(rgb, dtype=dtype)
 
-    def _swap(
-        self,
-        x: Tensor,
-        labels: Any,
-        given: Tensor | None,
-        params: SwapParams | None,
-        *,
-        single: bool,
+    def _rgb(self, x: Tensor, device: torch.device) -> Tensor:
+        """Checked ``(B, C, H, W)`` images → RGB on ``device``, floats mapped from ``value_range`` to ``[0, 1]``."""
+        rgb = to_rgb(x).to(device)
+        if self.value_range is not None and rgb.dtype.is_floating_point:
+            lo, hi = self.value_range
+            rgb = (rgb - lo) / (hi - lo)
+        return rgb.contiguous()
+
+    def _plan(
+        self, x: Tensor, labels: Any, given: Tensor | None, params: SwapParams | None, *, single: bool,
         labels_explicit: bool,
-    ) -> tuple[Tensor, SwapRecord, Tensor]:
-        """The batched core: ``x`` checked ``(B, C, H, W)`` → swapped RGB ``(B, 3, H, W)``, the record and the object
-        alpha used (``given``, or the segmenter's cut-out: ``B`` rows, or one per applied sample)."""
+    ) -> dict:
+        """The data of one call on checked ``(B, C, H, W)`` images ``x``: ``params``, ``alpha`` (the applied rows,
+        ready to paste), ``record``, ``given`` (the ObjectAlpha batch) or ``cut_out`` (the segmenter's alpha:
+        ``B`` rows, or one per applied sample)."""
         b, _, h, w = x.shape
         lab = class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
         if lab is None and self.strategy == "other_class":
@@ -463,41 +401,132 @@ class BackgroundSwap(v2.Transform):
         gen = self.runtime.generator_for_call()
         if params is None:
             params = sample_params(
-                b, bank, lab, p=self.p, strategy=self.strategy, scale=self.scale, degrees=self.degrees,
-                translate_px=self.translate_px, reference_size=self.reference_size, generator=gen,
+                b, bank, lab, p=self.p, strategy=self.strategy, generator=gen, **self.jitter.ranges()
             )
         elif len(params) != b:
             raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
-        rgb = to_rgb(x).to(device)
-        if self.value_range is not None and rgb.dtype.is_floating_point:
-            lo, hi = self.value_range
-            rgb = (rgb - lo) / (hi - lo)
-        rgb = rgb.contiguous()
         chosen = params.apply.nonzero().flatten().to(device)
+        cut_out = None
         if given is not None:
             alpha = given.to(device)
-        elif int(chosen.numel()) == b:  # uint8 images: the compact uint8 alpha (computed at the grid's resolution)
-            alpha = self._segment(rgb, torch.uint8 if rgb.dtype == torch.uint8 else None)
-        elif chosen.numel():  # segment only the samples that swap: one row each
-            alpha = self._segment(rgb.index_select(0, chosen), torch.uint8 if rgb.dtype == torch.uint8 else None)
-        else:
+        elif not chosen.numel():
             alpha = torch.zeros(0, 1, h, w, device=device)
+        else:
+            rgb = self._rgb(x, device)
+            # segment only the samples that swap: one row each
+            alpha = cut_out = self._segment(rgb if int(chosen.numel()) == b else rgb.index_select(0, chosen),
+                                            torch.uint8 if rgb.dtype == torch.uint8 else None)
         applied = params.bank_indices[params.apply]
-        out, record = swap_backgrounds(
-            rgb, alpha, gather_backgrounds(bank, params, (h, w)), params, min_foreground=self.min_foreground,
-            feather_px=self.feather_px, harmonize=self.harmonize, interpolation=self.interpolation,
-            background_labels=bank.labels[applied.to(bank.labels.device)], inplace=True,  # gathered: ours to write
-        )
+        comp = self.compositing
+        alpha, record = plan_swap(alpha, params, min_foreground=comp.min_foreground, feather_px=comp.feather_px,
+                                  background_labels=bank.labels[applied.to(bank.labels.device)], device=device)
+        self.last_record = record
+        return {"params": params, "alpha": alpha, "record": record, "given": given, "cut_out": cut_out}
+
+    def _paste(self, x: Tensor, plan: dict) -> Tensor:
+        """The planned swap's pixels: checked images ``x`` → swapped RGB ``(B, 3, H, W)`` in ``x``'s range."""
+        bank = self.runtime.bank(self.bank)
+        rgb = self._rgb(x, bank.device)
+        backgrounds = gather_backgrounds(bank, plan["params"], tuple(x.shape[-2:]))
+        out = paste_objects(rgb, plan["alpha"], backgrounds, plan["record"], harmonize=self.compositing.harmonize,
+                            interpolation=self.compositing.interpolation, inplace=True)  # gathered: ours to write
         if self.value_range is not None and out.dtype.is_floating_point:
             lo, hi = self.value_range
             out = out * (hi - lo) + lo
-        self.last_record = record
-        return out, record, alpha
+        return out
+
+    @staticmethod
+    def _object_rows(plan: dict) -> Tensor:
+        """The object's alpha the other masks move with, one row per sample: the ObjectAlpha's, else the cut-out's
+        (rows of samples not swapped are never read)."""
+        if plan["given"] is not None:
+            return plan["given"]
+        used, apply = plan["cut_out"], plan["params"].apply
+        if used.shape[0] != apply.shape[0]:
+            rows = apply.nonzero().flatten().to(used.device)
+            used = used.new_zeros(apply.shape[0], *used.shape[1:]).index_copy_(0, rows, used)
+        return used
 
     def extra_repr(self) -> str:
-        seg = type(self.segmenter).__name__ if self.segmenter is not None else None
-        return (
-            f"bank={self.bank!r}, segmenter={seg}, p={self.p}, strategy={self.strategy!r}, "
-            f"tight_threshold={self.tight_threshold}, feather={self.feather}, scale={self.scale}, "
-            f"degrees={self.degrees}, translate_px={self.translate_px}, harmonize={self.harmonize}, seed={self.seed}"
-        )
+        return (f"bank={self.bank!r}, p={self.p}, strategy={self.strategy!r}, jitter={self.jitter}, "
+                f"compositing={self.compositing}, seed={self.seed}")
+
+
+_LEGACY_GROUPS = {
+    "cut_out": ("tight_threshold", "feather", "refine", "flip_average"),
+    "jitter": ("scale", "degrees", "translate_px", "reference_size"),
+    "compositing": ("min_foreground", "feather_px", "harmonize", "interpolation"),
+}
+
+
+def _from_legacy_knobs(cut_out: Any, jitter: Any, compositing: Any, legacy: dict) -> tuple[Any, Any, Any]:
+    """The 0.2 constructor's knobs → ``(cut_out, jitter, compositing)``, with a ``DeprecationWarning``."""
+    known = {k for keys in _LEGACY_GROUPS.values() for k in keys} | {"segmenter"}
+    unknown = sorted(set(legacy) - known)
+    if unknown:
+        raise TypeError(f"BackgroundSwap got unexpected keyword argument(s) {unknown}")
+    warnings.warn(f"BackgroundSwap({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass cut_out=CutOut(...), "
+                  "jitter=JitterGenerator(...) and compositing=Compositing(...)", DeprecationWarning, stacklevel=3)
+    if "segmenter" in legacy:
+        if cut_out is not None:
+            raise TypeError("pass the segmenter once: as cut_out (positional) or as segmenter=, not both")
+        cut_out = legacy.pop("segmenter")
+    groups = {g: {k: legacy[k] for k in keys if k in legacy} for g, keys in _LEGACY_GROUPS.items()}
+    given = {"cut_out": isinstance(cut_out, CutOut), "jitter": jitter is not None, "compositing": compositing is not None}
+    for group, knobs in groups.items():
+        if knobs and given[group]:
+            raise TypeError(f"pass {sorted(knobs)} inside {group}=, not beside it")
+    if groups["cut_out"]:
+        knobs = groups["cut_out"]
+        cut_out = CutOut(cut_out, knobs.pop("refine", None), **knobs)
+    if groups["jitter"]:
+        jitter = JitterGenerator(**groups["jitter"])
+    if groups["compositing"]:
+        compositing = Compositing(**groups["compositing"])
+    return cut_out, jitter, compositing
+
+
+class BackgroundSwapCollate:
+    """``collate_fn`` that collates a list of samples, then swaps the whole batch at once.
+
+    Args:
+        swap: the :class:`BackgroundSwap` to apply.
+        collate_fn: the base collation (default ``torch.utils.data.default_collate``).
+        device: ``"bank"`` (default): move the batch's tensors to the bank's device first (GPU with
+            ``num_workers=0``; always CPU in workers); ``None``: leave tensors where they are.
+
+    Picklable, so it works with worker processes started by fork, spawn or forkserver.
+    """
+
+    def __init__(self, swap: "BackgroundSwap", collate_fn: Callable | None = None, device: str | None = "bank") -> None:
+        if not isinstance(swap, BackgroundSwap):
+            raise TypeError(f"swap must be a BackgroundSwap, got {describe(swap)}")
+        if device not in ("bank", None):
+            raise ValueError(f"device must be 'bank' or None, got {device!r}")
+        self.swap = swap
+        self.collate_fn = collate_fn if collate_fn is not None else torch.utils.data.default_collate
+        self.device = device
+
+    def __call__(self, samples: list) -> Any:
+        batch = self.collate_fn(samples)
+        if samples:
+            # default_collate stacks tv_tensors into plain tensors: re-wrap images and masks so the swap sees them
+            first, _ = tree_flatten(samples[0])
+            flat, spec = tree_flatten(batch)
+            if len(first) == len(flat):
+                flat = [
+                    tv_tensors.wrap(b, like=f)
+                    if isinstance(f, (tv_tensors.Mask, tv_tensors.Image)) and isinstance(b, Tensor)
+                    and not isinstance(b, tv_tensors.TVTensor)
+                    else b
+                    for f, b in zip(first, flat)
+                ]
+                batch = tree_unflatten(flat, spec)
+        if self.device == "bank":
+            dev = self.swap.runtime.bank(self.swap.bank).device
+            if dev.type != "cpu":
+                batch = tree_map(lambda t: t.to(dev) if isinstance(t, Tensor) else t, batch)
+        return self.swap(batch)
+
+    def __repr__(self) -> str:
+        return f"BackgroundSwapCollate({self.swap!r})"

@@ -1,0 +1,127 @@
+"""The package's import graph has no cycle: every ``from .x import`` / ``from torch_backswap.x import`` /
+``import torch_backswap.x`` inside ``torch_backswap`` (module level and inside functions alike) points one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "torch_backswap"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _resolve(node: ast.ImportFrom, here: str, is_package: bool) -> list[str]:
+    if node.level:
+        base = here.split(".") if is_package else here.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        root = ".".join(base + ([node.module] if node.module else []))
+    else:
+        root = node.module or ""
+    if not root.startswith("torch_backswap"):
+        return []
+    # `from . import x` / `from .pkg import mod`: the names may be submodules
+    return [root] + [f"{root}.{alias.name}" for alias in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                targets = _resolve(node, name, path.name == "__init__.py")
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("torch_backswap")]
+            for target in targets:
+                if target in files and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]], skip_packages: bool = True) -> list[str] | None:
+    """A cycle among modules (package ``__init__`` files re-export their children and are left out), or None."""
+    nodes = {n for n in graph if not (skip_packages and (PACKAGE.parent / n.replace(".", "/") / "__init__.py").exists())}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph[n] & nodes):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(nodes):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def test_the_graph_sees_known_edges():
+    graph = import_graph()
+    assert "torch_backswap.functional" in graph["torch_backswap.transform"]
+    assert "torch_backswap.composite" in graph["torch_backswap.functional"]
+
+
+def test_no_import_cycle_between_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("low", ["torch_backswap.loader", "torch_backswap._sample_labels", "torch_backswap.functional",
+                                 "torch_backswap.refine", "torch_backswap.segmenter", "torch_backswap.bank"])
+def test_lower_layers_do_not_import_the_transform(low):
+    graph = import_graph()
+    seen, todo = set(), [low]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        todo.extend(graph.get(n, ()))
+    assert "torch_backswap.transform" not in seen
+
+
+def test_the_top_level_api_is_small_and_moved_names_still_resolve():
+    import warnings
+
+    import torch_backswap as tb
+    from torch_backswap import functional, metrics, segmenter
+
+    assert len(tb.__all__) <= 25 and len(set(tb.__all__)) == len(tb.__all__)
+    assert all(hasattr(tb, name) for name in tb.__all__)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tb.mask_iou is metrics.mask_iou and tb.swap_backgrounds is functional.swap_backgrounds
+        assert tb.TIGHT_THRESHOLD == segmenter.TIGHT_THRESHOLD
+    assert [w.category for w in caught] == [DeprecationWarning] * 3
+    with pytest.raises(AttributeError):
+        tb.no_such_name
+
+
+def test_one_cut_out_route():
+    """Every cut-out of the package goes through CutOut (refine.cut_out_alpha underneath): no predict_masks outside
+    the segmenter that defines it."""
+    users = [p for p in PACKAGE.rglob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
+    assert [p.name for p in users] == ["segmenter.py"]
+    bench = PACKAGE.parent / "benchmarks"
+    assert not [p.name for p in bench.glob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
