@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from benchmarks._common import before_after_table
+from torch_backswap.functional import Compositing
 
 
 RESULTS_JSON = Path(__file__).resolve().parent / "results" / "input_matrix.json"
@@ -60,7 +61,7 @@ def run_cases() -> dict[str, str]:
     run("detection-style (2,H,W) Mask in the sample", c1)
     def c2():
         seg = tv_tensors.Mask(torch.where(obj[0], 7, 3).to(torch.uint8))
-        out = s()(img, Alpha(obj.float()), seg) if V2 else s(feather_px=0)(img, seg)
+        out = s()(img, Alpha(obj.float()), seg) if V2 else s(compositing=Compositing(feather_px=0))(img, seg)
         return f"values after: {sorted(out[-1].unique().tolist())}"
     run("class-id segmentation Mask 0/3/7", c2)
     def c3():
@@ -134,12 +135,12 @@ def run_cases() -> dict[str, str]:
         data = tb.ObjectAlphaDataset([(img, 0), (img, 1)], torch.stack([obj, obj]).float())
         swap = s(strategy="other_class")
         if collate:
-            batch = swap.collate_fn([data[0], data[1]])
+            batch = tb.BackgroundSwapCollate(swap)([data[0], data[1]])
         else:
             batch = swap(data[0])
         return f"ok, background classes {swap.last_record.background_labels.tolist()}"
     run("ObjectAlphaDataset sample (image, alpha, label), strategy=other_class", lambda: c16(False))
-    run("ObjectAlphaDataset batch through swap.collate_fn, strategy=other_class", lambda: c16(True))
+    run("ObjectAlphaDataset batch through BackgroundSwapCollate, strategy=other_class", lambda: c16(True))
     def c17():
         from torch_backswap.functional import gather_backgrounds, sample_params, swap_backgrounds
         x = torch.stack([img, img]); al = torch.stack([obj, obj]).float()

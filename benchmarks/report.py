@@ -260,7 +260,7 @@ def headline() -> tuple[list[str], list[tuple[str, str]]]:
     ft = {r["start"]: r["best_val_balanced_accuracy"] for r in load("finetune_cli.json")["rows"]}
     yard = load("throughput.json")["cpu"]["yardstick"]["rates"]
     base = yard["loader alone (no swap)"]
-    ratio = {k: f"{yard[k] / base:.2f}" for k in ("collate swap, segmenter on the fly (swap.collate_fn)",
+    ratio = {k: f"{yard[k] / base:.2f}" for k in ("collate swap, segmenter on the fly (BackgroundSwapCollate)",
                                                   "collate swap, segmenter int8")}
     bank = {r["route"]: r["images_per_s"] for r in load("bank_build.json")["rows"] if r.get("route")}
     diag = load("diagnose_stampbirds.json")["64px_n1200_e5_ft4_l150_crop_pack2"]
@@ -288,7 +288,7 @@ def headline() -> tuple[list[str], list[tuple[str, str]]]:
               f"{claim(ft_b, 'finetune-cli')} / {claim(ft_s, 'finetune-cli')} | "
               "[finetune](#finetune-cli) |",
               f"| CPU loader with the collate swap / loader alone, segmenter float / int8 (224², one core) | "
-              f"{claim(ratio['collate swap, segmenter on the fly (swap.collate_fn)'], 'throughput')}× / "
+              f"{claim(ratio['collate swap, segmenter on the fly (BackgroundSwapCollate)'], 'throughput')}× / "
               f"{claim(ratio['collate swap, segmenter int8'], 'throughput')}× | [throughput](#throughput) |",
               f"| bank build at 224², images/s: edge route / paper route (1 thread, side by side) | "
               f"{claim(bank_e, 'bank-build')} / {claim(bank_p, 'bank-build')} | "

@@ -206,11 +206,11 @@ def photo_worst(record: dict) -> float | None:
 
 @torch.no_grad()
 def refined_probability(seg: PatchSegmenter, images: torch.Tensor, batch_size: int = 256,
-                        refine: str | EdgeRefiner = "guided") -> torch.Tensor:
-    """Flip-averaged foreground probability ``(N, 1, H, W)``, refined by ``refine``: the guided filter (radius two
-    cells, as :func:`torch_backswap.refine.cut_out_alpha` with ``refine="guided", flip_average=True``) or a learned
+                        refiner: str | EdgeRefiner = "guided") -> torch.Tensor:
+    """Flip-averaged foreground probability ``(N, 1, H, W)``, refined by ``refiner``: the guided filter (radius two
+    cells, as :func:`torch_backswap.refine.cut_out_alpha` with ``refiner="guided", flip_average=True``) or a learned
     edge refiner."""
-    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refine=refine, flip_average=True)
+    return torch.cat([cut_out_probability(seg, images[i : i + batch_size], refiner=refiner, flip_average=True)
                       for i in range(0, len(images), batch_size)])
 
 
@@ -324,7 +324,7 @@ class Runner:
                 _, tight, loose = segment_images(seg, train.images, tight_threshold=self.args.tight_threshold)
                 threshold = None
             else:
-                prob = refined_probability(seg, train.images, refine=self.route_refine(route))
+                prob = refined_probability(seg, train.images, refiner=self.route_refine(route))
                 if route == "refined":
                     grids = dense_to_patch_grid(train.alpha[held_out], seg.grid_size, 0.25)
                     threshold, _ = calibrate_threshold(prob[held_out], grids)
@@ -358,7 +358,7 @@ class Runner:
             }
             if route != "plain":
                 threshold = self.train_masks(seed, route)[2]
-                test_mask = refined_probability(seg, test.images, refine=self.route_refine(route)) > threshold
+                test_mask = refined_probability(seg, test.images, refiner=self.route_refine(route)) > threshold
                 # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
                 quality[f"{route}_test"] = {"tight_threshold": threshold,
                                            "tight_mask_iou": mask_iou(test_mask, test.alpha > 0.5)}

@@ -183,6 +183,7 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
     from torchvision.transforms import v2
 
     from torch_backswap import BackgroundBank, BackgroundSwap
+    from torch_backswap.functional import Compositing
 
     try:
         from torch_backswap.segmenter import segmenter_input
@@ -196,7 +197,7 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
     n = data["images"].shape[0]
     bank = BackgroundBank(data["backgrounds"], data["labels"])
     swap_cache = BackgroundSwap(bank, seed=0)
-    swap_nearest = BackgroundSwap(bank, seed=0, interpolation="nearest")
+    swap_nearest = BackgroundSwap(bank, seed=0, compositing=Compositing(interpolation="nearest"))
     swap_seg = BackgroundSwap(bank, seg, seed=0)
     compose = v2.Compose([swap_cache])
     pil_images, pil_masks = to_pil(data["images"], data["masks"])
@@ -393,7 +394,7 @@ def yardstick_configs(swap_seg, swap_given, extra: dict | None = None, bank=None
 
     configs = {
         "loader alone (no swap)": (False, imagenet_transform(), None),
-        "collate swap, segmenter on the fly (swap.collate_fn)": (False, imagenet_transform(), BackgroundSwapCollate(swap_seg)),
+        "collate swap, segmenter on the fly (BackgroundSwapCollate)": (False, imagenet_transform(), BackgroundSwapCollate(swap_seg)),
         "collate swap, ObjectAlpha in the sample": (True, imagenet_transform(), BackgroundSwapCollate(swap_given)),
         "per-sample swap in Compose, segmenter on the fly": (False, imagenet_transform([swap_seg]), None),
         "per-sample swap in Compose, ObjectAlpha in the sample": (True, imagenet_transform([swap_given]), None),
@@ -601,7 +602,7 @@ def ok(cond: bool) -> str:
     return "met" if cond else "NOT met"
 
 
-YARD_SEG = "collate swap, segmenter on the fly (swap.collate_fn)"
+YARD_SEG = "collate swap, segmenter on the fly (BackgroundSwapCollate)"
 YARD_SAMPLE = "per-sample swap in Compose, segmenter on the fly"
 YARD_BASE = "loader alone (no swap)"
 YARD_COPY = "collate, plain uint8 copy of the swap's bytes (the bandwidth bound)"
@@ -836,13 +837,8 @@ def device_suite(args) -> dict:
     import torch.nn.functional as F
     from torchvision import models
 
-    from torch_backswap import (
-        BackgroundBank,
-        BackgroundSwap,
-        composite,
-        jitter_affine,
-        sample_jitter,
-    )
+    from torch_backswap import BackgroundBank, BackgroundSwap
+    from torch_backswap.functional import composite, jitter_affine, sample_jitter
     from torch_backswap.loader import DeviceSwapLoader
 
     device = torch.device(args.device)

@@ -67,13 +67,13 @@ def digest(t: torch.Tensor) -> str:
 
 
 def ddp(out: str, steps: int) -> None:
-    """DistributedSampler + ``collate_fn=swap.collate_fn`` + DDP, gloo on CPU."""
+    """DistributedSampler + ``collate_fn=BackgroundSwapCollate(swap)`` + DDP, gloo on CPU."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler
     from torchvision import tv_tensors
 
-    from torch_backswap import BackgroundBank, BackgroundSwap
+    from torch_backswap import BackgroundBank, BackgroundSwap, BackgroundSwapCollate
     from torch_backswap.alpha import ObjectAlpha
 
     torch.set_num_threads(1)
@@ -92,7 +92,8 @@ def ddp(out: str, steps: int) -> None:
     for run in range(2):  # the same seeds twice: the swapped batches must repeat exactly
         torch.manual_seed(0)  # DataLoader derives its workers' seeds from it
         swap = BackgroundSwap(bank, seed=0)
-        loader = DataLoader(samples, batch_size=4, sampler=sampler, collate_fn=swap.collate_fn, num_workers=2)
+        loader = DataLoader(samples, batch_size=4, sampler=sampler, collate_fn=BackgroundSwapCollate(swap),
+                            num_workers=2)
         sampler.set_epoch(0)
         for step, (x, _alpha, y) in enumerate(loader):
             if step >= steps:
@@ -111,7 +112,7 @@ def ddp(out: str, steps: int) -> None:
                                                      torch.Generator().manual_seed(1000 + rank))):
         torch.manual_seed(0)
         swap = BackgroundSwap(bank, seed=0)
-        loader = DataLoader(same, batch_size=4, collate_fn=swap.collate_fn, num_workers=2, generator=gen)
+        loader = DataLoader(same, batch_size=4, collate_fn=BackgroundSwapCollate(swap), num_workers=2, generator=gen)
         record[key] = [digest(batch[0]) for batch in loader]
     # the same fixed batch swapped on every rank in the main process: the ranks' streams must differ
     fixed = swap((tv_tensors.Image(images[:4]), ObjectAlpha(alphas[:4]), labels[:4]))

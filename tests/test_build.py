@@ -170,7 +170,7 @@ def test_default_hole_is_the_edge_route_and_refiner_none_the_papers():
     refiner = EdgeRefiner.from_pretrained("torch-backswap/edgerefine-tiny")
     kw = {"progress": False, "batch_size": 12}
     default = build_bank(data.images, data.labels, seg, **kw)
-    prob = cut_out_probability(seg, data.images, refine=refiner, flip_average=True)
+    prob = cut_out_probability(seg, data.images, refiner=refiner, flip_average=True)
     given = build_bank(data.images, data.labels, holes=loose_hole(prob, 0.2, dilate=2), **kw)
     assert torch.equal(default.backgrounds, given.backgrounds)
     assert {k: default.metadata[k] for k in ("loose_threshold", "tight_threshold", "flip_average", "dilate")} == {
@@ -188,7 +188,7 @@ def test_default_hole_is_the_edge_route_and_refiner_none_the_papers():
     explicit = build_bank(data.images, data.labels, seg, refiner=refiner, flip_average=False, loose_threshold=0.3,
                           dilate=0, **kw)
     assert refiner.training
-    prob = cut_out_probability(seg, data.images, refine=refiner.eval(), flip_average=False)
+    prob = cut_out_probability(seg, data.images, refiner=refiner.eval(), flip_average=False)
     given = build_bank(data.images, data.labels, holes=prob > 0.3, **kw)
     assert torch.equal(explicit.backgrounds, given.backgrounds)
 

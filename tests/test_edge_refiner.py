@@ -113,7 +113,7 @@ def test_swap_takes_a_learned_refiner_and_pickles_it_to_the_cpu():
     images, _, _ = _discs(6)
     seg, refiner = _CellSegmenter(), EdgeRefiner()
     expected = refiner.predict_probability(images, logits_to_probability(seg(images), (64, 64)))
-    assert torch.equal(cut_out_probability(seg, images, refine=refiner), expected)
+    assert torch.equal(cut_out_probability(seg, images, refiner=refiner), expected)
     bank = BackgroundBank(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
     swap = BackgroundSwap(bank, CutOut(seg, refiner, tight_threshold=0.5), seed=0)
     assert swap.cut_out.refiner is refiner and "refiner" in dict(swap.cut_out.named_children())
@@ -137,10 +137,10 @@ def test_cell_labels_of_the_discs_are_what_a_person_would_mark():
 def test_from_pretrained_swap_uses_the_edge_route_unless_told_otherwise():
     bank = BackgroundBank(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]))
     swap = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", bank, seed=0)
-    assert isinstance(swap.cut_out.refiner, EdgeRefiner) and swap.flip_average and swap.tight_threshold == 0.5
+    assert isinstance(swap.cut_out.refiner, EdgeRefiner) and swap.cut_out.flip_average and swap.cut_out.tight_threshold == 0.5
     plain = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", bank, refiner=None)
-    assert plain.cut_out.refiner is None and not plain.flip_average and plain.tight_threshold == 0.67
+    assert plain.cut_out.refiner is None and not plain.cut_out.flip_average and plain.cut_out.tight_threshold == 0.67
     guided = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", bank, tight_threshold=0.6, refiner="guided")
-    assert guided.cut_out.refiner == "guided" and guided.tight_threshold == 0.6
+    assert guided.cut_out.refiner == "guided" and guided.cut_out.tight_threshold == 0.6
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     assert swap.swap_batch(images, torch.tensor([0, 1])).shape == images.shape

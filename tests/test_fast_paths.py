@@ -4,7 +4,8 @@ stated tolerance). Timings are checked by ``benchmarks/throughput.py``, never he
 import torch
 import torch.nn.functional as F
 
-from torch_backswap import BackgroundBank, BackgroundSwap
+from torch_backswap import BackgroundBank, BackgroundSwap, CutOut
+from torch_backswap.functional import Compositing
 from torch_backswap.inpaint import PyramidInpainter
 from torch_backswap._image import to_uint8_rgb
 from torch_backswap.segmenter import segment_probability, segmenter_input
@@ -145,7 +146,7 @@ def test_swap_segmenting_uint8_images_is_within_one_level_of_the_float_alpha_swa
     g = torch.Generator().manual_seed(4)
     images = (F.interpolate(torch.rand(6, 3, 6, 6, generator=g), size=(48, 48), mode="bilinear") * 255).to(torch.uint8)
     bank = BackgroundBank(torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8, generator=g), torch.tensor([0, 1, 0, 1]))
-    swap = BackgroundSwap(bank, seg, seed=0, min_foreground=0.0, tight_threshold=0.45)
+    swap = BackgroundSwap(bank, CutOut(seg, tight_threshold=0.45), seed=0, compositing=Compositing(min_foreground=0.0))
     out8, rec = swap.swap_batch(images, return_record=True)
     outf = swap.swap_batch(images.float() / 255, params=rec.params)
     assert rec.swapped.any()

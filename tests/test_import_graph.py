@@ -1,5 +1,6 @@
-"""The package's import graph has no cycle: every ``from .x import`` / ``from torch_backswap.x import`` /
-``import torch_backswap.x`` inside ``torch_backswap`` (module level and inside functions alike) points one way."""
+"""The package's import graph has no cycle and no upward import: every ``from .x import`` /
+``from torch_backswap.x import`` / ``import torch_backswap.x`` inside ``torch_backswap`` (module level and inside
+functions alike) points one way, from a layer of :data:`LAYERS` to the same layer or one below."""
 
 from __future__ import annotations
 
@@ -9,6 +10,28 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "torch_backswap"
+
+
+#: The package's floors, top first (import-linter's "layers" contract). A module may import from its own floor
+#: (the graph stays acyclic) or any floor below, never from one above. A prefix ending in "." takes a subpackage.
+LAYERS: list[tuple[str, ...]] = [
+    ("__main__", "cli"),                                                   # entry points
+    ("demo", "diagnose", "labeler", "labeler.", "datasets", "datasets.", "classifiers"),  # applications
+    ("transform", "loader", "_kinds", "_sample_labels", "_runtime"),      # the swap
+    ("build", "_bank_source", "cutout", "streaming", "bank", "finetune", "quantize", "edge_refiner", "refine"),
+    ("functional", "composite", "jitter", "segmenter", "backbones", "inpaint", "labels", "label_files", "bankfiles",
+     "metrics", "alpha", "hub"),                                          # kernels, models, data types, files
+    ("_checks", "_io", "_image", "_dist"),                                # checks, durable files, image plumbing
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The floor of ``torch_backswap.<module>`` in :data:`LAYERS` (0 = top), ``None`` when no floor names it."""
+    name = module.removeprefix("torch_backswap.")
+    for depth, floor in enumerate(LAYERS):
+        if any(name == entry or (entry.endswith(".") and name.startswith(entry)) for entry in floor):
+            return depth
+    return None
 
 
 def _module_name(path: Path) -> str:
@@ -85,6 +108,25 @@ def test_the_graph_sees_known_edges():
 def test_no_import_cycle_between_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a floor to one above it, as ``"a (floor i) -> b (floor j)"``."""
+    modules = [n for n in graph if n != "torch_backswap"]
+    return [f"{a} (floor {layer_of(a)}) -> {b} (floor {layer_of(b)})" for a in modules for b in sorted(graph[a])
+            if b != "torch_backswap" and layer_of(b) < layer_of(a)]
+
+
+def test_every_module_has_a_floor_and_no_import_goes_up():
+    graph = import_graph()
+    assert [n for n in graph if n != "torch_backswap" and layer_of(n) is None] == [], "give new modules a floor"
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = import_graph()
+    graph["torch_backswap.functional"] = graph["torch_backswap.functional"] | {"torch_backswap.transform"}
+    assert upward_imports(graph) == ["torch_backswap.functional (floor 4) -> torch_backswap.transform (floor 2)"]
 
 
 @pytest.mark.parametrize("low", ["torch_backswap.loader", "torch_backswap._sample_labels", "torch_backswap.functional",

@@ -110,7 +110,7 @@ def test_swap_with_given_alphas(swaps, name):
     else:
         torch.testing.assert_close(out, reference, **TOLERANCES["swap_float"])
     # and what they mean
-    alpha = soft_alpha(masks, swap.feather_px) if swap.feather_px else masks
+    alpha = soft_alpha(masks, swap.compositing.feather_px) if swap.compositing.feather_px else masks
     assert_swap_means_swap(out, images, alpha, record, swap.bank, fg_levels=1.0)
     if swap.strategy == "other_class":
         s = record.swapped

@@ -173,7 +173,7 @@ def test_cut_out_alpha_uint8_matches_the_float_route():
     torch.manual_seed(0)
     seg = PatchSegmenter(grid_size=8, input_size=32, width=8).eval()
     images, _, _ = _disc_scene(batch=4, size=48)
-    for kw in ({}, {"flip_average": True}, {"refine": "guided"}):
+    for kw in ({}, {"flip_average": True}, {"refiner": "guided"}):
         ref = cut_out_alpha(seg, images, tight_threshold=0.5, feather=0.2, **kw)
         got = cut_out_alpha(seg, images, tight_threshold=0.5, feather=0.2, dtype=torch.uint8, **kw)
         assert ref.dtype == torch.float32 and got.dtype == torch.uint8

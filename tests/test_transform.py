@@ -21,7 +21,8 @@ from torchvision.transforms import v2
 from torch_backswap.alpha import ObjectAlpha, ObjectAlphaDataset
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.functional import move_alpha
-from torch_backswap.collate import BackgroundSwapCollate
+from torch_backswap.transform import BackgroundSwapCollate
+from torch_backswap.loader import DeviceSwapLoader
 from torch_backswap.transform import BackgroundSwap
 from torch_backswap.functional import Compositing
 from torch_backswap.cutout import CutOut
@@ -374,7 +375,7 @@ def test_unsupported_parts_raise_clear_errors():
         swap(images, tv_tensors.BoundingBoxes([[0, 0, 4, 4]], format="XYXY", canvas_size=(H, W)))
     with pytest.raises(ValueError, match=r"ObjectAlpha must be \(1, H, W\)"):
         swap(images[0], ObjectAlpha(torch.ones(3, H, W)))
-    with pytest.raises(ValueError, match="no segmenter"):
+    with pytest.raises(ValueError, match="no cut-out and the sample carries no ObjectAlpha"):
         BackgroundSwap(_bank())(images[0])
     with pytest.raises(ValueError, match="p must be"):
         BackgroundSwap(_bank(), p=2)
@@ -387,7 +388,7 @@ def test_pickles_and_collate():
     swap = BackgroundSwap(_bank(), _SquareSegmenter(), seed=0)
     clone = pickle.loads(pickle.dumps(swap))
     assert torch.equal(clone.swap_batch(images), BackgroundSwap(_bank(), _SquareSegmenter(), seed=0).swap_batch(images))
-    collate = pickle.loads(pickle.dumps(swap.collate_fn))
+    collate = pickle.loads(pickle.dumps(BackgroundSwapCollate(swap)))
     assert isinstance(collate, BackgroundSwapCollate)
     batch = collate([(images[i], i % 2) for i in range(4)])
     assert batch[0].shape == (4, 3, H, W) and batch[1].tolist() == [0, 1, 0, 1]
@@ -404,7 +405,7 @@ def test_cuda_segmenter_in_worker_is_one_clear_error(monkeypatch):
 
     swap = BackgroundSwap(_bank(), _SquareSegmenter())
     swap.cut_out = CutOut(OnMeta())
-    swap.runtime.cpu_segmenter = swap.cut_out
+    swap.runtime.cpu_cut_out = swap.cut_out
 
     class Info:
         id, seed = 1, 123
@@ -440,7 +441,7 @@ def test_dataloader_per_sample_and_collate_with_object_alpha_dataset(num_workers
     assert torch.cat(seen).numel() == 8
     # batched: default_collate then one swap of the batch (the alpha travels as an ObjectAlpha batch)
     ds2 = ObjectAlphaDataset(base, base.masks.float())
-    loader2 = torch.utils.data.DataLoader(ds2, batch_size=4, num_workers=num_workers, collate_fn=swap.collate_fn)
+    loader2 = torch.utils.data.DataLoader(ds2, batch_size=4, num_workers=num_workers, collate_fn=BackgroundSwapCollate(swap))
     for batch in loader2:
         _check_swapped(batch["image"], batch["alpha"].float())
         assert torch.equal(batch["label"], batch["index"] % 2)
@@ -469,7 +470,7 @@ def test_on_device_is_a_one_line_loader_wrapper_that_swaps():
     images, masks = _scene(4)
     ds = ObjectAlphaDataset([(images[i], i % 2) for i in range(4)], masks.float())
     loader = torch.utils.data.DataLoader(ds, batch_size=2)
-    batches = list(BackgroundSwap(_bank(), seed=0).on_device(loader, "cpu", alpha=1))
+    batches = list(DeviceSwapLoader(loader, BackgroundSwap(_bank(), seed=0), "cpu", alpha=1))
     assert len(batches) == 2
     for (out, alpha, labels), i in zip(batches, (0, 2)):
         assert labels.tolist() == [0, 1] and not torch.equal(out, images[i : i + 2])
@@ -531,13 +532,13 @@ def test_other_class_finds_the_labels_of_object_alpha_dataset_samples():
         out, alpha, label = per_sample[i]
         assert label == labels[i] and swap.last_record.background_labels.tolist() == [1 - labels[i]]
     loader = torch.utils.data.DataLoader(ObjectAlphaDataset(base, masks.float()), batch_size=4,
-                                         collate_fn=swap.collate_fn)
+                                         collate_fn=BackgroundSwapCollate(swap))
     out, alpha, lab = next(iter(loader))
     assert lab.tolist() == labels and swap.last_record.background_labels.tolist() == [1, 0, 0, 1]
     plain = torch.utils.data.DataLoader(ObjectAlphaDataset(base, masks.float()), batch_size=4)
     seg_swap = BackgroundSwap(_bank(), _SquareSegmenter(), strategy="other_class", seed=0)
     for kwargs in ({}, {"alpha": 1}):  # the alpha in the batch left alone, or used
-        (out, alpha, lab), = list(seg_swap.on_device(plain, "cpu", **kwargs))
+        (out, alpha, lab), = list(DeviceSwapLoader(plain, seg_swap, "cpu", **kwargs))
         assert lab.tolist() == labels and seg_swap.last_record.background_labels.tolist() == [1, 0, 0, 1]
 
 

@@ -12,7 +12,7 @@ The public API is :data:`__all__` (the objects a user builds); kernels and jitte
 constants in their modules. The experiment harness (:mod:`torch_backswap.experiments`) is not part of it.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 import importlib as _importlib
 import warnings as _warnings
@@ -36,9 +36,6 @@ from .loader import DeviceSwapLoader
 from .diagnose import background_gap
 from .datasets import StampBirds
 from . import functional, inpaint, metrics
-# ``torch_backswap.composite`` stays the function, as in 0.2 (it shadows its submodule's name, so the moved-name
-# hook below never sees it); it is no longer in __all__: import it from torch_backswap.functional.
-from .composite import composite
 
 __all__ = [
     # patch labels and the segmenter
@@ -83,7 +80,7 @@ _MOVED = {
     "QuantizedPatchSegmenter": "quantize",
     **dict.fromkeys(["GrayFill", "MeanFill", "NoiseFill", "PyramidInpainter", "ScramblePixels", "ScramblePatches",
                      "ModuleInpainter"], "inpaint"),
-    **dict.fromkeys(["SwapParams", "SwapRecord", "sample_params", "swap_backgrounds", "JitterParams",
+    **dict.fromkeys(["SwapParams", "SwapRecord", "sample_params", "swap_backgrounds", "JitterParams", "composite",
                      "sample_jitter", "jitter_affine"], "functional"),
     **dict.fromkeys(["cell_balanced_accuracy", "mask_iou", "boundary_f_score", "ghost_fraction", "group_accuracies",
                      "worst_group_accuracy"], "metrics"),

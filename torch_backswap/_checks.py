@@ -18,6 +18,7 @@ __all__ = [
     "check_choice",
     "check_fraction",
     "check_images",
+    "check_instance",
     "check_labels",
     "check_non_negative",
     "describe",
@@ -33,6 +34,13 @@ def describe(value: Any) -> str:
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_instance(name: str, value: Any, kind: type, *, optional: bool = True) -> Any:
+    """``value`` if it is a ``kind`` (or ``None`` when ``optional``), else ``TypeError`` naming both."""
+    if (value is None and optional) or isinstance(value, kind):
+        return value
+    raise TypeError(f"{name} must be a {kind.__name__}{' or None' if optional else ''}, got {describe(value)}")
 
 
 def check_fraction(name: str, value: Any, *, upper_open: bool = False) -> float:

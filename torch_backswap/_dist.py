@@ -12,9 +12,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["Dist"]
+__all__ = ["Dist", "current_rank"]
 
 
+def current_rank() -> int:
+    """This process's distributed rank: the process group's, else torchrun's ``RANK`` (inherited by DataLoader
+    workers, which may not see the group), else 0."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 class Dist:

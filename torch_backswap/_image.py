@@ -54,6 +54,24 @@ def to_rgb(images: Tensor) -> Tensor:
     return images
 
 
+def to_unit_rgb(images: Tensor, device: torch.device | str, value_range: tuple[float, float] | None) -> Tensor:
+    """Checked ``(B, C, H, W)`` images → contiguous RGB on ``device``; floats mapped from ``value_range`` to
+    ``[0, 1]`` (uint8 and ``value_range=None`` stay as they are)."""
+    rgb = to_rgb(images).to(device)
+    if value_range is not None and rgb.dtype.is_floating_point:
+        lo, hi = value_range
+        rgb = (rgb - lo) / (hi - lo)
+    return rgb.contiguous()
+
+
+def from_unit(images: Tensor, value_range: tuple[float, float] | None) -> Tensor:
+    """The inverse of :func:`to_unit_rgb`'s value mapping: float ``[0, 1]`` images back to ``value_range``."""
+    if value_range is None or not images.dtype.is_floating_point:
+        return images
+    lo, hi = value_range
+    return images * (hi - lo) + lo
+
+
 def from_rgb(rgb: Tensor, like: Tensor, changed: Tensor) -> Tensor:
     """Back to ``like``'s channels after a swap; samples not ``changed`` are returned exactly as ``like``.
 

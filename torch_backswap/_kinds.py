@@ -12,10 +12,12 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from ._checks import check_images, describe
+from .alpha import ObjectAlpha
 from ._image import from_rgb, mask_to_alpha, pil_to_tensor, resize_alpha, tensor_to_pil
 from .functional import SwapRecord, move_boxes, move_masks
 
-__all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "is_image", "mask_like"]
+__all__ = ["alpha_to_batch", "batch_to_image", "boxes_like", "image_to_batch", "is_image", "mask_like", "object_rows",
+           "swap_inputs"]
 
 
 def image_to_batch(image: Any, value_range: tuple[float, float] | None, check_values: bool = True
@@ -114,3 +116,43 @@ def is_image(item: Any) -> bool:
     return isinstance(item, (PIL.Image.Image, tv_tensors.Image)) or (
         isinstance(item, Tensor) and not isinstance(item, tv_tensors.TVTensor)
     )
+
+
+def swap_inputs(flat_inputs: list[Any], value_range: tuple[float, float] | None
+                ) -> tuple[Any, Tensor, bool, Tensor | None]:
+    """The items of a flattened sample the swap works on: ``(image, x, single, given)`` — the first image-like
+    item, it as a checked ``(B, C, H, W)`` batch, whether it was a single image, and the sample's
+    :class:`~torch_backswap.alpha.ObjectAlpha` as a compact ``(B, 1, H, W)`` alpha (``None`` when it has none).
+    Raises ``TypeError`` without an image (naming a lone ``Video``), ``ValueError`` for two ``ObjectAlpha`` items
+    or boxes beside a batch of images."""
+    images = [x for x in flat_inputs if is_image(x)]
+    if not images and any(isinstance(x, tv_tensors.Video) for x in flat_inputs):
+        raise TypeError(
+            "BackgroundSwap swaps images, and this sample's only image-like item is a tv_tensors.Video; swap its "
+            "frames as a batch of images, e.g. swap(tv_tensors.Image(video.flatten(0, -4)))"
+        )
+    if not images:
+        raise TypeError(
+            "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or "
+            f"a tv_tensors.Image (got {[type(x).__name__ for x in flat_inputs]})"
+        )
+    image = images[0]  # the first image-like item; further images and videos pass through unchanged
+    alphas = [x for x in flat_inputs if isinstance(x, ObjectAlpha)]
+    if len(alphas) > 1:
+        raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
+    x, single = image_to_batch(image, value_range)
+    if any(isinstance(i, tv_tensors.BoundingBoxes) for i in flat_inputs) and not single:
+        raise ValueError("BoundingBoxes can be moved with the object only for single images, got a batch of images")
+    given = alpha_to_batch(alphas[0], x.shape[0], tuple(x.shape[-2:]), single) if alphas else None
+    return image, x, single, given
+
+
+def object_rows(given: Tensor | None, cut_out: Tensor | None, apply: Tensor) -> Tensor:
+    """The object's alpha the other masks move with, one row per sample: the ``ObjectAlpha``'s (``given``), else
+    the cut-out's (one row per applied sample, spread out to ``B`` rows; rows not swapped are never read)."""
+    if given is not None:
+        return given
+    if cut_out.shape[0] != apply.shape[0]:
+        rows = apply.nonzero().flatten().to(cut_out.device)
+        cut_out = cut_out.new_zeros(apply.shape[0], *cut_out.shape[1:]).index_copy_(0, rows, cut_out)
+    return cut_out

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SwapRuntime", "current_rank", "module_device", "parse_device"]
+from ._dist import current_rank
+
+__all__ = ["SwapRuntime", "module_device", "parse_device"]
 
 
 def module_device(module: Any) -> torch.device | None:
@@ -45,17 +47,6 @@ def parse_device(*args: Any, **kwargs: Any) -> torch.device | None:
     return None
 
 
-def current_rank() -> int:
-    """This process's distributed rank: the process group's, else torchrun's ``RANK`` (inherited by DataLoader
-    workers, which may not see the group), else 0."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
 def _cpu_copy(module: Any) -> Any:
     dev = module_device(module)
     if dev is None or dev.type == "cpu":
@@ -74,12 +65,10 @@ def _kept_cpu_copy(cpu_copy: Any, module: Any) -> Any:
 class SwapRuntime:
     """Devices, worker processes and random streams of one swap (see the module docs)."""
 
-    def __init__(self, segmenter: Any, seed: int | None, generator: torch.Generator | None,
-                 refiner: Any = None) -> None:
+    def __init__(self, cut_out: Any, seed: int | None, generator: torch.Generator | None) -> None:
         self.seed = seed
         self.generator = generator
-        self.cpu_segmenter = _cpu_copy(segmenter)
-        self.cpu_refiner = _cpu_copy(refiner)  # a learned refine step (a module) travels like the segmenter
+        self.cpu_cut_out = _cpu_copy(cut_out)  # the cut-out (segmenter and learned refiner) workers run
         self._gen: torch.Generator | None = None
         self._gen_key: tuple | None = None
 
@@ -91,12 +80,19 @@ class SwapRuntime:
         """The bank to read: its CPU view inside workers, itself elsewhere."""
         return bank.cpu() if self.worker_info() is not None else bank
 
-    def segmenter(self, segmenter: Any) -> Any:
-        """The segmenter to run: the caller's in the main process, the CPU copy inside workers."""
+    def cut_out(self, cut_out: Any) -> Any:
+        """The cut-out to run: the caller's in the main process, the CPU copy inside workers (``ValueError`` when
+        the swap has none: then every sample must carry its ``ObjectAlpha``)."""
+        if cut_out is None:
+            raise ValueError(
+                "BackgroundSwap has no cut-out and the sample carries no ObjectAlpha: pass a CutOut or a segmenter "
+                "as cut_out, or put the object's alpha in the sample as torch_backswap.ObjectAlpha (see "
+                "ObjectAlphaDataset)"
+            )
         info = self.worker_info()
         if info is None:
-            return segmenter
-        dev = module_device(self.cpu_segmenter)
+            return cut_out
+        dev = module_device(self.cpu_cut_out)
         if dev is not None and dev.type != "cpu":
             raise RuntimeError(
                 f"BackgroundSwap runs in DataLoader worker {info.id}, but its segmenter is on {dev} and no CPU copy "
@@ -104,21 +100,13 @@ class SwapRuntime:
                 "swap.to(device) (which keeps a CPU copy for workers), or swap batches in the main process after "
                 ".to(device): `images, labels = swap(images.to(device), labels)`."
             )
-        return self.cpu_segmenter
+        return self.cpu_cut_out
 
-    def refiner(self, refiner: Any) -> Any:
-        """The learned refine step to run: the caller's in the main process, the CPU copy inside workers."""
-        if self.worker_info() is None or not isinstance(refiner, nn.Module):
-            return refiner
-        return self.cpu_refiner
-
-    def moved(self, segmenter: Any, device: torch.device | None, refiner: Any = None) -> None:
-        """Call before the caller's segmenter (and learned refiner) move to ``device``: keep separate CPU copies
-        for workers."""
+    def moved(self, cut_out: Any, device: torch.device | None) -> None:
+        """Call before the caller's cut-out moves to ``device``: keep a separate CPU copy for workers."""
         if device is None or device.type == "cpu":
             return
-        self.cpu_segmenter = _kept_cpu_copy(self.cpu_segmenter, segmenter)
-        self.cpu_refiner = _kept_cpu_copy(self.cpu_refiner, refiner)
+        self.cpu_cut_out = _kept_cpu_copy(self.cpu_cut_out, cut_out)
 
     def generator_for_call(self) -> torch.Generator | None:
         """This process's stream (``None`` = torch's global RNG)."""

@@ -10,9 +10,10 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
-from ._checks import check_labels
+from ._checks import check_choice, check_labels
+from .bank import STRATEGIES
 
-__all__ = ["LABEL_KEYS", "check_bank_classes", "class_indices", "default_labels_getter", "find_labels"]
+__all__ = ["LABEL_KEYS", "bank_classes_of", "check_bank_classes", "check_swap_strategy", "class_indices", "default_labels_getter", "find_labels"]
 
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 
@@ -101,3 +102,34 @@ def check_bank_classes(labels: Tensor, bank: Any, found_by_default: bool = False
         raise ValueError(f"labels must be classes of the bank, which has {classes}; got {sorted(set(bad.tolist()))[:8]} "
                          f"in labels {labels.tolist()[:8]}{hint}")
     return labels
+
+
+def check_swap_strategy(strategy: str, labels_getter: Any, bank_classes: list[int]) -> str:
+    """``strategy`` checked against the bank's classes and the ``labels_getter`` it needs (a swap's constructor)."""
+    strategy = check_choice("strategy", strategy, STRATEGIES)
+    if strategy == "other_class" and len(bank_classes) < 2:
+        raise ValueError(
+            f"strategy='other_class' needs a bank with at least 2 classes, but the bank only has class {bank_classes}"
+        )
+    if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
+        raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
+    if labels_getter is None and strategy == "other_class":
+        raise ValueError("strategy='other_class' needs the samples' labels, but labels_getter=None never looks for "
+                         "them; pass labels_getter='default' (the default) or a callable sample -> labels")
+    return strategy
+
+
+def bank_classes_of(labels: Any, b: int, *, single: bool, explicit: bool, strategy: str, bank: Any) -> Tensor | None:
+    """The swap's view of a call's labels: int64 ``(b,)`` class indices checked against the bank's classes, or
+    ``None`` when none were found (refused when ``strategy="other_class"`` needs them). ``explicit``: the caller
+    gave them (batch call or a custom ``labels_getter``), so a value that is no label raises instead of being
+    ignored."""
+    lab = class_indices(labels, b, single, explicit or strategy == "other_class")
+    if lab is None and strategy == "other_class":
+        raise ValueError(
+            "strategy='other_class' needs the samples' labels: pass (image, label) samples, a dict with a 'label' "
+            "key, swap(images, labels) for batches, or a labels_getter"
+        )
+    if lab is not None:
+        check_bank_classes(lab, bank, found_by_default=not explicit)
+    return lab

@@ -31,7 +31,8 @@ puts it in the DataLoader's collate::
     bank = BackgroundBank.load("bank/")                   # or StreamingBackgroundBank("bank/", device, max_bytes=8 << 30)
     swap = BackgroundSwap(bank, seed=0)                   # the same seed on every rank
     sampler = DistributedSampler(dataset, shuffle=True, seed=0)
-    loader = DataLoader(dataset, batch_size=64, sampler=sampler, num_workers=8, collate_fn=swap.collate_fn,
+    loader = DataLoader(dataset, batch_size=64, sampler=sampler, num_workers=8,
+                        collate_fn=BackgroundSwapCollate(swap),                  # collate, then one batched swap
                         generator=torch.Generator().manual_seed(1000 + rank))   # per-rank worker seeds
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
@@ -59,6 +60,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -73,7 +75,7 @@ from .bankfiles import (
     write_shard,
 )
 
-__all__ = ["BANK_FORMAT", "STRATEGIES", "BackgroundBank"]
+__all__ = ["BANK_FORMAT", "STRATEGIES", "BackgroundBank", "Bank", "as_bank"]
 
 STRATEGIES = ("class_balanced", "uniform", "other_class")
 _SHARD_FILE = re.compile(r"shard-\d{5,}(-[0-9a-f]{8})?\.safetensors")  # the shard names save() and build_bank write
@@ -91,6 +93,45 @@ def _as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if h < 2 or w < 2:
         raise ValueError(f"size must be at least 2x2, got {size!r}")
     return h, w
+
+
+@runtime_checkable
+class Bank(Protocol):
+    """What a swap reads from a bank of backgrounds: :class:`BackgroundBank` (in memory) and
+    :class:`~torch_backswap.streaming.StreamingBackgroundBank` (streamed from shards) are both one.
+
+    ``labels``: int64 ``(N,)`` class of each background's source image, on :attr:`device`."""
+
+    labels: Tensor
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def present_classes(self) -> list[int]: ...
+
+    def sample_indices(self, n: int, labels: Tensor | Sequence[int] | None = None, strategy: str = "class_balanced",
+                       generator: torch.Generator | None = None) -> Tensor: ...
+
+    def gather(self, indices: Tensor | Sequence[int], size: int | Sequence[int] | None = None) -> Tensor: ...
+
+    def to(self, device: torch.device | str) -> "Bank": ...
+
+    def cpu(self) -> "Bank": ...
+
+    def share_memory_(self) -> "Bank": ...
+
+
+def as_bank(bank: Bank | str | os.PathLike, name: str = "bank") -> Bank:
+    """A :class:`Bank` as given, or the :class:`BackgroundBank` saved at a path (``TypeError`` for anything else)."""
+    if isinstance(bank, (str, os.PathLike)):
+        return BackgroundBank.load(bank)
+    if not isinstance(bank, Bank):
+        missing = [m for m in ("labels", "device", "present_classes", "sample_indices", "gather", "to", "cpu",
+                               "share_memory_") if not hasattr(bank, m)]
+        raise TypeError(f"{name} must be a BackgroundBank, a StreamingBackgroundBank (any Bank) or a path to a saved "
+                        f"bank, got {type(bank).__name__} (missing {missing})")
+    return bank
 
 
 class BackgroundBank:

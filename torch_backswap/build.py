@@ -121,7 +121,7 @@ def _check_refiner(refiner: Any) -> None:
         raise ValueError(
             f"refiner must be a learned refiner (a name or path for EdgeRefiner.from_pretrained, or a loaded one) or "
             f"None, got the filter name {refiner!r}; for a filtered hole pass holes=loose_hole(cut_out_probability("
-            f"segmenter, images, refine={refiner!r}), threshold)"
+            f"segmenter, images, refiner={refiner!r}), threshold)"
         )
     if refiner is not None and not isinstance(refiner, (str, os.PathLike)) and not is_learned_refiner(refiner):
         raise TypeError(f"refiner must be None, a name or path of an EdgeRefiner, or a learned refiner with "
@@ -164,7 +164,7 @@ class _Builder:
                 if tuple(hole.shape[-2:]) != size:
                     hole = torch.nn.functional.interpolate(hole.float(), size=size, mode="nearest") > 0.5
             else:
-                prob = cut_out_probability(self.segmenter, x, refine=self.refiner, flip_average=self.flip_average)
+                prob = cut_out_probability(self.segmenter, x, refiner=self.refiner, flip_average=self.flip_average)
                 hole = loose_hole(prob, self.loose, self.dilate)
             # uint8 in -> uint8 out: the inpainter rounds exactly as to_uint8_rgb would
             filled = self.fill(x, hole)

@@ -111,11 +111,11 @@ class CutOut(nn.Module):
         (:func:`~torch_backswap.refine.cut_out_alpha`): float32 in ``[0, 1]`` by default; ``dtype=torch.uint8``
         gives the compact alpha the compositing kernels read (``value / 255``, within one level of the float's)."""
         return cut_out_alpha(self.segmenter, images, tight_threshold=self.tight_threshold, feather=self.feather,
-                             refine=self.refiner, flip_average=self.flip_average, dtype=dtype)
+                             refiner=self.refiner, flip_average=self.flip_average, dtype=dtype)
 
     def probability(self, images: Tensor) -> Tensor:
         """The foreground probability behind the alpha (:func:`~torch_backswap.refine.cut_out_probability`)."""
-        return cut_out_probability(self.segmenter, images, refine=self.refiner, flip_average=self.flip_average)
+        return cut_out_probability(self.segmenter, images, refiner=self.refiner, flip_average=self.flip_average)
 
     def extra_repr(self) -> str:
         refiner = self.refiner if isinstance(self.refiner, str) or self.refiner is None else type(self.refiner).__name__

@@ -12,7 +12,7 @@ module holds the steps that bring the mask back to pixel accuracy, all batched a
 * :func:`calibrate_threshold` – the tight threshold that best reproduces a labelled split's patch labels;
 * :func:`loose_hole` – the hole to inpaint: ``probability > threshold``, optionally grown by a few pixels;
 * a learned alternative to the fixed filters: :class:`~torch_backswap.edge_refiner.EdgeRefiner` (pass it as
-  ``refine=`` to :func:`cut_out_probability` / :class:`~torch_backswap.transform.BackgroundSwap`).
+  ``refiner=`` to :func:`cut_out_probability` / :class:`~torch_backswap.cutout.CutOut`).
 
 Typical use (``segmenter`` a :class:`~torch_backswap.segmenter.PatchSegmenter`, ``images`` uint8)::
 
@@ -76,9 +76,10 @@ def hole_growth(size: Sequence[int]) -> int:
     return max(1, round(min(int(side) for side in size) / 32))
 
 
-def is_learned_refiner(refine: object) -> bool:
-    """Whether ``refine`` is a learned refiner (anything with ``predict_probability``), not a filter name or None."""
-    return refine is not None and not isinstance(refine, str) and callable(getattr(refine, "predict_probability", None))
+def is_learned_refiner(refiner: object) -> bool:
+    """Whether ``refiner`` is a learned refiner (anything with ``predict_probability``), not a filter name or None."""
+    return (refiner is not None and not isinstance(refiner, str)
+            and callable(getattr(refiner, "predict_probability", None)))
 
 
 class Refiner(Protocol):
@@ -301,7 +302,7 @@ def cut_out_alpha(
     *,
     tight_threshold: float,
     feather: float = 0.0,
-    refine: str | Refiner | None = None,
+    refiner: str | Refiner | None = None,
     flip_average: bool = False,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
@@ -309,21 +310,21 @@ def cut_out_alpha(
 
     Logits through the one route (:func:`~torch_backswap.segmenter.segment_logits`; with ``flip_average`` the
     mean with the mirror image's, :func:`flip_average_logits`), bilinear probability at the images' size,
-    optionally snapped to the image's edges (``refine="guided"`` or ``"bilateral"``, radius two cells, see
+    optionally snapped to the image's edges (``refiner="guided"`` or ``"bilateral"``, radius two cells, see
     :func:`refine_probability`, or a learned :class:`~torch_backswap.edge_refiner.EdgeRefiner`), then the tight
     mask with a ``feather`` ramp (:func:`~torch_backswap.segmenter.probability_to_mask`).
 
     ``dtype=torch.uint8`` returns the compact alpha the compositing kernels read directly (``value / 255``, the
-    float alpha rounded half up to whole levels, up to float rounding). Without ``refine`` it is computed at the
+    float alpha rounded half up to whole levels, up to float rounding). Without ``refiner`` it is computed at the
     grid's resolution (:func:`~torch_backswap.segmenter.logits_to_alpha`): no full-resolution float probability,
     only the window of pixels around the object is upsampled. ``None`` (default): float32.
     """
     if dtype not in (None, torch.float32, torch.uint8):
         raise ValueError(f"dtype must be None, torch.float32 or torch.uint8, got {dtype!r}")
-    if dtype == torch.uint8 and (refine is None or isinstance(refine, str) and refine in ("", "none")):
+    if dtype == torch.uint8 and (refiner is None or isinstance(refiner, str) and refiner in ("", "none")):
         logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
         return logits_to_alpha(logits, tuple(images.shape[-2:]), tight_threshold, feather)
-    prob = cut_out_probability(segmenter, images, refine=refine, flip_average=flip_average)
+    prob = cut_out_probability(segmenter, images, refiner=refiner, flip_average=flip_average)
     alpha = probability_to_mask(prob, tight_threshold, feather)
     if dtype == torch.uint8:
         return alpha.mul_(255.0).add_(0.5).to(torch.uint8)
@@ -331,23 +332,23 @@ def cut_out_alpha(
 
 
 def cut_out_probability(
-    segmenter: torch.nn.Module, images: Tensor, *, refine: str | Refiner | None = None, flip_average: bool = False
+    segmenter: torch.nn.Module, images: Tensor, *, refiner: str | Refiner | None = None, flip_average: bool = False
 ) -> Tensor:
     """The foreground probability behind :func:`cut_out_alpha`: float ``(B, 1, H, W)`` in ``[0, 1]``.
 
     Bilinear from the segmenter's logits (mean with the mirror image's with ``flip_average``), optionally
-    snapped to the image's edges with ``refine``: a method of :func:`refine_probability` (radius two cells,
+    snapped to the image's edges with ``refiner``: a method of :func:`refine_probability` (radius two cells,
     ``eps=1e-4``) or a learned refiner (anything with ``predict_probability(images, probability)``, e.g.
     :class:`~torch_backswap.edge_refiner.EdgeRefiner`).
     """
     size = tuple(images.shape[-2:])
-    if not flip_average and (refine is None or isinstance(refine, str) and not refine):
+    if not flip_average and (refiner is None or isinstance(refiner, str) and not refiner):
         return segment_probability(segmenter, images)
     logits = flip_average_logits(segmenter, images) if flip_average else segment_logits(segmenter, images)
     prob = logits_to_probability(logits, size)
-    if isinstance(refine, str):
+    if isinstance(refiner, str):
         radius = max(1, round(2 * size[0] / logits.shape[-1]))  # two cells
-        prob = refine_probability(prob, images, method=refine, radius=radius, eps=1e-4)
-    elif refine is not None:
-        prob = refine.predict_probability(images, prob)
+        prob = refine_probability(prob, images, method=refiner, radius=radius, eps=1e-4)
+    elif refiner is not None:
+        prob = refiner.predict_probability(images, prob)
     return prob

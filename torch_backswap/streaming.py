@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 
 from ._io import BackswapFileError, BackswapFileNotFoundError
-from ._runtime import current_rank
+from ._dist import current_rank
 from ._image import resize_uint8
 from .bank import (
     _as_size,

@@ -8,7 +8,7 @@ Per sample, inside any ``Compose`` (PIL, tensor or ``tv_tensors.Image`` in; the 
 Per batch, like ``v2.CutMix`` (labels found by ``labels_getter`` and returned unchanged)::
 
     images, labels = swap(images, labels)                              # (B, C, H, W) uint8 or float
-    loader = DataLoader(ds, batch_size=64, collate_fn=swap.collate_fn)   # collate, then one batched swap
+    loader = DataLoader(ds, batch_size=64, collate_fn=BackgroundSwapCollate(swap))   # collate, then one batched swap
 
 What is the object
 ------------------
@@ -41,7 +41,6 @@ Devices, workers and randomness: see :mod:`torch_backswap._runtime`.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Callable
 
 import torch
@@ -50,21 +49,22 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ._checks import check_choice, check_fraction, check_images, describe, value_range_of
-from ._image import to_rgb
+from ._checks import check_fraction, check_images, check_instance, describe, value_range_of
+from ._image import from_unit, to_unit_rgb
 from ._kinds import (
     alpha_to_batch,
     batch_to_image,
     boxes_like,
     image_to_batch,
-    is_image,
     mask_like,
+    object_rows,
     restore_channels,
+    swap_inputs,
 )
 from ._runtime import SwapRuntime, parse_device
-from ._sample_labels import check_bank_classes, class_indices, default_labels_getter, find_labels
+from ._sample_labels import bank_classes_of, check_swap_strategy, default_labels_getter, find_labels
 from .alpha import ObjectAlpha
-from .bank import STRATEGIES, BackgroundBank
+from .bank import Bank, as_bank
 from .cutout import CutOut
 from .edge_refiner import DEFAULT_EDGE_REFINER
 from .functional import (
@@ -112,10 +112,6 @@ class BackgroundSwap(v2.Transform):
             returned unchanged. Found labels must be one per image and classes of the bank, else ``ValueError``.
         seed: the swap's own random stream (see :mod:`torch_backswap._runtime`); ``None`` uses the global RNG.
         generator: explicit CPU ``torch.Generator`` for the main process (overrides ``seed`` there).
-        **legacy: deprecated: the 0.2 knobs (``segmenter``, ``tight_threshold``, ``feather``, ``refine``,
-            ``flip_average``, ``scale``, ``degrees``, ``translate_px``, ``reference_size``, ``min_foreground``,
-            ``feather_px``, ``harmonize``, ``interpolation``), folded into the objects above with a
-            ``DeprecationWarning``.
 
     Example:
         >>> import torch
@@ -133,7 +129,7 @@ class BackgroundSwap(v2.Transform):
 
     def __init__(
         self,
-        bank: BackgroundBank | str | os.PathLike,
+        bank: Bank | str | os.PathLike,
         cut_out: CutOut | nn.Module | Callable[[Tensor], Tensor] | None = None,
         *,
         p: float = 1.0,
@@ -144,30 +140,13 @@ class BackgroundSwap(v2.Transform):
         labels_getter: str | Callable[[Any], Any] | None = "default",
         seed: int | None = None,
         generator: torch.Generator | None = None,
-        **legacy: Any,
     ) -> None:
         super().__init__()
-        if legacy:
-            cut_out, jitter, compositing = _from_legacy_knobs(cut_out, jitter, compositing, legacy)
-        if isinstance(bank, (str, os.PathLike)):
-            bank = BackgroundBank.load(bank)
-        if not (hasattr(bank, "sample_indices") and hasattr(bank, "gather")):
-            raise TypeError(f"bank must be a BackgroundBank or a path to one, got {describe(bank)}")
+        bank = as_bank(bank)
         self.p = check_fraction("p", p)
-        self.strategy = check_choice("strategy", strategy, STRATEGIES)
-        if strategy == "other_class" and len(bank.present_classes) < 2:
-            raise ValueError(
-                f"strategy='other_class' needs a bank with at least 2 classes, but the bank only has class "
-                f"{bank.present_classes}"
-            )
-        if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
-            raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
-        if labels_getter is None and strategy == "other_class":
-            raise ValueError("strategy='other_class' needs the samples' labels, but labels_getter=None never looks for "
-                             "them; pass labels_getter='default' (the default) or a callable sample -> labels")
-        for name, value, kind in (("jitter", jitter, JitterGenerator), ("compositing", compositing, Compositing)):
-            if value is not None and not isinstance(value, kind):
-                raise TypeError(f"{name} must be a {kind.__name__} or None, got {describe(value)}")
+        self.strategy = check_swap_strategy(strategy, labels_getter, bank.present_classes)
+        check_instance("jitter", jitter, JitterGenerator)
+        check_instance("compositing", compositing, Compositing)
         if cut_out is not None and not isinstance(cut_out, CutOut):
             cut_out = CutOut(cut_out)  # a bare segmenter: the paper's route
         self.bank = bank
@@ -182,7 +161,7 @@ class BackgroundSwap(v2.Transform):
 
     @classmethod
     def from_pretrained(
-        cls, segmenter_name_or_path: str | os.PathLike, bank: BackgroundBank | str | os.PathLike, *,
+        cls, segmenter_name_or_path: str | os.PathLike, bank: Bank | str | os.PathLike, *,
         refiner: str | os.PathLike | None = DEFAULT_EDGE_REFINER, **kwargs: Any,
     ) -> "BackgroundSwap":
         """``BackgroundSwap(bank, CutOut.from_pretrained(segmenter_name_or_path, refiner=refiner), ...)``: the measured
@@ -208,42 +187,14 @@ class BackgroundSwap(v2.Transform):
         super().share_memory()
         return self
 
-    def on_device(self, loader: Any, device: torch.device | str = "cuda", **kwargs: Any) -> Any:
-        """Iterate ``loader``'s batches on ``device``, swapped there in the main process (one line on a GPU):
-        a :class:`~torch_backswap.loader.DeviceSwapLoader` (``kwargs``: ``non_blocking``, ``prefetch``, ...)."""
-        from .loader import DeviceSwapLoader
-
-        return DeviceSwapLoader(loader, self, device, **kwargs)
-
-    @property
-    def collate_fn(self) -> "BackgroundSwapCollate":
-        """A ``collate_fn``: ``default_collate``, then one batched swap on the bank's device."""
-        return BackgroundSwapCollate(self)
-
-    def __getattr__(self, name: str) -> Any:
-        """Read the collaborators' settings as before issue 26 (``swap.feather_px``, ``swap.scale``,
-        ``swap.tight_threshold``, ...): nn.Module's lookup first, then the compositing, jitter and cut-out."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            d = self.__dict__
-            for part in (d.get("compositing"), d.get("jitter"), d.get("_modules", {}).get("cut_out")):
-                if part is not None and not name.startswith("_") and hasattr(part, name):
-                    return getattr(part, name)
-            raise
-
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         modules = dict(state.get("_modules", {}))
         if modules.get("cut_out") is not None:
-            modules["cut_out"] = self.runtime.cpu_segmenter  # a pickled swap is a CPU swap
+            modules["cut_out"] = self.runtime.cpu_cut_out  # a pickled swap is a CPU swap
         state["_modules"] = modules
         state["last_record"] = None
         return state
-
-    # ------------------------------------------------------------------------------------------------
-    # the torchvision skeleton
-    # ------------------------------------------------------------------------------------------------
 
     def forward(self, *inputs: Any) -> Any:
         """torchvision's ``Transform.forward`` with one step in front, as in ``v2.CutMix``: find the labels."""
@@ -270,25 +221,7 @@ class BackgroundSwap(v2.Transform):
 
         ``labels`` are the sample's labels (found by ``labels_getter``).
         """
-        images = [x for x in flat_inputs if is_image(x)]
-        if not images and any(isinstance(x, tv_tensors.Video) for x in flat_inputs):
-            raise TypeError(
-                "BackgroundSwap swaps images, and this sample's only image-like item is a tv_tensors.Video; swap its "
-                "frames as a batch of images, e.g. swap(tv_tensors.Image(video.flatten(0, -4)))"
-            )
-        if not images:
-            raise TypeError(
-                "BackgroundSwap found no image in its input; pass a PIL image, a (C, H, W) / (B, C, H, W) tensor or "
-                f"a tv_tensors.Image (got {[type(x).__name__ for x in flat_inputs]})"
-            )
-        image = images[0]  # the first image-like item; further images and videos pass through unchanged
-        alphas = [x for x in flat_inputs if isinstance(x, ObjectAlpha)]
-        if len(alphas) > 1:
-            raise ValueError(f"a sample may carry one ObjectAlpha, got {len(alphas)}")
-        x, single = image_to_batch(image, self.value_range)
-        if any(isinstance(i, tv_tensors.BoundingBoxes) for i in flat_inputs) and not single:
-            raise ValueError("BoundingBoxes can be moved with the object only for single images, got a batch of images")
-        given = alpha_to_batch(alphas[0], x.shape[0], tuple(x.shape[-2:]), single) if alphas else None
+        image, x, single, given = swap_inputs(flat_inputs, self.value_range)
         plan = self._plan(x, labels, given, params, single=single, labels_explicit=labels_explicit)
         return {**plan, "image": image, "single": single}
 
@@ -309,25 +242,15 @@ class BackgroundSwap(v2.Transform):
         if isinstance(inpt, tv_tensors.Mask):
             moved = None
             if bool(record.swapped.any()):
-                moved = move_alpha(self._object_rows(params), record, interpolation=self.compositing.interpolation)
+                rows = object_rows(params["given"], params["cut_out"], params["params"].apply)
+                moved = move_alpha(rows, record, interpolation=self.compositing.interpolation)
             return mask_like(inpt, moved, record, params["single"])
         if isinstance(inpt, tv_tensors.BoundingBoxes):
             return boxes_like(inpt, record)
         return inpt
 
-    # ------------------------------------------------------------------------------------------------
-    # batches
-    # ------------------------------------------------------------------------------------------------
-
-    def swap_batch(
-        self,
-        images: Tensor,
-        labels: Any = None,
-        *,
-        alphas: Tensor | None = None,
-        params: SwapParams | None = None,
-        return_record: bool = False,
-    ) -> Tensor | tuple[Tensor, SwapRecord]:
+    def swap_batch(self, images: Tensor, labels: Any = None, *, alphas: Tensor | None = None,
+                   params: SwapParams | None = None, return_record: bool = False) -> Tensor | tuple[Tensor, SwapRecord]:
         """Swap a batch of images directly (the fast path for a precomputed alpha tensor).
 
         Args:
@@ -354,31 +277,12 @@ class BackgroundSwap(v2.Transform):
         """The tight, feathered object alpha the swap would use: float ``(B, 1, H, W)`` in ``[0, 1]`` of
         ``(B, C, H, W)`` images (segment a fixed dataset once, then pass it as :class:`ObjectAlpha`)."""
         x = check_images(images, "images", value_range=self.value_range, min_size=2)
-        return self._segment(to_rgb(x).contiguous())
-
-    # ------------------------------------------------------------------------------------------------
-    # internals
-    # ------------------------------------------------------------------------------------------------
+        return self._segment(to_unit_rgb(x, x.device, self.value_range))
 
     def _segment(self, rgb: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """The cut-out alpha of ``(k, 3, H, W)`` images: the :class:`CutOut` (its CPU copy inside workers); float32,
         or ``dtype=torch.uint8``: the swap's compact alpha (computed at the grid's resolution)."""
-        cut_out = self.runtime.segmenter(self.cut_out)
-        if cut_out is None:
-            raise ValueError(
-                "BackgroundSwap has no segmenter and the sample carries no ObjectAlpha: pass a CutOut or a segmenter "
-                "as cut_out, or put the object's alpha in the sample as torch_backswap.ObjectAlpha (see "
-                "ObjectAlphaDataset)"
-            )
-        return cut_out(rgb, dtype=dtype)
-
-    def _rgb(self, x: Tensor, device: torch.device) -> Tensor:
-        """Checked ``(B, C, H, W)`` images → RGB on ``device``, floats mapped from ``value_range`` to ``[0, 1]``."""
-        rgb = to_rgb(x).to(device)
-        if self.value_range is not None and rgb.dtype.is_floating_point:
-            lo, hi = self.value_range
-            rgb = (rgb - lo) / (hi - lo)
-        return rgb.contiguous()
+        return self.runtime.cut_out(self.cut_out)(rgb, dtype=dtype)
 
     def _plan(
         self, x: Tensor, labels: Any, given: Tensor | None, params: SwapParams | None, *, single: bool,
@@ -388,21 +292,12 @@ class BackgroundSwap(v2.Transform):
         ready to paste), ``record``, ``given`` (the ObjectAlpha batch) or ``cut_out`` (the segmenter's alpha:
         ``B`` rows, or one per applied sample)."""
         b, _, h, w = x.shape
-        lab = class_indices(labels, b, single, labels_explicit or self.strategy == "other_class")
-        if lab is None and self.strategy == "other_class":
-            raise ValueError(
-                "strategy='other_class' needs the samples' labels: pass (image, label) samples, a dict with a 'label' "
-                "key, swap(images, labels) for batches, or a labels_getter"
-            )
         bank = self.runtime.bank(self.bank)
-        if lab is not None:
-            check_bank_classes(lab, bank, found_by_default=not labels_explicit)
+        lab = bank_classes_of(labels, b, single=single, explicit=labels_explicit, strategy=self.strategy, bank=bank)
         device = bank.device
         gen = self.runtime.generator_for_call()
         if params is None:
-            params = sample_params(
-                b, bank, lab, p=self.p, strategy=self.strategy, generator=gen, **self.jitter.ranges()
-            )
+            params = sample_params(b, bank, lab, p=self.p, strategy=self.strategy, generator=gen, **self.jitter.ranges())
         elif len(params) != b:
             raise ValueError(f"params has {len(params)} rows for a batch of {b} images")
         chosen = params.apply.nonzero().flatten().to(device)
@@ -412,7 +307,7 @@ class BackgroundSwap(v2.Transform):
         elif not chosen.numel():
             alpha = torch.zeros(0, 1, h, w, device=device)
         else:
-            rgb = self._rgb(x, device)
+            rgb = to_unit_rgb(x, device, self.value_range)
             # segment only the samples that swap: one row each
             alpha = cut_out = self._segment(rgb if int(chosen.numel()) == b else rgb.index_select(0, chosen),
                                             torch.uint8 if rgb.dtype == torch.uint8 else None)
@@ -426,64 +321,15 @@ class BackgroundSwap(v2.Transform):
     def _paste(self, x: Tensor, plan: dict) -> Tensor:
         """The planned swap's pixels: checked images ``x`` → swapped RGB ``(B, 3, H, W)`` in ``x``'s range."""
         bank = self.runtime.bank(self.bank)
-        rgb = self._rgb(x, bank.device)
+        rgb = to_unit_rgb(x, bank.device, self.value_range)
         backgrounds = gather_backgrounds(bank, plan["params"], tuple(x.shape[-2:]))
         out = paste_objects(rgb, plan["alpha"], backgrounds, plan["record"], harmonize=self.compositing.harmonize,
                             interpolation=self.compositing.interpolation, inplace=True)  # gathered: ours to write
-        if self.value_range is not None and out.dtype.is_floating_point:
-            lo, hi = self.value_range
-            out = out * (hi - lo) + lo
-        return out
-
-    @staticmethod
-    def _object_rows(plan: dict) -> Tensor:
-        """The object's alpha the other masks move with, one row per sample: the ObjectAlpha's, else the cut-out's
-        (rows of samples not swapped are never read)."""
-        if plan["given"] is not None:
-            return plan["given"]
-        used, apply = plan["cut_out"], plan["params"].apply
-        if used.shape[0] != apply.shape[0]:
-            rows = apply.nonzero().flatten().to(used.device)
-            used = used.new_zeros(apply.shape[0], *used.shape[1:]).index_copy_(0, rows, used)
-        return used
+        return from_unit(out, self.value_range)
 
     def extra_repr(self) -> str:
         return (f"bank={self.bank!r}, p={self.p}, strategy={self.strategy!r}, jitter={self.jitter}, "
                 f"compositing={self.compositing}, seed={self.seed}")
-
-
-_LEGACY_GROUPS = {
-    "cut_out": ("tight_threshold", "feather", "refine", "flip_average"),
-    "jitter": ("scale", "degrees", "translate_px", "reference_size"),
-    "compositing": ("min_foreground", "feather_px", "harmonize", "interpolation"),
-}
-
-
-def _from_legacy_knobs(cut_out: Any, jitter: Any, compositing: Any, legacy: dict) -> tuple[Any, Any, Any]:
-    """The 0.2 constructor's knobs → ``(cut_out, jitter, compositing)``, with a ``DeprecationWarning``."""
-    known = {k for keys in _LEGACY_GROUPS.values() for k in keys} | {"segmenter"}
-    unknown = sorted(set(legacy) - known)
-    if unknown:
-        raise TypeError(f"BackgroundSwap got unexpected keyword argument(s) {unknown}")
-    warnings.warn(f"BackgroundSwap({', '.join(f'{k}=' for k in legacy)}) is deprecated: pass cut_out=CutOut(...), "
-                  "jitter=JitterGenerator(...) and compositing=Compositing(...)", DeprecationWarning, stacklevel=3)
-    if "segmenter" in legacy:
-        if cut_out is not None:
-            raise TypeError("pass the segmenter once: as cut_out (positional) or as segmenter=, not both")
-        cut_out = legacy.pop("segmenter")
-    groups = {g: {k: legacy[k] for k in keys if k in legacy} for g, keys in _LEGACY_GROUPS.items()}
-    given = {"cut_out": isinstance(cut_out, CutOut), "jitter": jitter is not None, "compositing": compositing is not None}
-    for group, knobs in groups.items():
-        if knobs and given[group]:
-            raise TypeError(f"pass {sorted(knobs)} inside {group}=, not beside it")
-    if groups["cut_out"]:
-        knobs = groups["cut_out"]
-        cut_out = CutOut(cut_out, knobs.pop("refine", None), **knobs)
-    if groups["jitter"]:
-        jitter = JitterGenerator(**groups["jitter"])
-    if groups["compositing"]:
-        compositing = Compositing(**groups["compositing"])
-    return cut_out, jitter, compositing
 
 
 class BackgroundSwapCollate:

@@ -75,8 +75,8 @@ section *mask_quality*.
 
 ## Use
 ```python
-from torch_backswap import BackgroundSwap, EdgeRefiner
-swap = BackgroundSwap(bank, segmenter, refine=EdgeRefiner.from_pretrained(), flip_average=True, tight_threshold=0.5)
+from torch_backswap import BackgroundSwap, CutOut, EdgeRefiner
+swap = BackgroundSwap(bank, CutOut(segmenter, EdgeRefiner.from_pretrained()))   # flip-averaged, p > 0.5
 ```
 """
 
