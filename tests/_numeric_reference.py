@@ -40,6 +40,10 @@ TOLERANCES = {
     "swap_uint8": (1, 0.005),
     # float composite: float32 rounding (seen: 1.2e-7 on 2.9 % of the values, default vs avx512)
     "swap_float": dict(atol=1e-5, rtol=0.0),
+    # the same swaps composited by OpenCV (Compositing(backend="cv2"), what "auto" picks for uint8 CPU images when
+    # cv2 imports) against the torch kernel's reference: fixed-point resampling and a uint8 moved alpha (composite's
+    # module notes; seen: at most 2 levels, on 0.62 % of the values given masks, 0.98 % segmenting on the fly)
+    "swap_uint8_cv2": (2, 0.02),
     # on-the-fly segmentation decides the cut-out by a threshold: a probability that sits on it may flip one
     # pixel between object and background (none seen); allow a few such pixels, never a different cut-out.
     "segmenter_swap_uint8": (255, 0.002),
@@ -70,17 +74,21 @@ def swap_scene(b: int = 6, size: int = 48, seed: int = 0):
     return images, masks, labels, bank_images, torch.arange(8) % 2
 
 
-def swap_runs() -> dict:
-    """name -> (swap, images, alphas, labels, output): the batched swap with given alphas."""
+def swap_runs(backend: str = "torch") -> dict:
+    """name -> (swap, images, alphas, labels, output): the batched swap with given alphas. The reference is the torch
+    compositing kernel's (``backend="torch"``); OpenCV's (``"cv2"``) has its own tolerance."""
     from torch_backswap import BackgroundBank, BackgroundSwap
 
     images, masks, labels, bank_images, bank_labels = swap_scene()
     bank = BackgroundBank(bank_images, bank_labels)
+    comp = Compositing(backend=backend)
     runs = {}
     for name, swap, x in [
-        ("given_masks_uint8", BackgroundSwap(bank, seed=0), images),
-        ("given_masks_p05_other_class", BackgroundSwap(bank, seed=1, p=0.5, strategy="other_class"), images),
-        ("given_masks_float_feather", BackgroundSwap(bank, compositing=Compositing(feather_px=1.5), seed=2), images.float() / 255),
+        ("given_masks_uint8", BackgroundSwap(bank, seed=0, compositing=comp), images),
+        ("given_masks_p05_other_class", BackgroundSwap(bank, seed=1, p=0.5, strategy="other_class", compositing=comp),
+         images),
+        ("given_masks_float_feather", BackgroundSwap(bank, compositing=Compositing(feather_px=1.5, backend="torch"),
+                                                     seed=2), images.float() / 255),
     ]:
         out = swap.swap_batch(x, labels, alphas=masks)
         runs[name] = (swap, x, masks, labels, out)
@@ -98,17 +106,28 @@ def stampbirds_runs() -> dict:
                             batch_size=10, refiner=None)
     edge_bank = build_bank(data.images, data.labels, segmenter=seg, classes=data.classes, progress=False,
                            batch_size=10)
-    paper_swap = BackgroundSwap(paper_bank, seg, seed=0)
     edge_swap = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", edge_bank, seed=0)
     return {
         "data": data,
         "logits": seg.predict_logits(data.images[:8]),
         "paper_bank": paper_bank,
         "edge_bank": edge_bank,
-        "paper_swap": (paper_swap, paper_swap(data.images[:12], data.labels[:12])[0]),
-        "edge_swap": (edge_swap, edge_swap(data.images[:12], data.labels[:12])[0]),
+        "segmenter": seg,
+        **segmenter_swaps(data, seg, paper_bank, edge_bank),
         "edge_alpha": edge_swap.segment(data.images[:8]),
     }
+
+
+def segmenter_swaps(data, seg, paper_bank, edge_bank, backend: str = "torch") -> dict:
+    """``{"paper_swap": (swap, output), "edge_swap": ...}``: swaps segmenting 12 StampBirds images on the fly with
+    each bank (compositing kernel ``backend``; the reference is torch's)."""
+    from torch_backswap import BackgroundSwap
+
+    comp = Compositing(backend=backend)
+    paper_swap = BackgroundSwap(paper_bank, seg, seed=0, compositing=comp)
+    edge_swap = BackgroundSwap.from_pretrained("torch-backswap/patchseg-tiny-s16", edge_bank, seed=0, compositing=comp)
+    return {"paper_swap": (paper_swap, paper_swap(data.images[:12], data.labels[:12])[0]),
+            "edge_swap": (edge_swap, edge_swap(data.images[:12], data.labels[:12])[0])}
 
 
 def finetune_runs() -> dict:

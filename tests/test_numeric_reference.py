@@ -25,6 +25,7 @@ from _numeric_reference import (
     block_means,
     finetune_runs,
     flat_weights,
+    segmenter_swaps,
     stampbirds_runs,
     swap_runs,
 )
@@ -117,6 +118,19 @@ def test_swap_with_given_alphas(swaps, name):
         assert bool((record.background_labels[s] != labels[s]).all())
 
 
+@pytest.mark.parametrize("name", ["given_masks_uint8", "given_masks_p05_other_class"])
+def test_swap_with_given_alphas_on_opencv(name):
+    """The uint8 swaps composited by OpenCV: the same draws, the reference's pixels within OpenCV's tolerance, and
+    the same meaning."""
+    pytest.importorskip("cv2")
+    swap, images, masks, labels, out = _on_one_thread(lambda: swap_runs("cv2"))[name]
+    record = swap.last_record
+    assert record.swapped.tolist() == FIGURES["swap"][name]["swapped"]
+    assert record.bank_indices.tolist() == FIGURES["swap"][name]["bank_indices"]
+    assert_uint8_close(out, TENSORS[f"swap.{name}"], TOLERANCES["swap_uint8_cv2"])
+    assert_swap_means_swap(out, images, masks, record, swap.bank, fg_levels=1.0)
+
+
 # -- the bundled segmenter on StampBirds: logits, banks, on-the-fly swaps -----------------------------------
 
 
@@ -160,6 +174,23 @@ def test_swap_segmenting_on_the_fly(stampbirds, route):
     images = data.images[:12]
     alpha = swap.segment(images)
     assert_swap_means_swap(out, images, alpha, swap.last_record, swap.bank, fg_levels=1.0)
+
+
+@pytest.mark.parametrize("route", ["paper", "edge"])
+def test_swap_segmenting_on_the_fly_on_opencv(stampbirds, route):
+    """On-the-fly swaps composited by OpenCV: threshold flips as allowed for the torch kernel (values more than 2
+    levels off), OpenCV's tolerance for the rest, and the same meaning."""
+    pytest.importorskip("cv2")
+    data = stampbirds["data"]
+    runs = _on_one_thread(lambda: segmenter_swaps(data, stampbirds["segmenter"], stampbirds["paper_bank"],
+                                                  stampbirds["edge_bank"], "cv2"))
+    swap, out = runs[f"{route}_swap"]
+    reference = TENSORS[f"swap.{route}_segmenter"]
+    assert_uint8_close(out, reference, (255, TOLERANCES["swap_uint8_cv2"][1]))
+    flips = float(((out.int() - reference.int()).abs() > TOLERANCES["swap_uint8_cv2"][0]).double().mean())
+    assert flips <= TOLERANCES["segmenter_swap_uint8"][1], f"{flips:.5f} of the values differ by more than 2 levels"
+    images = data.images[:12]
+    assert_swap_means_swap(out, images, swap.segment(images), swap.last_record, swap.bank, fg_levels=1.0)
 
 
 def test_edge_route_alpha(stampbirds):

@@ -317,6 +317,20 @@ def test_empty_and_speck_foregrounds_leave_every_part_unchanged():
         BackgroundSwap(_bank(), compositing=Compositing(min_foreground=1.5))
 
 
+def test_compositing_backend_picks_the_kernel():
+    """``Compositing(backend=)`` reaches composite: "torch" and "auto" are the same draws, "auto" the OpenCV kernel's
+    bytes where cv2 imports."""
+    images, masks = _scene(4)
+    run = {name: BackgroundSwap(_bank(), compositing=Compositing(backend=name), seed=3).swap_batch(images, alphas=masks)
+           for name in ("auto", "torch")}
+    assert (run["auto"].int() - run["torch"].int()).abs().max() <= 2
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'torch', 'cv2'\), got 'fast'"):
+        Compositing(backend="fast")
+    pytest.importorskip("cv2")
+    cv = BackgroundSwap(_bank(), compositing=Compositing(backend="cv2"), seed=3).swap_batch(images, alphas=masks)
+    assert torch.equal(cv, run["auto"]) and not torch.equal(cv, run["torch"])
+
+
 def test_same_seed_same_output_and_p():
     images, masks = _scene(4)
     a = BackgroundSwap(_bank(), seed=11).swap_batch(images, alphas=masks)

@@ -112,12 +112,15 @@ class Compositing:
         feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
         harmonize: colour harmonisation strength in ``[0, 1]`` (0 = off).
         interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
+        backend: the compositing kernel, :func:`~torch_backswap.composite.composite`'s ``backend``: ``"auto"``
+            (OpenCV for uint8 images on the CPU when ``cv2`` imports, else torch), ``"torch"`` or ``"cv2"``.
     """
 
     min_foreground: float = 0.01
     feather_px: float = 0.0
     harmonize: float = 0.0
     interpolation: str = "bilinear"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "min_foreground",
@@ -126,6 +129,7 @@ class Compositing:
         object.__setattr__(self, "harmonize", check_fraction("harmonize", self.harmonize))
         object.__setattr__(self, "interpolation",
                            check_choice("interpolation", self.interpolation, ("bilinear", "nearest")))
+        object.__setattr__(self, "backend", check_choice("backend", self.backend, ("auto", "torch", "cv2")))
 
 
 @dataclass
@@ -280,6 +284,7 @@ def swap_backgrounds(
     interpolation: str = "bilinear",
     background_labels: Tensor | None = None,
     inplace: bool = False,
+    backend: str = "auto",
 ) -> tuple[Tensor, SwapRecord]:
     """Paste each applied sample's object, jittered, onto its background.
 
@@ -301,6 +306,7 @@ def swap_backgrounds(
             ``bank.labels[indices]``), for the record; ``-1`` in the record when not given.
         inplace: allow writing the composites into ``backgrounds`` (saves a full-frame copy when they are a
             fresh tensor of your own, e.g. from :func:`gather_backgrounds`; default ``False``).
+        backend: the compositing kernel, ``"auto"``, ``"torch"`` or ``"cv2"`` (see :class:`Compositing`).
 
     Returns:
         ``(images, record)``: images of the input's dtype and device (samples not swapped are the input
@@ -315,7 +321,7 @@ def swap_backgrounds(
     alpha, record = plan_swap(alphas, params, min_foreground=min_foreground, feather_px=feather_px,
                               background_labels=background_labels, device=images.device)
     out = paste_objects(images, alpha, backgrounds, record, harmonize=harmonize, interpolation=interpolation,
-                        inplace=inplace)
+                        inplace=inplace, backend=backend)
     return out, record
 
 
@@ -394,6 +400,7 @@ def paste_objects(
     harmonize: float = 0.0,
     interpolation: str = "bilinear",
     inplace: bool = False,
+    backend: str = "auto",
 ) -> Tensor:
     """The pixels of a swap planned by :func:`plan_swap`: composite each applied sample's object (``alpha``, one row
     per applied sample, as :func:`plan_swap` returns it) with ``record.matrices`` onto its background — the second
@@ -411,7 +418,8 @@ def paste_objects(
     bgs = bgs.to(device)
     own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
     m_sub = record.matrices if all_rows else record.matrices.index_select(0, chosen)
-    out_sub = composite(sub, alpha.to(device), bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs)
+    out_sub = composite(sub, alpha.to(device), bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs,
+                        backend=backend)
     if all_rows:
         return out_sub
     out = images.clone()

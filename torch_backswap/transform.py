@@ -323,8 +323,8 @@ class BackgroundSwap(v2.Transform):
         bank = self.runtime.bank(self.bank)
         rgb = to_unit_rgb(x, bank.device, self.value_range)
         backgrounds = gather_backgrounds(bank, plan["params"], tuple(x.shape[-2:]))
-        out = paste_objects(rgb, plan["alpha"], backgrounds, plan["record"], harmonize=self.compositing.harmonize,
-                            interpolation=self.compositing.interpolation, inplace=True)  # gathered: ours to write
+        out = paste_objects(rgb, plan["alpha"], backgrounds, plan["record"], inplace=True,  # gathered: ours to write
+                            **{k: getattr(self.compositing, k) for k in ("harmonize", "interpolation", "backend")})
         return from_unit(out, self.value_range)
 
     def extra_repr(self) -> str:
