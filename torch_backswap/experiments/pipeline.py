@@ -17,7 +17,7 @@ from torch import Tensor
 from torch_backswap._io import write_with
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.build import build_bank as _build_bank
-from torch_backswap.experiments.classifier import build_classifier, evaluate_groups, train_classifier
+from torch_backswap.classifiers import build_classifier, evaluate_groups, train_classifier
 from torch_backswap.datasets import StampBirds
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
 from torch_backswap.metrics import cell_balanced_accuracy, mask_iou
