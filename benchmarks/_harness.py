@@ -1,7 +1,8 @@
 """Research-only steps the benchmarks share, kept out of the installed package.
 
 * :func:`fit_last_layer_dfr` — Deep Feature Reweighting (the ``dfr`` baseline of ``benchmarks.robustness``);
-* :func:`fit_class_bias` — the post-hoc decision-threshold recalibration on val (the "calibrated" tables).
+* :func:`fit_class_bias` — the post-hoc decision-threshold recalibration on val (the "calibrated" tables);
+* :func:`segment_images` — the paper's cut-out and loose hole of a whole split, for a bank built from given holes.
 
 The classifiers, their training loop and the StampBirds steps of the demo are product code:
 :mod:`torch_backswap.classifiers` and :mod:`torch_backswap.demo`.
@@ -15,8 +16,9 @@ from torch import Tensor, nn
 
 from torch_backswap.classifiers import predict_logits
 from torch_backswap.metrics import group_accuracies
+from torch_backswap.segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask
 
-__all__ = ["fit_class_bias", "fit_last_layer_dfr"]
+__all__ = ["fit_class_bias", "fit_last_layer_dfr", "segment_images"]
 
 
 def _balanced_accuracy(preds: Tensor, labels: Tensor) -> float:
@@ -121,3 +123,26 @@ def fit_last_layer_dfr(
         fc.bias.copy_(head.bias - (head.weight * feats_mean / feats_std).sum(1))
     model.fc = fc
     return model
+
+
+@torch.no_grad()
+def segment_images(
+    segmenter: PatchSegmenter,
+    images: Tensor,
+    batch_size: int = 256,
+    feather: float = 0.1,
+    tight_threshold: float = TIGHT_THRESHOLD,
+    loose_threshold: float = LOOSE_THRESHOLD,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Foreground probability, tight alpha (p > ``tight_threshold``, soft over ``feather``) and loose hole
+    (p > ``loose_threshold``); the defaults are the paper's 0.67 and 0.1.
+
+    All ``(N, 1, H, W)``; the feather matches :class:`BackgroundSwap`'s default.
+
+    Probability and tight alpha are float32 in [0, 1]; the loose hole is bool.
+    """
+    prob = torch.cat(
+        [segmenter.predict_probability(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
+    tight = probability_to_mask(prob, tight_threshold, feather=feather)
+    return prob, tight, probability_to_mask(prob, loose_threshold) > 0.5

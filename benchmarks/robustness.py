@@ -69,17 +69,16 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 from benchmarks._common import dilate, machine_line, mean_ci, write_section
-from benchmarks._harness import fit_class_bias, fit_last_layer_dfr
+from benchmarks._harness import fit_class_bias, fit_last_layer_dfr, segment_images
 
 from torch_backswap.build import build_bank  # noqa: E402
 from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner  # noqa: E402
 from torch_backswap._io import atomic_write_text  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.classifiers import evaluate_groups, predict  # noqa: E402
-from torch_backswap.experiments.pipeline import (  # noqa: E402
+from torch_backswap.demo import (  # noqa: E402
     GROUP_NAMES,
     StampBirdsSplits,
-    segment_images,
     segmenter_quality,
     simulated_patch_labels,
     train_and_evaluate,
@@ -118,7 +117,7 @@ ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", 
 MAIN_METHODS = ("erm", "backswap", "backswap_gt")
 INFILL_METHODS = ("backswap", "gray", "mean", "noise", "scramble_patches")
 # Source files whose content decides a run's figures (hashed into each record next to the git commit).
-CODE_FILES = ("benchmarks/robustness.py", "benchmarks/_harness.py", "torch_backswap/experiments/pipeline.py",
+CODE_FILES = ("benchmarks/robustness.py", "benchmarks/_harness.py", "torch_backswap/demo.py",
               "torch_backswap/classifiers.py", "torch_backswap/transform.py", "torch_backswap/functional.py",
               "torch_backswap/build.py", "torch_backswap/inpaint.py", "torch_backswap/finetune.py",
               "torch_backswap/segmenter.py", "torch_backswap/datasets/stampbirds.py",
