@@ -2,7 +2,8 @@
 
 * :func:`fit_last_layer_dfr` — Deep Feature Reweighting (the ``dfr`` baseline of ``benchmarks.robustness``);
 * :func:`fit_class_bias` — the post-hoc decision-threshold recalibration on val (the "calibrated" tables);
-* :func:`segment_images` — the paper's cut-out and loose hole of a whole split, for a bank built from given holes.
+* :func:`segment_images` — the paper's cut-out and loose hole of a whole split, for a bank built from given holes;
+* :func:`cut_out_batches` — a :class:`~torch_backswap.cutout.CutOut` over a whole split, in batches.
 
 The classifiers, their training loop and the StampBirds steps of the demo are product code:
 :mod:`torch_backswap.classifiers` and :mod:`torch_backswap.demo`.
@@ -15,10 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torch_backswap.classifiers import predict_logits
+from torch_backswap.cutout import CutOut
 from torch_backswap.metrics import group_accuracies
 from torch_backswap.segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask
 
-__all__ = ["fit_class_bias", "fit_last_layer_dfr", "segment_images"]
+__all__ = ["cut_out_batches", "fit_class_bias", "fit_last_layer_dfr", "segment_images"]
 
 
 def _balanced_accuracy(preds: Tensor, labels: Tensor) -> float:
@@ -134,15 +136,22 @@ def segment_images(
     tight_threshold: float = TIGHT_THRESHOLD,
     loose_threshold: float = LOOSE_THRESHOLD,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Foreground probability, tight alpha (p > ``tight_threshold``, soft over ``feather``) and loose hole
-    (p > ``loose_threshold``); the defaults are the paper's 0.67 and 0.1.
+    """Foreground probability, tight alpha (the cut-out: :class:`~torch_backswap.cutout.CutOut` at p >
+    ``tight_threshold``, soft over ``feather``) and loose hole (p > ``loose_threshold``); the defaults are the
+    paper's 0.67 and 0.1.
 
     All ``(N, 1, H, W)``; the feather matches :class:`BackgroundSwap`'s default.
 
     Probability and tight alpha are float32 in [0, 1]; the loose hole is bool.
     """
-    prob = torch.cat(
-        [segmenter.predict_probability(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    )
-    tight = probability_to_mask(prob, tight_threshold, feather=feather)
+    cut_out = CutOut(segmenter, tight_threshold=tight_threshold, feather=feather)
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    prob = torch.cat([cut_out.probability(x) for x in batches])
+    tight = torch.cat([cut_out(x) for x in batches])
     return prob, tight, probability_to_mask(prob, loose_threshold) > 0.5
+
+
+@torch.no_grad()
+def cut_out_batches(cut_out: CutOut, images: Tensor, batch_size: int = 256) -> Tensor:
+    """``cut_out``'s alpha ``(N, 1, H, W)`` float32 of ``images``, ``batch_size`` images at a time."""
+    return torch.cat([cut_out(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])

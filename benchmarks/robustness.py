@@ -69,9 +69,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 from benchmarks._common import dilate, machine_line, mean_ci, write_section
-from benchmarks._harness import fit_class_bias, fit_last_layer_dfr, segment_images
+from benchmarks._harness import cut_out_batches, fit_class_bias, fit_last_layer_dfr, segment_images
 
 from torch_backswap.build import build_bank  # noqa: E402
+from torch_backswap.cutout import CutOut  # noqa: E402
 from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner  # noqa: E402
 from torch_backswap._io import atomic_write_text  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
@@ -95,7 +96,7 @@ from torch_backswap.refine import (  # noqa: E402
     loose_hole,
 )
 from torch_backswap.hub import DEFAULT_SEGMENTER  # noqa: E402
-from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask  # noqa: E402
+from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
 
 SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": "noise",
@@ -325,7 +326,7 @@ class Runner:
                     threshold, _ = calibrate_threshold(prob[held_out], grids)
                 else:
                     threshold = REFINED_TIGHT_THRESHOLD
-                tight = probability_to_mask(prob, threshold, feather=0.1)
+                tight = cut_out_batches(self.route_cut_out(seed, route, threshold, feather=0.1), train.images)
                 loose = loose_hole(prob, REFINED_HOLE_THRESHOLD, dilate=hole_growth(train.images.shape[-2:]))
             self._train_masks[key] = (tight, loose, threshold)
         return self._train_masks[key]
@@ -338,6 +339,12 @@ class Runner:
         if "edge_refiner" not in self._models:
             self._models["edge_refiner"] = EdgeRefiner.from_pretrained(DEFAULT_EDGE_REFINER)
         return self._models["edge_refiner"]
+
+    def route_cut_out(self, seed: int, route: str, threshold: float, feather: float = 0.0) -> CutOut:
+        """The cut-out of a refined route (``"refined"`` or ``"edge"``): the fine-tuned segmenter of ``seed``,
+        flip-averaged, :meth:`route_refine`'s refiner, p > ``threshold`` with a ``feather`` ramp."""
+        return CutOut(self.finetuned(seed)[1], self.route_refine(route), tight_threshold=threshold, feather=feather,
+                      flip_average=True)
 
     def segmenter_test_quality(self, seed: int, route: str = "plain") -> dict:
         """The fine-tuned segmenter's quality on this setting's test (zero-shot, fine-tuned and, for the refined
@@ -353,7 +360,7 @@ class Runner:
             }
             if route != "plain":
                 threshold = self.train_masks(seed, route)[2]
-                test_mask = refined_probability(seg, test.images, refine=self.route_refine(route)) > threshold
+                test_mask = cut_out_batches(self.route_cut_out(seed, route, threshold), test.images) > 0.5
                 # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
                 quality[f"{route}_test"] = {"tight_threshold": threshold,
                                            "tight_mask_iou": mask_iou(test_mask, test.alpha > 0.5)}

@@ -43,7 +43,7 @@ from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid
 from torch_backswap.metrics import cell_balanced_accuracy, mask_iou
-from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter, logits_to_probability, probability_to_mask
+from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter
 from torch_backswap.transform import BackgroundSwap
 
 __all__ = [
@@ -256,13 +256,16 @@ def simulated_patch_labels(
 
 @torch.no_grad()
 def segmenter_quality(segmenter: PatchSegmenter, images: Tensor, alpha: Tensor, batch_size: int = 256) -> dict:
-    """Patch balanced accuracy (cells ≥ 0.25 covered) and tight-mask IoU against the true alpha > 0.5."""
-    grid = segmenter.grid_size
-    logits = torch.cat([segmenter.predict_logits(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    prob = logits_to_probability(logits, tuple(images.shape[-2:]))  # the same as predict_probability, run once
-    tight = probability_to_mask(prob, TIGHT_THRESHOLD) > 0.5
+    """Patch balanced accuracy of the cell logits (cells ≥ 0.25 covered) and the IoU of the segmenter's cut-out
+    on the paper's route (:class:`~torch_backswap.cutout.CutOut`: bilinear probability, p > 0.67, hard edge) against
+    the true alpha > 0.5."""
+    cut_out = CutOut(segmenter, tight_threshold=TIGHT_THRESHOLD, feather=0.0)
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    logits = torch.cat([segmenter.predict_logits(x) for x in batches])
+    tight = torch.cat([cut_out(x) for x in batches]) > 0.5
+    cells = dense_to_patch_grid(alpha, segmenter.grid_size, 0.25)
     return {
-        "patch_balanced_accuracy": cell_balanced_accuracy(logits, dense_to_patch_grid(alpha, grid, 0.25)),
+        "patch_balanced_accuracy": cell_balanced_accuracy(logits, cells),
         "tight_mask_iou": mask_iou(tight, alpha > 0.5),
     }
 
