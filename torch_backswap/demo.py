@@ -152,8 +152,10 @@ def run_demo(
     swap = BackgroundSwap(bank, CutOut(seg, edge), seed=seed)  # its cut-out route, run once per image below
     tight = _cut_out(swap, train.images)
     test_cut = _cut_out(swap, splits.test.images)
-    cut_out_quality = {"tight_threshold": swap.tight_threshold, "flip_average": swap.flip_average,
-                       "refiner": refiner, "tight_mask_iou": mask_iou(test_cut > 0.5, splits.test.alpha > 0.5)}
+    cut_out = swap.cut_out  # the settings are the collaborator's; "refiner" records the name it was loaded from
+    cut_out_quality = {"tight_threshold": cut_out.tight_threshold, "flip_average": cut_out.flip_average,
+                       "refiner": refiner if cut_out.refiner is not None else None,
+                       "tight_mask_iou": mask_iou(test_cut > 0.5, splits.test.alpha > 0.5)}
     stage_done("cut_out")
     say(f"3/5 cut-out (the swap's route): test tight-mask IoU {cut_out_quality['tight_mask_iou']:.3f}")
     results = {}
