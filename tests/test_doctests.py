@@ -12,7 +12,7 @@ SKIP = ("torch_backswap.labeler.server", "torch_backswap.__main__", "torch_backs
 MODULES = sorted(
     m.name
     for m in pkgutil.walk_packages(torch_backswap.__path__, "torch_backswap.")
-    if not m.name.startswith(SKIP) and ".build_" not in m.name
+    if not m.name.startswith(SKIP)
 )
 
 
