@@ -28,18 +28,14 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import loadavg, machine_line, write_section
+from benchmarks._harness import segment_images
 from torch_backswap._io import atomic_write_text
 from torch_backswap.bank import BackgroundBank
 from torch_backswap.datasets import StampBirds
+from torch_backswap.build import build_bank
 from torch_backswap.datasets.stampbirds import LATEST_VERSION
+from torch_backswap.demo import load_splits, simulated_patch_labels, train_and_evaluate
 from torch_backswap.diagnose import background_gap, mean_interval
-from torch_backswap.experiments.pipeline import (
-    build_bank,
-    load_splits,
-    segment_images,
-    simulated_patch_labels,
-    train_and_evaluate,
-)
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.segmenter import PatchSegmenter
@@ -106,7 +102,8 @@ def run(args: argparse.Namespace) -> dict:
                 else:
                     tight = splits.train.alpha
                     loose = torch.nn.functional.max_pool2d((splits.train.alpha > 0.05).float(), 5, 1, 2) > 0.5
-                bank = build_bank(splits.train, loose, progress=args.progress)
+                bank = build_bank(splits.train.images, splits.train.labels, holes=loose,
+                                  classes=splits.train.classes, progress=args.progress)
                 swap = BackgroundSwap(bank, seed=seed)
                 model, result = train_and_evaluate(splits, swap=swap, alphas=tight, epochs=args.epochs, seed=seed,
                                                    progress=args.progress, desc=f"{method} s{seed}")

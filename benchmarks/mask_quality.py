@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from benchmarks._common import mean_ci
 from torch_backswap._io import atomic_write_text
-from torch_backswap.experiments.pipeline import load_splits, simulated_patch_labels
+from torch_backswap.demo import load_splits, simulated_patch_labels
 from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER

@@ -22,7 +22,7 @@ average, groups, ...}``, the layout of the StampBirds benchmark) and a ``paper_<
 ``benchmarks/RESULTS.md`` (not in ``--smoke``, which writes to ``--out-dir`` or a temporary folder).
 
 Deviations from the paper, by design of the harness: the classifier is trained with AdamW + one-cycle
-(``torch_backswap.experiments.classifier.train_classifier``) instead of SGD, on images held in memory at
+(``torch_backswap.classifiers.train_classifier``) instead of SGD, on images held in memory at
 ``--size``; the swap runs on CPU batches before the transfer to the device.
 """
 
@@ -45,7 +45,7 @@ from torch_backswap.build import build_bank
 from torch_backswap.datasets import ImageNet9, Spawrious, Waterbirds
 from torch_backswap.datasets.spawrious import BENCHMARKS as SPAWRIOUS_BENCHMARKS
 from torch_backswap.diagnose import background_gap, imagenet9_bg_gap
-from torch_backswap.experiments.classifier import build_classifier, evaluate_groups, train_classifier
+from torch_backswap.classifiers import build_classifier, evaluate_groups, train_classifier
 from torch_backswap.finetune import finetune_segmenter
 from torch_backswap.hub import DEFAULT_SEGMENTER
 from torch_backswap.labels import PatchLabels, dense_to_patch_grid

@@ -69,21 +69,17 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 from benchmarks._common import dilate, machine_line, mean_ci, write_section
+from benchmarks._harness import cut_out_batches, fit_class_bias, fit_last_layer_dfr, segment_images
 
 from torch_backswap.build import build_bank  # noqa: E402
+from torch_backswap.cutout import CutOut  # noqa: E402
 from torch_backswap.edge_refiner import DEFAULT_EDGE_REFINER, EdgeRefiner  # noqa: E402
 from torch_backswap._io import atomic_write_text  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
-from torch_backswap.experiments.classifier import (  # noqa: E402
-    evaluate_groups,
-    fit_class_bias,
-    fit_last_layer_dfr,
-    predict,
-)
-from torch_backswap.experiments.pipeline import (  # noqa: E402
+from torch_backswap.classifiers import evaluate_groups, predict  # noqa: E402
+from torch_backswap.demo import (  # noqa: E402
     GROUP_NAMES,
     StampBirdsSplits,
-    segment_images,
     segmenter_quality,
     simulated_patch_labels,
     train_and_evaluate,
@@ -100,7 +96,7 @@ from torch_backswap.refine import (  # noqa: E402
     loose_hole,
 )
 from torch_backswap.hub import DEFAULT_SEGMENTER  # noqa: E402
-from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask  # noqa: E402
+from torch_backswap.segmenter import TIGHT_THRESHOLD, PatchSegmenter  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
 
 SWAP_METHODS = {"backswap": "pyramid", "gray": "gray", "mean": "mean", "noise": "noise",
@@ -122,8 +118,8 @@ ALL_METHODS = ("erm", "erm_aug", "backswap", "backswap_gt", "backswap_refined", 
 MAIN_METHODS = ("erm", "backswap", "backswap_gt")
 INFILL_METHODS = ("backswap", "gray", "mean", "noise", "scramble_patches")
 # Source files whose content decides a run's figures (hashed into each record next to the git commit).
-CODE_FILES = ("benchmarks/robustness.py", "torch_backswap/experiments/pipeline.py",
-              "torch_backswap/experiments/classifier.py", "torch_backswap/transform.py", "torch_backswap/functional.py",
+CODE_FILES = ("benchmarks/robustness.py", "benchmarks/_harness.py", "torch_backswap/demo.py",
+              "torch_backswap/classifiers.py", "torch_backswap/transform.py", "torch_backswap/functional.py",
               "torch_backswap/build.py", "torch_backswap/inpaint.py", "torch_backswap/finetune.py",
               "torch_backswap/segmenter.py", "torch_backswap/datasets/stampbirds.py",
               "torch_backswap/datasets/stamp_composite.py")
@@ -238,7 +234,7 @@ def hole_psnr(filled: torch.Tensor, truth: torch.Tensor, holes: torch.Tensor) ->
 
 class BestEpoch:
     """``on_epoch_end`` hook that keeps the weights of the epoch with the best average accuracy on ``val`` (the
-    first of equals), by :func:`~torch_backswap.experiments.classifier.train_classifier`'s own rule."""
+    first of equals), by :func:`~torch_backswap.classifiers.train_classifier`'s own rule."""
 
     def __init__(self, val: StampBirds) -> None:
         self.val, self.best_score, self.best_state = val, -1.0, None
@@ -330,7 +326,7 @@ class Runner:
                     threshold, _ = calibrate_threshold(prob[held_out], grids)
                 else:
                     threshold = REFINED_TIGHT_THRESHOLD
-                tight = probability_to_mask(prob, threshold, feather=0.1)
+                tight = cut_out_batches(self.route_cut_out(seed, route, threshold, feather=0.1), train.images)
                 loose = loose_hole(prob, REFINED_HOLE_THRESHOLD, dilate=hole_growth(train.images.shape[-2:]))
             self._train_masks[key] = (tight, loose, threshold)
         return self._train_masks[key]
@@ -343,6 +339,12 @@ class Runner:
         if "edge_refiner" not in self._models:
             self._models["edge_refiner"] = EdgeRefiner.from_pretrained(DEFAULT_EDGE_REFINER)
         return self._models["edge_refiner"]
+
+    def route_cut_out(self, seed: int, route: str, threshold: float, feather: float = 0.0) -> CutOut:
+        """The cut-out of a refined route (``"refined"`` or ``"edge"``): the fine-tuned segmenter of ``seed``,
+        flip-averaged, :meth:`route_refine`'s refiner, p > ``threshold`` with a ``feather`` ramp."""
+        return CutOut(self.finetuned(seed)[1], self.route_refine(route), tight_threshold=threshold, feather=feather,
+                      flip_average=True)
 
     def segmenter_test_quality(self, seed: int, route: str = "plain") -> dict:
         """The fine-tuned segmenter's quality on this setting's test (zero-shot, fine-tuned and, for the refined
@@ -358,7 +360,7 @@ class Runner:
             }
             if route != "plain":
                 threshold = self.train_masks(seed, route)[2]
-                test_mask = refined_probability(seg, test.images, refiner=self.route_refine(route)) > threshold
+                test_mask = cut_out_batches(self.route_cut_out(seed, route, threshold), test.images) > 0.5
                 # per image, averaged: the same IoU as segmenter_quality's columns and benchmarks.mask_quality
                 quality[f"{route}_test"] = {"tight_threshold": threshold,
                                            "tight_mask_iou": mask_iou(test_mask, test.alpha > 0.5)}

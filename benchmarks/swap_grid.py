@@ -37,9 +37,10 @@ from torch_backswap._io import write_with
 from benchmarks._common import dilate, loadavg, machine_line, make_inpainter, weights_id, write_section
 
 from torch_backswap.build import build_bank  # noqa: E402
+from torch_backswap.cutout import CutOut  # noqa: E402
 from torch_backswap.datasets import StampBirds  # noqa: E402
 from torch_backswap.inpaint import get_inpainter  # noqa: E402
-from torch_backswap.segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter, probability_to_mask  # noqa: E402
+from torch_backswap.segmenter import LOOSE_THRESHOLD, TIGHT_THRESHOLD, PatchSegmenter  # noqa: E402
 from torch_backswap.transform import BackgroundSwap  # noqa: E402
 
 SEGMENTER = "torch-backswap/patchseg-tiny-s16"
@@ -149,9 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     images, alpha, truth, labels = test.images[rows], test.alpha[rows], test.true_backgrounds[rows], test.labels[rows]
     with torch.no_grad():
         if segmenter is not None:
-            prob = segmenter.predict_probability(images)
-            tight = probability_to_mask(prob, TIGHT_THRESHOLD, FEATHER)
-            loose = prob > LOOSE_THRESHOLD
+            cut_out = CutOut(segmenter, tight_threshold=TIGHT_THRESHOLD, feather=FEATHER)  # the paper's route
+            tight = cut_out(images)
+            loose = cut_out.probability(images) > LOOSE_THRESHOLD
         else:
             tight = alpha
             loose = dilate(alpha > 0, radius)

@@ -1,13 +1,16 @@
-"""The classifier harness used by the demo and the benchmarks."""
+"""The small classifiers of the demo and ``backswap diagnose`` (torch_backswap.classifiers) and the benchmarks'
+post-hoc fits on them (benchmarks/_harness.py)."""
 
 import pytest
 import torch
 
-from torch_backswap.experiments.classifier import (
+from benchmarks._harness import fit_class_bias, fit_last_layer_dfr
+from torch_backswap.classifiers import (
     SmallCNN,
     build_classifier,
     evaluate_groups,
-    fit_last_layer_dfr,
+    predict,
+    predict_logits,
     randaugment_batch,
     standard_augment,
     train_classifier,
@@ -124,8 +127,6 @@ def test_dfr_refits_only_the_last_layer():
 
 
 def test_fit_class_bias_recovers_a_shifted_threshold():
-    from torch_backswap.experiments.classifier import fit_class_bias, predict, predict_logits
-
     torch.manual_seed(0)
     model = SmallCNN(num_classes=2, width=4)
     images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
@@ -143,8 +144,6 @@ def test_fit_class_bias_recovers_a_shifted_threshold():
 
 
 def test_fit_class_bias_keeps_an_optimal_threshold_and_handles_more_classes():
-    from torch_backswap.experiments.classifier import fit_class_bias, predict, predict_logits
-
     torch.manual_seed(1)
     model = SmallCNN(num_classes=2, width=4)
     images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)

@@ -18,11 +18,7 @@ from PIL import Image
 
 from torch_backswap import BackgroundBank
 from torch_backswap.cli import main
-from torch_backswap.demo import run_demo
-from torch_backswap.experiments.pipeline import (
-    format_group_table,
-    simulated_patch_labels,
-)
+from torch_backswap.demo import format_group_table, run_demo, simulated_patch_labels
 
 
 #: BackSwap's worst-group accuracy over ERM's in the demo-sized crop run (set from the seeds in the test's docstring)

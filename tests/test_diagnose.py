@@ -149,7 +149,7 @@ def test_cli_diagnose_on_a_folder_and_on_imagenet9(tmp_path, capsys):
     from safetensors.torch import save_file
 
     from torch_backswap.cli import main
-    from torch_backswap.experiments.classifier import build_classifier
+    from torch_backswap.classifiers import build_classifier
 
     g = torch.Generator().manual_seed(1)
     labels = torch.arange(6) % 3

@@ -8,11 +8,11 @@ import pytest
 
 import torch_backswap
 
-SKIP = ("torch_backswap.experiments", "torch_backswap.labeler.server", "torch_backswap.__main__", "torch_backswap.cli")
+SKIP = ("torch_backswap.labeler.server", "torch_backswap.__main__", "torch_backswap.cli")
 MODULES = sorted(
     m.name
     for m in pkgutil.walk_packages(torch_backswap.__path__, "torch_backswap.")
-    if not m.name.startswith(SKIP) and ".build_" not in m.name
+    if not m.name.startswith(SKIP)
 )
 
 

@@ -287,7 +287,7 @@ def test_finetune_best_model_and_history_are_durable(tmp_path, syscalls):
 def test_swap_grid_png_is_durable(tmp_path, syscalls):
     from PIL import Image
 
-    from torch_backswap.experiments.pipeline import save_swap_grid
+    from torch_backswap.demo import save_swap_grid
 
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     path = save_swap_grid(tmp_path / "grid.png", images, torch.rand(2, 1, 8, 8), images, images)

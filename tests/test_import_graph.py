@@ -167,3 +167,28 @@ def test_one_cut_out_route():
     assert [p.name for p in users] == ["segmenter.py"]
     bench = PACKAGE.parent / "benchmarks"
     assert not [p.name for p in bench.glob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
+
+
+def test_the_research_harness_is_outside_the_package():
+    """The package ships the product only: no experiment harness, no pack builder (benchmarks/ and tools/ hold them),
+    and no module of it imports benchmarks or tools (they are not installed)."""
+    import pkgutil
+
+    import torch_backswap
+
+    names = {m.name for m in pkgutil.walk_packages(torch_backswap.__path__, "torch_backswap.")}
+    assert "torch_backswap.classifiers" in names and "torch_backswap.demo" in names
+    assert not [n for n in names if n.startswith("torch_backswap.experiments") or n.endswith("build_stampbirds_pack")]
+    assert not list(PACKAGE.rglob("build_stampbirds_pack.py"))
+    assert (PACKAGE.parent / "tools" / "build_stampbirds_pack.py").is_file()
+    outside = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            outside += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for r in roots if r in ("benchmarks", "tools")]
+    assert not outside, outside

@@ -9,7 +9,9 @@ functions) → :mod:`~torch_backswap.transform` (``BackgroundSwap``) / :mod:`~to
 
 The public API is :data:`__all__` (the objects a user builds); kernels and jitter live in
 :mod:`torch_backswap.functional`, fills in :mod:`torch_backswap.inpaint`, metrics in :mod:`torch_backswap.metrics`,
-constants in their modules. The experiment harness (:mod:`torch_backswap.experiments`) is not part of it.
+constants in their modules. :mod:`torch_backswap.demo` (``backswap demo``) and :mod:`torch_backswap.classifiers`
+(the small classifiers it trains and ``backswap diagnose`` loads) are not part of it; the research harness lives
+in ``benchmarks/``, outside the package.
 """
 
 __version__ = "0.3.0"

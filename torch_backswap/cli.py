@@ -227,7 +227,7 @@ def _run_diagnose(args: argparse.Namespace) -> int:
 
     from ._io import atomic_write_text
     from .diagnose import diagnose_folder, imagenet9_bg_gap
-    from .experiments.classifier import build_classifier
+    from .classifiers import build_classifier
 
     model = build_classifier(args.model, num_classes=args.num_classes)
     model.load_state_dict(load_file(args.weights))

@@ -51,7 +51,7 @@ def load_pack(root: str | os.PathLike | None = None, version: int = LATEST_VERSI
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise BackswapFileNotFoundError(manifest_path, "StampBirds pack manifest.json not found; build the pack "
-                                        "with python -m torch_backswap.datasets.build_stampbirds_pack --out <root>")
+                                        "with python tools/build_stampbirds_pack.py --out <root> (source repository)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     bird_names = list(manifest["birds"])
     photo_names = [k for k, v in manifest["photos"].items() if not v.get("dropped")]

@@ -1,4 +1,9 @@
-"""Image classifiers and the train / evaluate loop used by ``backswap demo`` and the benchmarks.
+"""The small image classifiers of ``backswap demo`` and ``backswap diagnose``, and their train / evaluate loop.
+
+:func:`build_classifier` names the architectures ``backswap diagnose --model`` loads and the demo trains
+(:class:`SmallCNN`, torchvision ResNets); :func:`train_classifier` and :func:`evaluate_groups` are the demo's
+training and scoring. The post-hoc fits the benchmarks add (DFR, class-bias recalibration) live with them in
+``benchmarks/_harness.py``, outside the package.
 
 Everything works on in-memory uint8 image tensors ``(N, 3, H, W)``: the StampBirds splits and the
 background-swapped batches are small enough for that, and it keeps the loop free of file I/O. The
@@ -33,9 +38,7 @@ __all__ = [
     "train_classifier",
     "predict",
     "evaluate_groups",
-    "fit_last_layer_dfr",
     "predict_logits",
-    "fit_class_bias",
 ]
 
 
@@ -60,7 +63,7 @@ class SmallCNN(nn.Module):
     three), global average pooling and a linear head — about 50 MMAC per 64² image at ``width=32``.
 
     Input: ``(B, 3, H, W)`` uint8 or float in [0, 1] (normalised inside). Output: ``(B, num_classes)`` logits.
-    ``features(x)`` gives the ``(B, 4 * width)`` penultimate embedding (used by DFR).
+    ``features(x)`` gives the ``(B, 4 * width)`` penultimate embedding.
     """
 
     def __init__(self, num_classes: int = 2, width: int = 32) -> None:
@@ -178,63 +181,6 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 256, device: str
     """Class predictions ``(N,)`` long for uint8 images ``(N, 3, H, W)``."""
     logits = predict_logits(model, images, batch_size, device)
     return logits.argmax(1) if len(logits) else torch.empty(0, dtype=torch.long)
-
-
-def _balanced_accuracy(preds: Tensor, labels: Tensor) -> float:
-    """Mean per-class recall over the classes present in ``labels``."""
-    recalls = group_accuracies(preds, labels, labels)
-    return sum(recalls.values()) / len(recalls)
-
-
-def fit_class_bias(
-    model: nn.Module, images: Tensor, labels: Tensor, *, batch_size: int = 256, device: str | torch.device = "cpu"
-) -> Tensor:
-    """Shift ``model.fc.bias`` so that predictions on a labelled split have the best class-balanced accuracy.
-
-    A post-hoc recalibration of the decision threshold on held-out data (class labels only, no group labels):
-    a model trained on few background photos often leans towards one class on photos it has never seen, and
-    the validation split — held-out photos like the test split's — tells by how much. Two classes: the
-    offset of the logit margin is the midpoint of the best interval between sorted validation margins
-    (among equally good intervals, the one nearest zero, i.e. the smallest change). More classes: coordinate
-    ascent over per-class offsets from the same candidates.
-
-    Args:
-        model: a classifier with a linear ``fc`` head (:class:`SmallCNN`, the torchvision wrappers).
-        images: uint8 ``(N, 3, H, W)``; labels: long ``(N,)``.
-
-    Returns:
-        the float32 ``(K,)`` offsets added to ``model.fc.bias`` (the model is changed in place).
-    """
-    logits = predict_logits(model, images, batch_size, device)
-    k = logits.shape[1]
-    labels = labels.cpu()
-    offsets = torch.zeros(k)
-    if k == 2:
-        m = logits[:, 1] - logits[:, 0]
-        margin = m.sort().values
-        cands = torch.cat([margin[:1] - 1.0, (margin[1:] + margin[:-1]) / 2, margin[-1:] + 1.0])
-        cands = torch.cat([torch.zeros(1), cands])  # threshold 0 first: no change wins ties against equals
-        scores = torch.tensor([_balanced_accuracy((m > t).long(), labels) for t in cands.tolist()])
-        best = scores.max()
-        ties = cands[scores >= best - 1e-12]
-        threshold = float(ties[ties.abs().argmin()])
-        offsets[1] = -threshold
-    else:
-        for _ in range(3):
-            for c in range(k):
-                others = logits + offsets
-                rest = torch.cat([others[:, :c], others[:, c + 1 :]], 1).max(1).values
-                gap = (rest - logits[:, c]).sort().values
-                cands = torch.cat([offsets[c : c + 1], (gap[1:] + gap[:-1]) / 2])
-                scores = []
-                for t in cands.tolist():
-                    trial = offsets.clone()
-                    trial[c] = t
-                    scores.append(_balanced_accuracy((logits + trial).argmax(1), labels))
-                offsets[c] = cands[int(torch.tensor(scores).argmax())]
-    with torch.no_grad():
-        model.fc.bias.add_(offsets.to(model.fc.bias.device, model.fc.bias.dtype))
-    return offsets
 
 
 def evaluate_groups(
@@ -355,49 +301,3 @@ def train_classifier(
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
-
-
-def fit_last_layer_dfr(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    groups: Tensor,
-    *,
-    steps: int = 300,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> nn.Module:
-    """Deep Feature Reweighting: refit ``model.fc`` on a group-balanced subset of ``(images, labels)``.
-
-    The features stay frozen; the subset takes the same number of samples from every group present
-    (the size of the smallest group). Returns ``model`` with its ``fc`` replaced.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    present = torch.unique(groups)
-    per_group = min(int((groups == g).sum()) for g in present)
-    chosen = torch.cat(
-        [torch.nonzero(groups == g).flatten()[torch.randperm(int((groups == g).sum()), generator=generator)[:per_group]]
-         for g in present]
-    )
-    model.eval().to(device)
-    with torch.no_grad():
-        feats = torch.cat([model.features(images[chosen[i : i + 256]].to(device)) for i in range(0, len(chosen), 256)])
-    feats_mean, feats_std = feats.mean(0, keepdim=True), feats.std(0, keepdim=True).clamp_min(1e-6)
-    x = (feats - feats_mean) / feats_std
-    y = labels[chosen].to(device)
-    head = nn.Linear(x.shape[1], model.fc.out_features).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = F.cross_entropy(head(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    # Fold the standardisation into one linear layer so the model keeps its plain ``fc``.
-    fc = nn.Linear(x.shape[1], head.out_features).to(device)
-    with torch.no_grad():
-        fc.weight.copy_(head.weight / feats_std)
-        fc.bias.copy_(head.bias - (head.weight * feats_mean / feats_std).sum(1))
-    model.fc = fc
-    return model

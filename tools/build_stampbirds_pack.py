@@ -5,10 +5,11 @@ with real alpha (``tuxpaint-stamps-default``) and water / land photos (``tuxpain
 ``mate-backgrounds``, ``plasma-workspace-wallpapers``). All sources are GPL-2 (or GPL-2+) licensed; the
 pack carries the licence texts and a NOTICE naming every source file.
 
-Usage (after ``apt-get install tuxpaint-stamps-default tuxpaint-data mate-backgrounds
-plasma-workspace-wallpapers``)::
+A maintainer's tool, not part of the installed package. Usage, from the repository root with the package
+installed (``pip install -e .``), after ``apt-get install tuxpaint-stamps-default tuxpaint-data mate-backgrounds
+plasma-workspace-wallpapers``::
 
-    python -m torch_backswap.datasets.build_stampbirds_pack --out torch_backswap/datasets/assets/stampbirds
+    python tools/build_stampbirds_pack.py --version 1 --out torch_backswap/datasets/assets/stampbirds
 
 The curation decisions (which photos were dropped after looking at them, the photo split and the bird
 split) are fixed in this file so that rebuilding gives the same pack; they are written to
@@ -22,7 +23,7 @@ dropped). Version 2 keeps every version-1 train photo at the same position with 
 train split is identical in both versions. Rebuild version 2 with (after also installing
 ``lomiri-wallpapers-16.04 lomiri-wallpapers-20.04``)::
 
-    python -m torch_backswap.datasets.build_stampbirds_pack --version 2 --out torch_backswap/datasets/assets/stampbirds_v2
+    python tools/build_stampbirds_pack.py --version 2 --out torch_backswap/datasets/assets/stampbirds_v2
 """
 
 from __future__ import annotations
