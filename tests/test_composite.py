@@ -276,7 +276,7 @@ def test_warp_alpha_is_kornias_full_frame_warp_of_the_box():
 
 
 # --------------------------------------------------------------------------------------------------
-# the OpenCV uint8 kernel (backend="cv2", what "auto" picks for uint8 CPU images when cv2 imports)
+# the OpenCV uint8 kernel (backend="cv2"; what "auto" picks for uint8 CPU images when cv2 imports)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -313,19 +313,23 @@ def test_cv2_nearest_differs_from_the_reference_only_at_ties():
     assert over <= 1e-3 * total
 
 
-def test_auto_backend_is_cv2_for_uint8_cpu_images_and_torch_otherwise():
-    cv2 = pytest.importorskip("cv2")
+def test_default_backend_is_torch_and_auto_is_cv2_for_uint8_cpu_images():
+    """The default kernel is torch whether or not OpenCV is installed (a seed's bytes do not depend on it);
+    ``"auto"`` takes OpenCV for uint8 CPU images and torch otherwise."""
     images, alpha, backgrounds, params = _random_scene(3)
-    threads = cv2.getNumThreads()
     assert torch.equal(composite(images, alpha, backgrounds, params),
+                       composite(images, alpha, backgrounds, params, backend="torch"))
+    cv2 = pytest.importorskip("cv2")
+    threads = cv2.getNumThreads()
+    assert torch.equal(composite(images, alpha, backgrounds, params, backend="auto"),
                        composite(images, alpha, backgrounds, params, backend="cv2"))
     assert cv2.getNumThreads() == threads  # OpenCV's thread count is left as it was
-    assert not torch.equal(composite(images, alpha, backgrounds, params),
+    assert not torch.equal(composite(images, alpha, backgrounds, params, backend="auto"),
                            composite(images, alpha, backgrounds, params, backend="torch"))
     x, bg = images.float() / 255, backgrounds.float() / 255
-    assert torch.equal(composite(x, alpha, bg, params), composite(x, alpha, bg, params, backend="torch"))
-    assert torch.equal(composite(images, alpha, backgrounds, params, harmonize=0.5),
-                       composite(images, alpha, backgrounds, params, harmonize=0.5, backend="torch"))
+    assert torch.equal(composite(x, alpha, bg, params, backend="auto"), composite(x, alpha, bg, params))
+    assert torch.equal(composite(images, alpha, backgrounds, params, harmonize=0.5, backend="auto"),
+                       composite(images, alpha, backgrounds, params, harmonize=0.5))
     with pytest.raises(ValueError, match="backend='cv2' needs uint8 images"):
         composite(x, alpha, bg, params, backend="cv2")
     with pytest.raises(ValueError, match="harmonize=0.5"):
@@ -335,9 +339,9 @@ def test_auto_backend_is_cv2_for_uint8_cpu_images_and_torch_otherwise():
 def test_without_opencv_auto_is_torch_and_cv2_says_how_to_install(monkeypatch):
     import torch_backswap.composite as module
 
-    monkeypatch.setattr(module, "_CV2", None, raising=False)
+    monkeypatch.setattr(module, "_opencv", lambda: None)
     images, alpha, backgrounds, params = _random_scene(4)
-    assert torch.equal(composite(images, alpha, backgrounds, params),
+    assert torch.equal(composite(images, alpha, backgrounds, params, backend="auto"),
                        composite(images, alpha, backgrounds, params, backend="torch"))
     with pytest.raises(ImportError, match=r"torch-backswap\[fast\]"):
         composite(images, alpha, backgrounds, params, backend="cv2")

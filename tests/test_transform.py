@@ -318,11 +318,13 @@ def test_empty_and_speck_foregrounds_leave_every_part_unchanged():
 
 
 def test_compositing_backend_picks_the_kernel():
-    """``Compositing(backend=)`` reaches composite: "torch" and "auto" are the same draws, "auto" the OpenCV kernel's
-    bytes where cv2 imports."""
+    """``Compositing(backend=)`` reaches composite: "torch" (the default) and "auto" are the same draws, "auto" the
+    OpenCV kernel's bytes where cv2 imports."""
     images, masks = _scene(4)
     run = {name: BackgroundSwap(_bank(), compositing=Compositing(backend=name), seed=3).swap_batch(images, alphas=masks)
            for name in ("auto", "torch")}
+    assert Compositing().backend == "torch"
+    assert torch.equal(BackgroundSwap(_bank(), seed=3).swap_batch(images, alphas=masks), run["torch"])
     assert (run["auto"].int() - run["torch"].int()).abs().max() <= 2
     with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'torch', 'cv2'\), got 'fast'"):
         Compositing(backend="fast")

@@ -28,7 +28,8 @@ Two implementations share these semantics:
   warp) and blended; everything else is the background, copied once as bytes. A whole-pixel shift is blended
   without resampling. Two kernels: torch (``backend="torch"``, every dtype and device) and, for uint8 images on
   the CPU when OpenCV is installed (``pip install "torch-backswap[fast]"``), OpenCV's SIMD ``warpAffine``
-  (``backend="cv2"``; ``"auto"``, the default, picks it there): the same boxes, resampled and blended in uint8.
+  (``backend="cv2"``; ``"auto"`` picks it there): the same boxes, resampled and blended in uint8. The default is
+  ``"torch"``: the bytes a seed gives must not depend on whether OpenCV happens to be installed.
 
 Tolerance of the torch kernel (``backend="torch"``) against :func:`composite_reference` (tested in
 ``tests/test_composite.py``):
@@ -57,6 +58,7 @@ rounded to ``value / 255`` first) and rounds the premultiplied colour and the bl
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -321,7 +323,7 @@ def composite(
     inplace: bool = False,
     path: str = "auto",
     boxes: tuple[Tensor, Tensor] | None = None,
-    backend: str = "auto",
+    backend: str = "torch",
 ) -> Tensor:
     """Paste each image's foreground, jittered, onto its background (fast path).
 
@@ -340,8 +342,8 @@ def composite(
         path: the torch kernel's strategy: ``"auto"`` (per-sample exact windows on CPU, one batched pass over the
             batch's largest window elsewhere), ``"loop"`` or ``"batched"``. All give the same result.
         boxes: ``mask_bboxes(alpha)`` when the caller has it already (saves one pass over the alphas).
-        backend: ``"auto"`` (OpenCV's uint8 kernel where it applies and ``cv2`` imports, else torch), ``"torch"``
-            or ``"cv2"``. The OpenCV kernel (``pip install "torch-backswap[fast]"``) takes uint8 images with at most
+        backend: ``"torch"`` (default), ``"cv2"`` or ``"auto"`` (OpenCV's uint8 kernel where it applies and
+            ``cv2`` imports, else torch). The OpenCV kernel (``pip install "torch-backswap[fast]"``) takes uint8 images with at most
             3 channels on the CPU, ``harmonize=0``; its tolerance is in the module notes. ``"cv2"`` raises where it
             does not apply.
 
@@ -628,18 +630,14 @@ def _source_premultiplied(images, alpha, i, box, dtype, to255) -> Tensor:
 _BACKENDS = ("auto", "torch", "cv2")
 
 
+@functools.cache
 def _opencv():
-    """The ``cv2`` module when OpenCV imports, else ``None`` (looked up once, on first use)."""
-    global _CV2
+    """The ``cv2`` module when OpenCV imports, else ``None`` (a failed import is not retried on every call)."""
     try:
-        return _CV2
-    except NameError:
-        try:
-            import cv2
-        except ImportError:
-            cv2 = None
-        _CV2 = cv2
-        return cv2
+        import cv2
+    except ImportError:
+        return None
+    return cv2
 
 
 def _pick_backend(backend: str, images: Tensor, harmonize: float, mode: str):

@@ -112,15 +112,16 @@ class Compositing:
         feather_px: extra inward Gaussian feathering of the alpha in pixels (for hard given masks).
         harmonize: colour harmonisation strength in ``[0, 1]`` (0 = off).
         interpolation: ``"bilinear"`` or ``"nearest"`` resampling of the object.
-        backend: the compositing kernel, :func:`~torch_backswap.composite.composite`'s ``backend``: ``"auto"``
-            (OpenCV for uint8 images on the CPU when ``cv2`` imports, else torch), ``"torch"`` or ``"cv2"``.
+        backend: the compositing kernel, :func:`~torch_backswap.composite.composite`'s ``backend``: ``"torch"``
+            (default), ``"cv2"`` (OpenCV for uint8 images on the CPU, ``pip install "torch-backswap[fast]"``) or
+            ``"auto"`` (OpenCV where it applies and ``cv2`` imports, else torch).
     """
 
     min_foreground: float = 0.01
     feather_px: float = 0.0
     harmonize: float = 0.0
     interpolation: str = "bilinear"
-    backend: str = "auto"
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "min_foreground",
@@ -284,7 +285,7 @@ def swap_backgrounds(
     interpolation: str = "bilinear",
     background_labels: Tensor | None = None,
     inplace: bool = False,
-    backend: str = "auto",
+    backend: str = "torch",
 ) -> tuple[Tensor, SwapRecord]:
     """Paste each applied sample's object, jittered, onto its background.
 
@@ -306,7 +307,7 @@ def swap_backgrounds(
             ``bank.labels[indices]``), for the record; ``-1`` in the record when not given.
         inplace: allow writing the composites into ``backgrounds`` (saves a full-frame copy when they are a
             fresh tensor of your own, e.g. from :func:`gather_backgrounds`; default ``False``).
-        backend: the compositing kernel, ``"auto"``, ``"torch"`` or ``"cv2"`` (see :class:`Compositing`).
+        backend: the compositing kernel, ``"torch"`` (default), ``"cv2"`` or ``"auto"`` (see :class:`Compositing`).
 
     Returns:
         ``(images, record)``: images of the input's dtype and device (samples not swapped are the input
@@ -400,7 +401,7 @@ def paste_objects(
     harmonize: float = 0.0,
     interpolation: str = "bilinear",
     inplace: bool = False,
-    backend: str = "auto",
+    backend: str = "torch",
 ) -> Tensor:
     """The pixels of a swap planned by :func:`plan_swap`: composite each applied sample's object (``alpha``, one row
     per applied sample, as :func:`plan_swap` returns it) with ``record.matrices`` onto its background — the second
