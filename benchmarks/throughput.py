@@ -16,7 +16,10 @@ reference paste is single-threaded Python/PIL):
        from the S×S patch grid (nearest upsampling, blocky), image and mask get a full-frame
        ``torchvision.transforms.functional.affine`` (nearest), the paste, then ``pil_to_tensor``.
 * (b)  ``BackgroundSwap`` per sample inside ``v2.Compose`` (the object's alpha carried in the sample as ``ObjectAlpha``).
-* (c)  ``BackgroundSwap.swap_batch`` on the batch with a cached bank and given (uint8) masks.
+* (c)  ``BackgroundSwap.swap_batch`` on the batch with a cached bank and given (uint8) masks (the default torch
+       composite); (c, nearest) the same with nearest-neighbour resampling; (c, OpenCV) the same through
+       ``Compositing(backend="cv2")``, OpenCV's uint8 kernel (only when ``cv2`` imports: the optional ``fast``
+       extra; the rows are left out otherwise).
 * (d)  ``swap_batch`` with on-the-fly segmentation (bundled tiny segmenter).
 * (e)  a plain copy of the same bytes: ``index_select`` of B uint8 images from the bank (the bandwidth
        bound); (e') the same bytes converted to float32 (what a naive float pipeline pays at least).
@@ -24,8 +27,9 @@ reference paste is single-threaded Python/PIL):
 Also: segmenter inference, bank build (default pyramid inpainter, segmenter on the fly, 2 threads), the
 realistic loader yardstick (JPEG decode → RandomResizedCrop → flip, with and without the swap, and with a collate
 that only copies the swap's bytes: the bandwidth bound), and where the time of one batched swap goes (segmenter,
-cut-out, composite, the rest, and the uint8 copy of the same bytes). The analysis under the tables is generated
-from these measurements.
+cut-out, composite, the rest, and the uint8 copy of the same bytes). When ``cv2`` imports, the yardstick and the
+breakdown also run the swap with the OpenCV composite, side by side with the torch kernel. The analysis under the
+tables is generated from these measurements.
 
 Device suite — the swap on an accelerator, and its overhead on a ResNet-50 bf16 training step::
 
@@ -77,6 +81,20 @@ def load_segmenter():
 
     local = Path(__file__).resolve().parents[1] / "weights" / SEGMENTER.split("/")[-1]
     return PatchSegmenter.from_pretrained(local if local.is_dir() else SEGMENTER).eval()
+
+
+def opencv_version() -> str | None:
+    """OpenCV's version when ``cv2`` imports and this tree's ``Compositing`` has the OpenCV kernel
+    (``backend="cv2"``), else ``None``: the OpenCV rows are measured only then."""
+    try:
+        import cv2
+
+        from torch_backswap.functional import Compositing
+
+        Compositing(backend="cv2")
+    except (ImportError, TypeError, ValueError):
+        return None
+    return str(cv2.__version__)
 
 
 def sync(device: torch.device) -> None:
@@ -177,7 +195,8 @@ def to_pil(images: torch.Tensor, masks: torch.Tensor) -> tuple[list, list]:
 
 
 def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: int) -> dict:
-    """Interleaved rounds of (a), (a'), (b), (c), (d), (e), (e'), segmenter; images/s medians."""
+    """Interleaved rounds of (a), (a'), (b), (c), (c, OpenCV) where ``cv2`` imports, (d), (e), (e'), segmenter;
+    images/s medians."""
     from PIL import Image
     from torchvision import tv_tensors
     from torchvision.transforms import v2
@@ -198,6 +217,7 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
     bank = BackgroundBank(data["backgrounds"], data["labels"])
     swap_cache = BackgroundSwap(bank, seed=0)
     swap_nearest = BackgroundSwap(bank, seed=0, compositing=Compositing(interpolation="nearest"))
+    swap_cv2 = BackgroundSwap(bank, seed=0, compositing=Compositing(backend="cv2")) if opencv_version() else None
     swap_seg = BackgroundSwap(bank, seg, seed=0)
     compose = v2.Compose([swap_cache])
     pil_images, pil_masks = to_pil(data["images"], data["masks"])
@@ -236,6 +256,9 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
     def run_batched_nearest(idx):
         swap_nearest.swap_batch(data["images"][idx], data["labels"][idx], alphas=data["masks"][idx])
 
+    def run_batched_cv2(idx):
+        swap_cv2.swap_batch(data["images"][idx], data["labels"][idx], alphas=data["masks"][idx])
+
     def run_batched_seg(idx):
         swap_seg.swap_batch(data["images"][idx], data["labels"][idx])
 
@@ -259,6 +282,7 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
         "b": run_compose,
         "c": run_batched_cache,
         "c_nearest": run_batched_nearest,
+        **({"c_cv2": run_batched_cv2} if swap_cv2 is not None else {}),
         "d": run_batched_seg,
         "e": run_copy,
         "e_f32": run_copy_f32,
@@ -410,7 +434,9 @@ def yardstick(n: int, batch: int, rounds: int, seg, threads: int, extra_segmente
 
     ``num_workers=0`` and ``threads`` torch threads: the per-core cost of each pipeline. The first batch
     of every pass is excluded. ``extra_segmenters`` (name → segmenter) adds collate / per-sample rows with
-    other segmenter variants (smaller input, int8, ...).
+    other segmenter variants (smaller input, int8, ...). Where ``cv2`` imports, the default segmenter's collate and
+    per-sample rows and the collate ObjectAlpha row are also run with the OpenCV composite
+    (``Compositing(backend="cv2")``; :data:`YARD_OPENCV`).
     """
     import tempfile
 
@@ -426,6 +452,14 @@ def yardstick(n: int, batch: int, rounds: int, seg, threads: int, extra_segmente
         sw = BackgroundSwap(bank, s, seed=0)
         extra[f"collate swap, segmenter {name}"] = (False, imagenet_transform(), BackgroundSwapCollate(sw))
         extra[f"per-sample swap in Compose, segmenter {name}"] = (False, imagenet_transform([sw]), None)
+    if opencv_version():
+        from torch_backswap.functional import Compositing
+
+        cv2_seg = BackgroundSwap(bank, seg, seed=0, compositing=Compositing(backend="cv2"))
+        cv2_given = BackgroundSwap(bank, seed=0, compositing=Compositing(backend="cv2"))
+        extra[YARD_SEG_CV2] = (False, imagenet_transform(), BackgroundSwapCollate(cv2_seg))
+        extra[YARD_GIVEN_CV2] = (True, imagenet_transform(), BackgroundSwapCollate(cv2_given))
+        extra[YARD_SAMPLE_CV2] = (False, imagenet_transform([cv2_seg]), None)
     configs = yardstick_configs(swap_seg, swap_given, extra, bank=bank)
     times: dict[str, list[float]] = {k: [] for k in configs}
     seen: dict[str, int] = {}
@@ -459,7 +493,9 @@ STEP_LOGITS = "segmenter logits, float (uint8 resize + model)"
 STEP_LOGITS_INT8 = "segmenter logits, int8"
 STEP_CUT = "cut-out: logits → the alpha the swap uses"
 STEP_COMPOSITE = "composite: given uint8 alpha, jitter matrices"
+STEP_COMPOSITE_CV2 = "composite (OpenCV kernel): given uint8 alpha, jitter matrices"
 STEP_GIVEN = "swap_batch, given uint8 alpha (every step)"
+STEP_GIVEN_CV2 = "swap_batch, given uint8 alpha, OpenCV composite"
 STEP_SEG = "swap_batch, segmenter on the fly (every step)"
 STEP_SEG_INT8 = "swap_batch, int8 segmenter on the fly"
 STEP_COPY = "uint8 copy of the same bytes (bank gather + image copy)"
@@ -468,7 +504,9 @@ STEP_COPY = "uint8 copy of the same bytes (bank gather + image copy)"
 def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: int = 224) -> dict:
     """Milliseconds per image of each step of a batched swap at ``size``² (batch ``batch``), interleaved rounds,
     medians: the segmenter (float / int8), the cut-out, the composite alone, whole ``swap_batch`` calls and the
-    plain uint8 copy of the same bytes. Works on trees without ``logits_to_alpha`` (the float cut-out is timed)."""
+    plain uint8 copy of the same bytes; where ``cv2`` imports, also the composite and ``swap_batch`` with given alphas
+    on the OpenCV kernel (``"opencv"`` in the result: its version, or ``None`` when it was not installed). Works on
+    trees without ``logits_to_alpha`` (the float cut-out is timed)."""
     from torch_backswap import BackgroundBank, BackgroundSwap
     from torch_backswap.composite import composite
     from torch_backswap.jitter import jitter_affine, sample_jitter
@@ -485,6 +523,11 @@ def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: i
     n = data["images"].shape[0]
     bank = BackgroundBank(data["backgrounds"], data["labels"])
     swap_given, swap_seg, swap_int8 = (BackgroundSwap(bank, s, seed=0) for s in (None, seg, seg_int8))
+    opencv = opencv_version()
+    if opencv:
+        from torch_backswap.functional import Compositing
+
+        swap_cv2 = BackgroundSwap(bank, seed=0, compositing=Compositing(backend="cv2"))
     gen = torch.Generator().manual_seed(0)
     hw = (size, size)
     logits_cache = {}
@@ -499,11 +542,11 @@ def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: i
             logits_cache[key] = segment_logits(seg, data["images"][idx])
         return lambda: logits_to_alpha(logits_cache[key], hw, TIGHT_THRESHOLD, 0.1)
 
-    def comp(idx):
+    def comp(idx, **kwargs):
         x, m = data["images"][idx], data["masks"][idx]
         bgs = data["backgrounds"][pick()]
         mats = jitter_affine(sample_jitter(batch, generator=gen), hw, m)
-        return lambda: composite(x, m, bgs, mats)
+        return lambda: composite(x, m, bgs, mats, **kwargs)
 
     def copy(idx):
         x = data["images"][idx]
@@ -515,7 +558,10 @@ def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: i
         STEP_LOGITS_INT8: lambda idx: (lambda: segment_logits(seg_int8, data["images"][idx])),
         STEP_CUT: cut,
         STEP_COMPOSITE: comp,
+        **({STEP_COMPOSITE_CV2: lambda idx: comp(idx, backend="cv2")} if opencv else {}),
         STEP_GIVEN: lambda idx: (lambda: swap_given.swap_batch(data["images"][idx], alphas=data["masks"][idx])),
+        **({STEP_GIVEN_CV2: lambda idx: (lambda: swap_cv2.swap_batch(data["images"][idx], alphas=data["masks"][idx]))}
+           if opencv else {}),
         STEP_SEG: lambda idx: (lambda: swap_seg.swap_batch(data["images"][idx])),
         STEP_SEG_INT8: lambda idx: (lambda: swap_int8.swap_batch(data["images"][idx])),
         STEP_COPY: copy,
@@ -531,7 +577,7 @@ def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: i
                     times[name].append(time.perf_counter() - t0)
     return {"ms_per_image": {k: 1e3 * statistics.median(v) / batch for k, v in times.items()},
             "spread_ms_per_image": {k: 1e3 * (max(v) - min(v)) / batch for k, v in times.items()},
-            "batch": batch, "size": size, "rounds": rounds}
+            "batch": batch, "size": size, "rounds": rounds, "opencv": opencv}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -606,6 +652,12 @@ YARD_SEG = "collate swap, segmenter on the fly (BackgroundSwapCollate)"
 YARD_SAMPLE = "per-sample swap in Compose, segmenter on the fly"
 YARD_BASE = "loader alone (no swap)"
 YARD_COPY = "collate, plain uint8 copy of the swap's bytes (the bandwidth bound)"
+# the OpenCV-composite rows (where cv2 imports); the segmenter rows keep the "collate swap, segmenter" /
+# "per-sample swap in Compose, segmenter" prefixes, so the targets' best variant may be one of them
+YARD_SEG_CV2 = "collate swap, segmenter on the fly, OpenCV composite"
+YARD_GIVEN_CV2 = "collate swap, ObjectAlpha in the sample, OpenCV composite"
+YARD_SAMPLE_CV2 = "per-sample swap in Compose, segmenter on the fly, OpenCV composite"
+YARD_OPENCV = (YARD_SEG_CV2, YARD_GIVEN_CV2, YARD_SAMPLE_CV2)
 
 
 #: The run settings a CPU section is rendered with (stored in the JSON as ``settings``).
@@ -643,7 +695,9 @@ def cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load
         "`v2.RandomResizedCrop(224)` → `v2.RandomHorizontalFlip()` → uint8 `tv_tensors.Image`; batch "
         f"{yard['batch']}, `num_workers=0`, {args.threads} torch thread: the cost per core. Medians of {yard['rounds']} "
         "interleaved passes (after one warm-up pass), first batch of each pass excluded. The ObjectAlpha rows carry the "
-        "bird's alpha (uint8, cropped and flipped with the image by the same v2 transforms)."),
+        "bird's alpha (uint8, cropped and flipped with the image by the same v2 transforms)."
+        + (" The OpenCV composite rows are the same swaps with `Compositing(backend=\"cv2\")` (the optional `fast` "
+           "extra); the others use the default torch kernel." if any(k in yard["rates"] for k in YARD_OPENCV) else "")),
         "",
         "| pipeline | images/s | vs loader alone |",
         "|---|---|---|",
@@ -655,6 +709,7 @@ def cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load
     seg_ratio, sample_ratio = rates[YARD_SEG] / base, rates[YARD_SAMPLE] / base
     best_seg = max((v / base, k) for k, v in rates.items() if k.startswith("collate swap, segmenter"))
     best_sample = max((v / base, k) for k, v in rates.items() if k.startswith("per-sample swap in Compose, segmenter"))
+    cv2_col = bool(rows) and all("c_cv2" in r for r in rows)
     lines += [
         "",
         (f"Targets: collate swap segmenting on the fly ≥ 0.70× the loader alone: {ok(seg_ratio >= 0.70)} with the default "
@@ -687,27 +742,40 @@ def cpu_markdown(args, rows, build, yard, tradeoff, breakdown, load_before, load
         "",
         (f"Images/s, batch {args.batch}, medians of {args.rounds} interleaved rounds; same images, masks and bank for every "
         "column (StampBirds train split; bank = its true backgrounds). (c) and (c, nearest) carry the masks "
-        "(`swap_batch(alphas=...)`), (d) segments on the fly."),
+        "(`swap_batch(alphas=...)`), (d) segments on the fly."
+        + (" (c) OpenCV kernel is (c) composited by `Compositing(backend=\"cv2\")` (OpenCV's uint8 kernel, the optional "
+           "`fast` extra); every other column uses the default torch kernel." if cv2_col else "")),
         "",
         ("| size | (a) PIL paste, nearest (reference) | (a') PIL paste, bilinear | (a\") reference path, full frame | "
-        "(b) per-sample Compose | (c) batched, given masks | (c) nearest | (d) batched, segmenter | (e) uint8 copy | "
-        "(e') float32 copy | segmenter alone | (c)/(a\") | (c nearest)/(a\") | (c)/(a') | (d)/(a\") | (c)/(e') | (c)/(e) |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(b) per-sample Compose | (c) batched, given masks | (c) nearest | " + ("(c) OpenCV kernel | " if cv2_col else "")
+        + "(d) batched, segmenter | (e) uint8 copy | (e') float32 copy | segmenter alone | (c)/(a\") | (c nearest)/(a\") | "
+        + ("(c OpenCV)/(a\") | " if cv2_col else "") + "(c)/(a') | (d)/(a\") | (c)/(e') | (c)/(e) |"),
+        "|---" * (17 + 2 * cv2_col) + "|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']}² | {fmt(r['a'])} | {fmt(r['a_bilinear'])} | {fmt(r['a_full'])} | {fmt(r['b'])} | "
-            f"{fmt(r['c'])} | {fmt(r['c_nearest'])} | {fmt(r['d'])} | {fmt(r['e'])} | {fmt(r['e_f32'])} | "
+            f"{fmt(r['c'])} | {fmt(r['c_nearest'])} | " + (f"{fmt(r['c_cv2'])} | " if cv2_col else "")
+            + f"{fmt(r['d'])} | {fmt(r['e'])} | {fmt(r['e_f32'])} | "
             f"{fmt(r['segmenter'])} | {r['c'] / r['a_full']:.2f} | {r['c_nearest'] / r['a_full']:.2f} | "
-            f"{r['c'] / r['a_bilinear']:.2f} | {r['d'] / r['a_full']:.2f} | {r['c'] / r['e_f32']:.2f} | "
+            + (f"{r['c_cv2'] / r['a_full']:.2f} | " if cv2_col else "")
+            + f"{r['c'] / r['a_bilinear']:.2f} | {r['d'] / r['a_full']:.2f} | {r['c'] / r['e_f32']:.2f} | "
             f"{r['c'] / r['e']:.3f} |"
         )
     big = max(rows, key=lambda r: r["size"])
+    if cv2_col:
+        target = (f"Target at {big['size']}²: batched composite with given masks ≥ 2× (a\"): torch kernel (the default) "
+                  f"{ok(big['c'] >= 2 * big['a_full'])} ({big['c'] / big['a_full']:.2f}× bilinear; like for like with the "
+                  f"nearest-neighbour reference {big['c_nearest'] / big['a_full']:.2f}×); OpenCV kernel "
+                  f"(`Compositing(backend=\"cv2\")`) {ok(big['c_cv2'] >= 2 * big['a_full'])} "
+                  f"({big['c_cv2'] / big['a_full']:.2f}× bilinear).")
+    else:
+        target = (f"Target at {big['size']}²: batched composite with given masks ≥ 2× (a\"): {ok(big['c'] >= 2 * big['a_full'])} "
+                  f"({big['c'] / big['a_full']:.2f}× bilinear; like for like with the nearest-neighbour reference "
+                  f"{big['c_nearest'] / big['a_full']:.2f}×).")
     lines += [
         "",
-        (f"Target at {big['size']}²: batched composite with given masks ≥ 2× (a\"): {ok(big['c'] >= 2 * big['a_full'])} "
-        f"({big['c'] / big['a_full']:.2f}× bilinear; like for like with the nearest-neighbour reference "
-        f"{big['c_nearest'] / big['a_full']:.2f}×)."),
+        target,
         "",
         (f"Bank build at {args.build_size}² ({args.build_n} images, default `PyramidInpainter`, segmenter on the fly, "
         f"batch 64, 2 torch threads): **{fmt(build)} images/s** (issue 5 target ≥ 200: {ok(build >= 200)})."),
@@ -736,6 +804,30 @@ def breakdown_markdown(breakdown: dict, yard: dict) -> list[str]:
     for k, v in ms.items():
         lines.append(f"| {k} | {v:.3f} | {spread[k]:.3f} | {v / loader_ms:.2f} |")
     return lines
+
+
+def opencv_sentence(ms: dict, breakdown: dict, rates: dict) -> str:
+    """The analysis' sentence on the fused uint8 warp-and-blend kernel (OpenCV): its measured cost where this run had
+    it, "not installed" where it did not, and the wording of the runs before it was measured (no ``"opencv"`` key)."""
+    if STEP_COMPOSITE_CV2 in ms:
+        text = (f"The fused uint8 warp-and-blend kernel, OpenCV's `warpAffine` (the optional `fast` extra, "
+                f"`Compositing(backend=\"cv2\")`; OpenCV {breakdown.get('opencv') or '?'}), costs {ms[STEP_COMPOSITE_CV2]:.3f} "
+                f"ms per image ({ms[STEP_COMPOSITE_CV2] / ms[STEP_COPY]:.1f}× the copy bound, "
+                f"{ms[STEP_COMPOSITE] / ms[STEP_COMPOSITE_CV2]:.1f}× less than the torch kernel, the default)")
+        if STEP_GIVEN_CV2 in ms:
+            text += (f"; a whole `swap_batch` with given alphas takes {ms[STEP_GIVEN_CV2]:.3f} ms per image with it against "
+                     f"{ms[STEP_GIVEN]:.3f} ms with the torch kernel")
+        if YARD_SEG_CV2 in rates and YARD_SEG in rates:
+            base = rates[YARD_BASE]
+            text += (f"; in the loader, the collate swap segmenting on the fly keeps {rates[YARD_SEG_CV2] / base:.2f}× the "
+                     f"loader alone with it against {rates[YARD_SEG] / base:.2f}× with the torch kernel")
+        return text + "."
+    if "opencv" in breakdown:
+        return ("Closing the rest of the gap needs a fused uint8 warp-and-blend kernel: OpenCV's `warpAffine`, the "
+                "optional `fast` extra (`Compositing(backend=\"cv2\")`), was not installed in this run, so it is not "
+                "measured here.")
+    return ("Closing the rest of the gap needs a fused uint8 warp-and-blend kernel (e.g. OpenCV's `warpAffine`, not a "
+            "dependency of this package).")
 
 
 def analysis_markdown(rows: list[dict], yard: dict, tradeoff: list[dict], breakdown: dict) -> str:
@@ -771,8 +863,7 @@ def analysis_markdown(rows: list[dict], yard: dict, tradeoff: list[dict], breakd
         (f"* The composite with given alphas costs {ms[STEP_COMPOSITE]:.3f} ms per image against {ms[STEP_COPY]:.3f} ms for a "
          f"plain uint8 copy of the same bytes ({ms[STEP_COMPOSITE] / ms[STEP_COPY]:.1f}× the copy bound). It reads only the "
          "object's box, warps image and alpha in one 4-channel float bilinear `grid_sample` over the destination box and "
-         "blends there only, a few tensor ops per sample. Closing the rest of the gap needs a fused uint8 warp-and-blend "
-         "kernel (e.g. OpenCV's `warpAffine`, not a dependency of this package)."),
+         "blends there only, a few tensor ops per sample. " + opencv_sentence(ms, breakdown, rates)),
         (f"* Around the composite, `swap_batch` with given alphas spends {rest_given:.3f} ms per image (sampling, bank "
          f"gather, jitter matrices, boxes, speck check); segmenting on the fly, {max(rest_seg, 0.0):.3f} ms per image go "
          "to neither segmenter, cut-out nor composite."),
@@ -783,7 +874,9 @@ def analysis_markdown(rows: list[dict], yard: dict, tradeoff: list[dict], breakd
          f"{rates[YARD_COPY] / rates[YARD_BASE]:.2f}× the loader alone."
          if YARD_COPY in rates else "* (no copy-bound row in this run)"),
         (f"* At {big['size']}² the batched swap with given masks runs at {big['c'] / big['a_full']:.2f}× the reference "
-         f"per-sample path (a\") and at {big['c'] / big['e']:.3f}× the uint8 copy (e)."),
+         f"per-sample path (a\") and at {big['c'] / big['e']:.3f}× the uint8 copy (e)"
+         + (f"; with the OpenCV kernel at {big['c_cv2'] / big['a_full']:.2f}× and {big['c_cv2'] / big['e']:.3f}×."
+            if "c_cv2" in big else ".")),
     ]
     return "\n".join(lines)
 
