@@ -21,26 +21,12 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEvery section below is written by the script named in it; rerun the command to refresh it.\n"
 
 
-#: Two-sided 95 % quantiles of Student's t, ``t_{0.975, df}``: every df to 30, then 40, 60, 120.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-
-
 def t975(df: int) -> float:
-    """``t_{0.975, df}`` (``df >= 1``): the table's value, linear in ``1/df`` between its entries and towards the
-    normal quantile 1.960 beyond 120 (error < 0.002)."""
-    if df < 1:
-        raise ValueError(f"df must be >= 1, got {df!r}")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975)
-    lo = max(k for k in keys if k < df)
-    hi_key = min((k for k in keys if k > df), default=None)
-    hi, hi_value = (hi_key, _T975[hi_key]) if hi_key is not None else (float("inf"), 1.960)
-    w = (1 / lo - 1 / df) / (1 / lo - (0 if hi == float("inf") else 1 / hi))
-    return _T975[lo] + w * (hi_value - _T975[lo])
+    """``t_{0.975, df}`` (``df >= 1``): :func:`torch_backswap.diagnose.t_quantile`, the package's one Student-t
+    quantile (the interval of ``background_gap`` too)."""
+    from torch_backswap.diagnose import t_quantile
+
+    return t_quantile(0.975, df)
 
 
 def mean_ci(values) -> tuple[float, float]:

@@ -161,10 +161,12 @@ def test_the_top_level_api_is_small_and_moved_names_still_resolve():
 
 
 def test_one_cut_out_route():
-    """Every cut-out of the package goes through CutOut (refine.cut_out_alpha underneath): no predict_masks outside
-    the segmenter that defines it."""
-    users = [p for p in PACKAGE.rglob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
-    assert [p.name for p in users] == ["segmenter.py"]
+    """Every cut-out of the package goes through CutOut (refine.cut_out_alpha underneath): the 0.2 second route,
+    ``PatchSegmenter.predict_masks``, is gone and nothing calls it."""
+    from torch_backswap import PatchSegmenter
+
+    assert not hasattr(PatchSegmenter, "predict_masks")
+    assert not [p.name for p in PACKAGE.rglob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
     bench = PACKAGE.parent / "benchmarks"
     assert not [p.name for p in bench.glob("*.py") if "predict_masks(" in p.read_text(encoding="utf-8")]
 

@@ -72,6 +72,26 @@ def _check_range(name: str, value, *, positive: bool = False) -> tuple[float, fl
     return lo, hi
 
 
+def check_jitter_ranges(scale, degrees, translate_px, reference_size) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Check the ranges of :func:`sample_jitter` and return ``((scale_lo, scale_hi), (degrees_lo, degrees_hi))``.
+
+    Raises:
+        ValueError: naming the argument, the expected form and the value.
+    """
+    scale_range = _check_range("scale", scale, positive=True)
+    if isinstance(degrees, (int, float)):
+        if degrees < 0:
+            raise ValueError(f"degrees must be >= 0 or a (min, max) pair, got {degrees!r}")
+        degrees_range = (-float(degrees), float(degrees))
+    else:
+        degrees_range = _check_range("degrees", degrees)
+    if translate_px < 0:
+        raise ValueError(f"translate_px must be >= 0, got {translate_px!r}")
+    if reference_size <= 0:
+        raise ValueError(f"reference_size must be positive, got {reference_size!r}")
+    return scale_range, degrees_range
+
+
 def sample_jitter(
     batch_size: int,
     *,
@@ -102,17 +122,7 @@ def sample_jitter(
     """
     if not isinstance(batch_size, int) or batch_size < 0:
         raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
-    s_lo, s_hi = _check_range("scale", scale, positive=True)
-    if isinstance(degrees, (int, float)):
-        if degrees < 0:
-            raise ValueError(f"degrees must be >= 0 or a (min, max) pair, got {degrees!r}")
-        d_lo, d_hi = -float(degrees), float(degrees)
-    else:
-        d_lo, d_hi = _check_range("degrees", degrees)
-    if translate_px < 0:
-        raise ValueError(f"translate_px must be >= 0, got {translate_px!r}")
-    if reference_size <= 0:
-        raise ValueError(f"reference_size must be positive, got {reference_size!r}")
+    (s_lo, s_hi), (d_lo, d_hi) = check_jitter_ranges(scale, degrees, translate_px, reference_size)
     u = torch.rand(batch_size, 4, generator=generator)
     frac = float(translate_px) / float(reference_size)
     params = JitterParams(
@@ -285,7 +295,7 @@ class JitterGenerator:
     def __post_init__(self) -> None:
         object.__setattr__(self, "translate_px", float(self.translate_px))
         object.__setattr__(self, "reference_size", int(self.reference_size))
-        sample_jitter(0, **self.ranges())
+        check_jitter_ranges(self.scale, self.degrees, self.translate_px, self.reference_size)
 
     def ranges(self) -> dict:
         """The ranges as keyword arguments of :func:`sample_jitter` / ``functional.sample_params``."""

@@ -414,20 +414,6 @@ class PatchSegmenter(
         ``(H, W)``): :func:`segment_probability`."""
         return segment_probability(self, images[None] if images.ndim == 3 else images, size)
 
-    def predict_masks(
-        self,
-        images: Tensor,
-        size: tuple[int, int] | None = None,
-        tight: float = TIGHT_THRESHOLD,
-        loose: float = LOOSE_THRESHOLD,
-        feather: float = 0.0,
-    ) -> tuple[Tensor, Tensor]:
-        """``(tight, loose)`` masks ``(B, 1, H, W)`` float32 in ``[0, 1]`` from one
-        :meth:`predict_probability` (see :func:`probability_to_mask`): the tight mask is the cut-out, the
-        loose mask the hole to inpaint."""
-        prob = self.predict_probability(images, size)
-        return probability_to_mask(prob, tight, feather), probability_to_mask(prob, loose, feather)
-
     # -- loading -----------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(  # type: ignore[override]
