@@ -138,8 +138,11 @@ def test_empty_masks_in_a_batch_keep_their_images_also_in_place(backend):
         assert (out.int() - ref.int()).abs().max() <= MAX_LEVELS[backend]
 
 
-def test_loop_windows_are_the_vectorised_windows():
-    from torch_backswap.composite import _batched_windows, _loop_windows
+@pytest.mark.parametrize("route", ["_windows_scalar", "_windows_numpy"])
+def test_loop_windows_are_the_vectorised_windows(route):
+    from torch_backswap import composite as module
+    from torch_backswap.composite import _batched_windows
+    from torch_backswap.jitter import _affine_inverse
 
     g = torch.Generator().manual_seed(11)
     for h, w in ((48, 56), (224, 224), (31, 97)):
@@ -147,9 +150,12 @@ def test_loop_windows_are_the_vectorised_windows():
         params = sample_jitter(8, scale=(0.2, 3.0), degrees=180.0, translate_px=400.0, generator=g)
         matrices = jitter_affine(params, (h, w), bboxes=boxes, keep_inside=False)  # some land off the frame
         sel, windows = _batched_windows(boxes, valid, matrices, h, w)
-        rows = _loop_windows(boxes, valid, matrices, h, w)
+        rows = getattr(module, route)(boxes, valid, matrices, h, w)
         assert [i for i, _, _ in rows] == sel.nonzero().flatten().tolist()
         assert [list(win) for _, win, _ in rows] == torch.stack(windows, 1)[sel].tolist()
+        # the inverse each kernel resamples with is _affine_inverse's float64 arithmetic, to the last bit
+        inverse = _affine_inverse(matrices.double())
+        assert [[*r0, *r1] for _, _, (r0, r1) in rows] == inverse[sel].flatten(1).tolist()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -131,5 +131,28 @@ def test_plan_then_paste_is_swap_backgrounds(p):
     alpha, planned = F.plan_swap(alphas, params, feather_px=1.0)
     pasted = F.paste_objects(images, alpha, bgs.clone(), planned, harmonize=0.3)
     assert torch.equal(out, pasted)
-    for f in ("swapped", "bank_indices", "scale", "angle", "translate", "matrices"):
+    for f in ("swapped", "bank_indices", "scale", "angle", "translate", "matrices", "object_boxes"):
         assert torch.equal(getattr(record, f), getattr(planned, f)), f
+
+
+@pytest.mark.parametrize("p", [1.0, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.bool])
+def test_record_object_boxes_are_the_pasted_alphas_boxes(dtype, p):
+    """record.object_boxes (what paste_objects hands the composite instead of a second pass over the alphas) is the
+    box of the alpha plan_swap returns, row for row; zeros where nothing was swapped (not applied, or a speck)."""
+    from torch_backswap.jitter import mask_bboxes
+
+    _, alphas, bank = _scene(b=6)
+    alphas[2] = 0
+    alphas[2, :, 1:3, 1:3] = 1.0  # a speck: dropped, so not swapped
+    alphas[4, :, 3:20, 5:9] = 1.0  # a wider object
+    alphas = alphas > 0.5 if dtype == torch.bool else (alphas * 255).to(dtype) if dtype == torch.uint8 else alphas
+    params = F.sample_params(6, bank, p=p, generator=torch.Generator().manual_seed(5))
+    alpha, record = F.plan_swap(alphas, params)
+    assert int(record.swapped.sum()) == (5 if p == 1.0 else 2)  # all but the speck; two of the rows drawn
+    boxes, valid = mask_bboxes(alpha)
+    chosen = params.apply.nonzero().flatten()
+    assert torch.equal(record.swapped[chosen], valid) and not bool(record.swapped[2])
+    assert torch.equal(record.object_boxes[chosen][valid], boxes[valid])
+    assert not record.object_boxes[~record.swapped].any()
+    assert record.to_list()[4]["object_box"] == record.object_boxes[4].tolist()

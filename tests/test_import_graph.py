@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("build", "_bank_source", "cutout", "streaming", "bank", "finetune", "quantize", "edge_refiner", "refine"),
     ("functional", "composite", "jitter", "segmenter", "backbones", "inpaint", "labels", "label_files", "bankfiles",
      "metrics", "alpha", "hub"),                                          # kernels, models, data types, files
-    ("_checks", "_io", "_image", "_dist"),                                # checks, durable files, image plumbing
+    ("_checks", "_io", "_image", "_dist", "_opencv"),                                # checks, durable files, image plumbing
 ]
 
 

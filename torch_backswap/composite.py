@@ -58,13 +58,13 @@ rounded to ``value / 255`` first) and rounds the premultiplied colour and the bl
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._opencv import opencv as _opencv
 from .jitter import (
     JitterParams,
     _affine_inverse,
@@ -372,8 +372,7 @@ def composite(
         out = _from_compute(_to_compute(backgrounds, dtype, as_uint8_scale=to255), out_dtype).contiguous()
 
     if boxes is None:
-        boxes = _cv2_boxes(cv2, alpha) if cv2 is not None and alpha.dtype in (torch.uint8, torch.bool) else \
-            mask_bboxes(alpha)
+        boxes = mask_bboxes(alpha)
     boxes, valid = boxes
     if not bool(valid.any()):
         return images.clone()
@@ -422,14 +421,57 @@ def _batched_windows(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: 
     return on_frame, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1)
 
 
+#: Batches up to this size get their windows sample by sample (numpy's per-call cost outweighs its vector speed there).
+_SCALAR_WINDOWS = 8
+
+
 def _loop_windows(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
-    """The windows of :func:`_batched_windows` for the samples that paste, in plain Python (CPU loop path).
+    """The windows of :func:`_batched_windows` for the samples that paste, as plain Python (CPU loop paths).
 
     Returns ``[(i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), ((ia, ib, ic), (id, ie, if)))]``: the sample
     index, its windows and its inverse (destination → source) matrix in float64. The float32 corner
-    arithmetic is replayed op for op with ``numpy.float32`` scalars, so the integers are exactly those of the
-    vectorised computation (tested); the inverse is :func:`_affine_inverse`'s float64 arithmetic.
+    arithmetic is replayed op for op with ``numpy.float32`` values (numpy fuses no multiply-add), so the integers
+    are exactly those of the vectorised torch computation, and the inverse is :func:`_affine_inverse`'s float64
+    arithmetic (both tested, on both routes): sample by sample for a few samples, one array pass for a batch.
     """
+    route = _windows_scalar if boxes.shape[0] <= _SCALAR_WINDOWS else _windows_numpy
+    return route(boxes, valid, matrices, h, w)
+
+
+def _windows_numpy(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
+    """:func:`_loop_windows` for the whole batch in one pass of ``numpy.float32`` / float64 array arithmetic."""
+    import numpy as np
+
+    boxes_np, valid_np = boxes.cpu().numpy(), valid.cpu().numpy()
+    m64 = matrices.detach().cpu().to(torch.float64).numpy()
+    m32 = matrices.detach().cpu().to(torch.float32).numpy()
+    grown = boxes_np.astype(np.float32) + np.array([-1.0, -1.0, 1.0, 1.0], dtype=np.float32)
+    cx = grown[:, [0, 2, 0, 2]]
+    cy = grown[:, [1, 1, 3, 3]]
+    tx = m32[:, 0, 0:1] * cx + m32[:, 0, 1:2] * cy + m32[:, 0, 2:3]
+    ty = m32[:, 1, 0:1] * cx + m32[:, 1, 1:2] * cy + m32[:, 1, 2:3]
+    minx, maxx, miny, maxy = tx.min(1), tx.max(1), ty.min(1), ty.max(1)
+    paste = valid_np & (maxx >= 0) & (maxy >= 0) & (minx <= w - 1) & (miny <= h - 1)
+    a, b, c, d, e, f = (m64[:, r, k] for r in (0, 1) for k in (0, 1, 2))
+    det = a * e - b * d
+    if bool((np.abs(det[paste]) < 1e-12).any()):
+        raise ValueError("affine matrices must be invertible (a sample has scale 0)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+        ic, if_ = -(ia * c + ib * f), -(id_ * c + ie * f)
+    windows = np.stack([
+        np.maximum(boxes_np[:, 0] - 1, 0), np.maximum(boxes_np[:, 1] - 1, 0),
+        np.minimum(boxes_np[:, 2] + 1, w - 1), np.minimum(boxes_np[:, 3] + 1, h - 1),
+        np.clip(np.floor(minx), 0, w - 1), np.clip(np.floor(miny), 0, h - 1),
+        np.clip(np.ceil(maxx), 0, w - 1), np.clip(np.ceil(maxy), 0, h - 1),
+    ], 1).astype(np.int64)
+    inverse = np.stack([ia, ib, ic, id_, ie, if_], 1)
+    return [(i, tuple(windows[i].tolist()), (tuple(inverse[i, :3].tolist()), tuple(inverse[i, 3:].tolist())))
+            for i in np.flatnonzero(paste).tolist()]
+
+
+def _windows_scalar(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
+    """:func:`_loop_windows` sample by sample on ``numpy.float32`` scalars (the cheaper route for a few samples)."""
     import numpy as np
 
     f32 = np.float32
@@ -630,16 +672,6 @@ def _source_premultiplied(images, alpha, i, box, dtype, to255) -> Tensor:
 _BACKENDS = ("auto", "torch", "cv2")
 
 
-@functools.cache
-def _opencv():
-    """The ``cv2`` module when OpenCV imports, else ``None`` (a failed import is not retried on every call)."""
-    try:
-        import cv2
-    except ImportError:
-        return None
-    return cv2
-
-
 def _pick_backend(backend: str, images: Tensor, harmonize: float, mode: str):
     """``cv2`` when :func:`composite` runs the OpenCV kernel for these inputs, ``None`` for the torch kernels."""
     if backend not in _BACKENDS:
@@ -658,18 +690,6 @@ def _pick_backend(backend: str, images: Tensor, harmonize: float, mode: str):
     if cv2 is None:
         raise ImportError("backend='cv2' needs OpenCV: pip install \"torch-backswap[fast]\" (opencv-python-headless)")
     return cv2
-
-
-def _cv2_boxes(cv2, alpha: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~torch_backswap.jitter.mask_bboxes` of a uint8 or bool alpha on the CPU, one ``cv2.boundingRect`` per
-    sample (the same boxes, without reading every alpha twice)."""
-    a = (alpha.view(torch.uint8) if alpha.dtype == torch.bool else alpha).numpy()
-    boxes, valid = [], []
-    for i in range(a.shape[0]):
-        x, y, bw, bh = cv2.boundingRect(a[i, 0])
-        valid.append(bw > 0)
-        boxes.append((x, y, x + bw - 1, y + bh - 1) if bw > 0 else (0, 0, 0, 0))
-    return torch.tensor(boxes, dtype=torch.int64).reshape(-1, 4), torch.tensor(valid, dtype=torch.bool)
 
 
 def _paste_cv2(cv2, images, alpha, out, rows, mode) -> None:

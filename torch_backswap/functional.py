@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_fraction, check_non_negative
+from ._opencv import solid_counts, uint8_planes
 from ._image import float_alpha
 from .composite import composite, soft_alpha, warp_alpha
 from .jitter import REFERENCE_SIZE, JitterParams, jitter_affine, mask_bboxes, sample_jitter
@@ -145,6 +146,8 @@ class SwapRecord:
         translate: ``(B, 2)`` float32 — requested shift as a fraction of ``(W, H)`` (clipped in ``matrices``).
         matrices: ``(B, 2, 3)`` float32 source→destination pixel matrices actually used (identity where not
             swapped).
+        object_boxes: ``(B, 4)`` int64 inclusive ``(x0, y0, x1, y1)`` box of the object pasted (of the alpha
+            :func:`plan_swap` returns, ``mask_bboxes``), in the source image; zeros where not swapped.
         params: the :class:`SwapParams` that produced this record (pass them back to replay).
     """
 
@@ -155,6 +158,7 @@ class SwapRecord:
     angle: Tensor
     translate: Tensor
     matrices: Tensor
+    object_boxes: Tensor
     params: SwapParams
 
     def __len__(self) -> int:
@@ -162,7 +166,7 @@ class SwapRecord:
 
     def to_list(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per sample: ``swapped``, ``bank_index``, ``background_label``, ``scale``,
-        ``angle``, ``translate``, ``matrix``."""
+        ``angle``, ``translate``, ``matrix``, ``object_box``."""
         cols = {f.name: getattr(self, f.name).detach().cpu().tolist() for f in fields(self) if f.name != "params"}
         return [
             {
@@ -173,6 +177,7 @@ class SwapRecord:
                 "angle": cols["angle"][i],
                 "translate": cols["translate"][i],
                 "matrix": cols["matrices"][i],
+                "object_box": cols["object_boxes"][i],
             }
             for i in range(len(self))
         ]
@@ -237,24 +242,25 @@ def gather_backgrounds(bank: Any, params: SwapParams, size: tuple[int, int]) -> 
     return bank.gather(idx.to(bank.device), size=size)
 
 
-def drop_specks(alpha: Tensor, min_fraction: float) -> Tensor:
+def drop_specks(alpha: Tensor, min_fraction: float, *, boxes: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Zero the alpha of samples whose object (alpha > 0.5) covers less than ``min_fraction`` of the image.
 
     A missed object's speck pasted on a new background would be an image without its object that still
     carries the object's label. Works on every compact alpha dtype; returns a new tensor only when a
-    sample is dropped.
+    sample is dropped. ``boxes``: ``mask_bboxes(alpha)`` when the caller has it (saves a pass with OpenCV).
     """
     if min_fraction <= 0 or alpha.shape[0] == 0:
         return alpha
-    if alpha.dtype == torch.bool:
-        solid = alpha
-    elif alpha.dtype == torch.uint8:
-        solid = alpha > 127
+    planes = uint8_planes(alpha)
+    if planes is not None:  # OpenCV installed: counted inside each object's box, the same integers
+        known = None if boxes is None else [
+            tuple(box) if ok else None for box, ok in zip(boxes[0].tolist(), boxes[1].tolist())]
+        count = solid_counts(planes, 0 if alpha.dtype == torch.bool else 127, known)
     else:
-        solid = alpha > 0.5
-    # count the solid pixels as bytes (no float copy of the frame)
-    count = solid.view(torch.uint8).flatten(1).sum(1, dtype=torch.int32)
-    small = count.double() / solid[0].numel() < min_fraction
+        solid = alpha if alpha.dtype == torch.bool else alpha > (127 if alpha.dtype == torch.uint8 else 0.5)
+        # count the solid pixels as bytes (no float copy of the frame)
+        count = solid.view(torch.uint8).flatten(1).sum(1, dtype=torch.int32)
+    small = count.double() / alpha[0].numel() < min_fraction
     if not bool(small.any()):
         return alpha
     alpha = alpha.clone()
@@ -360,18 +366,24 @@ def plan_swap(
     eye = torch.eye(2, 3, device=device).expand(b, 2, 3).contiguous()
     swapped = torch.zeros(b, dtype=torch.bool, device=device)
     matrices = eye
+    boxes_all = torch.zeros(b, 4, dtype=torch.int64, device=device)
     if n:
         if feather_px > 0:
             alpha = soft_alpha(alpha, feather_px)
-        alpha = drop_specks(alpha, min_foreground)
-        boxes, has_object = mask_bboxes(alpha)  # once: the jitter's centre and which samples have an object
+        boxes, has_object = mask_bboxes(alpha)  # the jitter's centre and which samples have an object
+        kept = drop_specks(alpha, min_foreground, boxes=(boxes, has_object))
+        if kept is not alpha:  # a speck was dropped: its sample has no object any more
+            alpha = kept
+            boxes, has_object = mask_bboxes(alpha)
+        object_boxes = torch.where(has_object[:, None], boxes.to(device), 0)
         m_sub = jitter_affine(jitter, (h, w), bboxes=boxes)
         m_sub = torch.where(has_object[:, None, None], m_sub, eye[:n])
         if all_rows:
-            matrices, swapped = m_sub, has_object
+            matrices, swapped, boxes_all = m_sub, has_object, object_boxes
         else:
             matrices = eye.clone().index_copy_(0, chosen, m_sub)
             swapped = swapped.index_copy(0, chosen, has_object)
+            boxes_all = boxes_all.index_copy(0, chosen, object_boxes)
     idx = params.bank_indices.to(device)
     never = torch.full_like(idx, -1)
     bank_indices = torch.where(swapped, idx, never)
@@ -387,6 +399,7 @@ def plan_swap(
         angle=torch.where(swapped, params.jitter.angle.to(device), torch.zeros_like(params.jitter.angle, device=device)),
         translate=torch.where(swapped[:, None], params.jitter.translate.to(device), 0.0),
         matrices=torch.where(swapped[:, None, None], matrices, eye),
+        object_boxes=boxes_all,
         params=params,
     )
     return alpha, record
@@ -406,7 +419,8 @@ def paste_objects(
     """The pixels of a swap planned by :func:`plan_swap`: composite each applied sample's object (``alpha``, one row
     per applied sample, as :func:`plan_swap` returns it) with ``record.matrices`` onto its background — the second
     half of :func:`swap_backgrounds` (same arguments). Rows not applied are the input's; applied rows whose object
-    was dropped are overwritten later by whoever restores the input (``record.swapped`` is False there)."""
+    was dropped are overwritten later by whoever restores the input (``record.swapped`` is False there). The object
+    boxes are ``record.object_boxes``: pass the alpha :func:`plan_swap` returned, not another one."""
     b = images.shape[0]
     device = images.device
     chosen = record.params.apply.to(device).nonzero().flatten()
@@ -419,8 +433,11 @@ def paste_objects(
     bgs = bgs.to(device)
     own_bgs = inplace or bgs is not backgrounds  # a row selection or device copy is ours to write into
     m_sub = record.matrices if all_rows else record.matrices.index_select(0, chosen)
+    # the object boxes plan_swap found (no second pass over the alphas)
+    boxes = (record.object_boxes, record.swapped) if all_rows else \
+        (record.object_boxes.index_select(0, chosen), record.swapped.index_select(0, chosen))
     out_sub = composite(sub, alpha.to(device), bgs, m_sub, harmonize=harmonize, mode=interpolation, inplace=own_bgs,
-                        backend=backend)
+                        backend=backend, boxes=boxes)
     if all_rows:
         return out_sub
     out = images.clone()

@@ -22,6 +22,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from ._opencv import plane_boxes, uint8_planes
+
 __all__ = [
     "JitterGenerator","REFERENCE_SIZE", "JitterParams", "jitter_affine", "mask_bboxes", "sample_jitter"]
 
@@ -159,6 +161,9 @@ def mask_bboxes(alpha: Tensor) -> tuple[Tensor, Tensor]:
         ``valid`` bool ``(B,)``, False where the mask is empty (its box is then ``(0, 0, 0, 0)``).
     """
     _check_alpha(alpha)
+    planes = uint8_planes(alpha)
+    if planes is not None:  # OpenCV installed: one boundingRect per sample, the same integers
+        return plane_boxes(planes)
     a = alpha[:, 0]
     if a.dtype == torch.bool:
         a = a.view(torch.uint8)
