@@ -138,7 +138,7 @@ def test_empty_masks_in_a_batch_keep_their_images_also_in_place(backend):
         assert (out.int() - ref.int()).abs().max() <= MAX_LEVELS[backend]
 
 
-@pytest.mark.parametrize("route", ["_windows_scalar", "_windows_numpy"])
+@pytest.mark.parametrize("route", ["_windows_scalar", "_windows_batched"])
 def test_loop_windows_are_the_vectorised_windows(route):
     from torch_backswap import composite as module
     from torch_backswap.composite import _batched_windows

@@ -421,53 +421,31 @@ def _batched_windows(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: 
     return on_frame, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1)
 
 
-#: Batches up to this size get their windows sample by sample (numpy's per-call cost outweighs its vector speed there).
-_SCALAR_WINDOWS = 8
+#: Batches up to this size get their windows sample by sample (the vectorised route's per-call cost outweighs it).
+_SCALAR_WINDOWS = 24
 
 
 def _loop_windows(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
     """The windows of :func:`_batched_windows` for the samples that paste, as plain Python (CPU loop paths).
 
     Returns ``[(i, (sx0, sy0, sx1, sy1, dx0, dy0, dx1, dy1), ((ia, ib, ic), (id, ie, if)))]``: the sample
-    index, its windows and its inverse (destination → source) matrix in float64. The float32 corner
-    arithmetic is replayed op for op with ``numpy.float32`` values (numpy fuses no multiply-add), so the integers
-    are exactly those of the vectorised torch computation, and the inverse is :func:`_affine_inverse`'s float64
-    arithmetic (both tested, on both routes): sample by sample for a few samples, one array pass for a batch.
+    index, its windows and its inverse (destination → source) matrix in float64: those of :func:`_batched_windows`
+    and :func:`_affine_inverse`. A batch takes that vectorised route; a few samples (where its per-call cost
+    outweighs the vector speed) replay the same float32 / float64 arithmetic sample by sample (both tested equal).
     """
-    route = _windows_scalar if boxes.shape[0] <= _SCALAR_WINDOWS else _windows_numpy
+    route = _windows_scalar if boxes.shape[0] <= _SCALAR_WINDOWS else _windows_batched
     return route(boxes, valid, matrices, h, w)
 
 
-def _windows_numpy(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
-    """:func:`_loop_windows` for the whole batch in one pass of ``numpy.float32`` / float64 array arithmetic."""
-    import numpy as np
-
-    boxes_np, valid_np = boxes.cpu().numpy(), valid.cpu().numpy()
-    m64 = matrices.detach().cpu().to(torch.float64).numpy()
-    m32 = matrices.detach().cpu().to(torch.float32).numpy()
-    grown = boxes_np.astype(np.float32) + np.array([-1.0, -1.0, 1.0, 1.0], dtype=np.float32)
-    cx = grown[:, [0, 2, 0, 2]]
-    cy = grown[:, [1, 1, 3, 3]]
-    tx = m32[:, 0, 0:1] * cx + m32[:, 0, 1:2] * cy + m32[:, 0, 2:3]
-    ty = m32[:, 1, 0:1] * cx + m32[:, 1, 1:2] * cy + m32[:, 1, 2:3]
-    minx, maxx, miny, maxy = tx.min(1), tx.max(1), ty.min(1), ty.max(1)
-    paste = valid_np & (maxx >= 0) & (maxy >= 0) & (minx <= w - 1) & (miny <= h - 1)
-    a, b, c, d, e, f = (m64[:, r, k] for r in (0, 1) for k in (0, 1, 2))
-    det = a * e - b * d
-    if bool((np.abs(det[paste]) < 1e-12).any()):
-        raise ValueError("affine matrices must be invertible (a sample has scale 0)")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
-        ic, if_ = -(ia * c + ib * f), -(id_ * c + ie * f)
-    windows = np.stack([
-        np.maximum(boxes_np[:, 0] - 1, 0), np.maximum(boxes_np[:, 1] - 1, 0),
-        np.minimum(boxes_np[:, 2] + 1, w - 1), np.minimum(boxes_np[:, 3] + 1, h - 1),
-        np.clip(np.floor(minx), 0, w - 1), np.clip(np.floor(miny), 0, h - 1),
-        np.clip(np.ceil(maxx), 0, w - 1), np.clip(np.ceil(maxy), 0, h - 1),
-    ], 1).astype(np.int64)
-    inverse = np.stack([ia, ib, ic, id_, ie, if_], 1)
-    return [(i, tuple(windows[i].tolist()), (tuple(inverse[i, :3].tolist()), tuple(inverse[i, 3:].tolist())))
-            for i in np.flatnonzero(paste).tolist()]
+def _windows_batched(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
+    """:func:`_loop_windows` for a batch: the vectorised :func:`_batched_windows` and :func:`_affine_inverse` of the
+    samples that paste, as Python rows."""
+    m = matrices.float()
+    sel, windows = _batched_windows(boxes, valid, m, h, w)
+    idx = sel.nonzero().flatten()
+    inverse = _affine_inverse(m.double().index_select(0, idx)).flatten(1).tolist()
+    rows = torch.stack(windows, 1).index_select(0, idx).tolist()
+    return [(i, tuple(win), (tuple(inv[:3]), tuple(inv[3:]))) for i, win, inv in zip(idx.tolist(), rows, inverse)]
 
 
 def _windows_scalar(boxes: Tensor, valid: Tensor, matrices: Tensor, h: int, w: int) -> list[tuple]:
