@@ -76,6 +76,11 @@ def load_inputs(size: int, n: int, seed: int = 0) -> dict:
     }
 
 
+def select_rows(data: dict, idx: torch.Tensor, *keys: str) -> list[torch.Tensor]:
+    """``data[key].index_select(0, idx)`` for each key: a case's inputs, selected before its timer starts."""
+    return [data[k].index_select(0, idx) for k in keys]
+
+
 def load_segmenter():
     from torch_backswap.segmenter import PatchSegmenter
 
@@ -237,8 +242,6 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
     # stacked (as a DataLoader's collate hands it over), the per-sample ones their decoded samples, so no case pays
     # for this benchmark's own input indexing (advanced indexing of a 64-image batch costs ~0.1 ms per image on one
     # core, about a quarter of the reference path's whole time).
-    def rows(idx):
-        return {k: data[k].index_select(0, idx) for k in ("images", "labels", "masks")}
 
     def run_reference(paste):
         def prepare(idx):
@@ -257,13 +260,13 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
 
     def run_batched(swap):
         def prepare(idx):
-            r = rows(idx)
-            return lambda: swap.swap_batch(r["images"], r["labels"], alphas=r["masks"])
+            x, y, m = select_rows(data, idx, "images", "labels", "masks")
+            return lambda: swap.swap_batch(x, y, alphas=m)
         return prepare
 
     def run_batched_seg(idx):
-        r = rows(idx)
-        return lambda: swap_seg.swap_batch(r["images"], r["labels"])
+        x, y = select_rows(data, idx, "images", "labels")
+        return lambda: swap_seg.swap_batch(x, y)
 
     copy_reps = 20
 
@@ -279,7 +282,7 @@ def side_by_side(size: int, batch: int, rounds: int, bank_n: int, seg, threads: 
         return lambda: data["images"].index_select(0, idx).float()
 
     def run_segmenter(idx):
-        x = data["images"].index_select(0, idx)
+        x, = select_rows(data, idx, "images")
 
         def go():
             with torch.no_grad():
@@ -547,43 +550,40 @@ def swap_breakdown(seg, seg_int8, batch: int, rounds: int, threads: int, size: i
     def pick():
         return torch.randint(n, (batch,), generator=gen)
 
-    # inputs are selected before the timer starts (index_select), as in side_by_side
-    def take(idx, *keys):
-        return [data[k].index_select(0, idx) for k in keys]
-
+    # inputs are selected before the timer starts, as in side_by_side
     def cut(idx):
         key = tuple(idx.tolist())
         if key not in logits_cache:
             logits_cache.clear()
-            logits_cache[key] = segment_logits(seg, *take(idx, "images"))
+            logits_cache[key] = segment_logits(seg, *select_rows(data, idx, "images"))
         return lambda: logits_to_alpha(logits_cache[key], hw, TIGHT_THRESHOLD, 0.1)
 
     def comp(idx, **kwargs):
-        x, m = take(idx, "images", "masks")
+        x, m = select_rows(data, idx, "images", "masks")
         bgs = data["backgrounds"].index_select(0, pick())
         mats = jitter_affine(sample_jitter(batch, generator=gen), hw, m)
         return lambda: composite(x, m, bgs, mats, **kwargs)
 
     def copy(idx):
-        x, = take(idx, "images")
+        x, = select_rows(data, idx, "images")
         j = pick()
         return lambda: bank.backgrounds.index_select(0, j).copy_(x)
 
     def logits(model):
         def prepare(idx):
-            x, = take(idx, "images")
+            x, = select_rows(data, idx, "images")
             return lambda: segment_logits(model, x)
         return prepare
 
     def given(swap):
         def prepare(idx):
-            x, m = take(idx, "images", "masks")
+            x, m = select_rows(data, idx, "images", "masks")
             return lambda: swap.swap_batch(x, alphas=m)
         return prepare
 
     def segmenting(swap):
         def prepare(idx):
-            x, = take(idx, "images")
+            x, = select_rows(data, idx, "images")
             return lambda: swap.swap_batch(x)
         return prepare
 

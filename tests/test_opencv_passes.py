@@ -49,7 +49,7 @@ def test_boxes_are_the_torch_boxes(monkeypatch, seed, dtype):
 def test_speck_counts_are_the_torch_counts(monkeypatch, seed, dtype):
     alpha = _alphas(seed, dtype)
     planes = _opencv.uint8_planes(alpha)
-    counts = _opencv.solid_counts(planes, 0 if dtype == torch.bool else 127)
+    counts = _opencv.solid_counts(planes, 0 if dtype == torch.bool else 127, *mask_bboxes(alpha))
     solid = alpha if dtype == torch.bool else alpha > 127
     assert counts.tolist() == solid.flatten(1).sum(1).tolist()
     # drop_specks picks the same samples on both routes
@@ -67,7 +67,7 @@ def test_non_contiguous_and_three_dim_alphas(monkeypatch):
     assert not strided.is_contiguous()
     planes = _opencv.uint8_planes(strided[:, 0])
     assert planes.shape == strided[:, 0].shape and planes.flags["C_CONTIGUOUS"]
-    fast = mask_bboxes(strided), _opencv.solid_counts(planes, 127)
+    fast = mask_bboxes(strided), _opencv.solid_counts(planes, 127, *mask_bboxes(strided))
     _torch_route(monkeypatch)
     slow = mask_bboxes(strided.contiguous())
     assert torch.equal(fast[0][0], slow[0]) and torch.equal(fast[0][1], slow[1])

@@ -3,7 +3,7 @@ it runs faster than torch on one CPU core.
 
 Every function here returns exactly the integers of the torch code it stands in for (tested in
 ``tests/test_opencv_passes.py``), so whether OpenCV is installed never changes a byte of a swap; it only changes how
-long the box and area passes take (about 3x less for a batch of 224² uint8 alphas, ``benchmarks/throughput.py``).
+long the box and area passes take: each reads only the object's box after one SIMD ``cv2.boundingRect`` scan.
 """
 
 from __future__ import annotations
@@ -47,21 +47,17 @@ def plane_boxes(planes) -> tuple[Tensor, Tensor]:
     return torch.tensor(boxes, dtype=torch.int64).reshape(-1, 4), torch.tensor(valid, dtype=torch.bool)
 
 
-def solid_counts(planes, threshold: int, boxes: list | None = None) -> Tensor:
+def solid_counts(planes, threshold: int, boxes: Tensor, valid: Tensor) -> Tensor:
     """int64 ``(B,)``: how many pixels of each ``(H, W)`` uint8 plane are ``> threshold``, read inside the plane's
-    non-zero box only: ``boxes`` (inclusive ``(x0, y0, x1, y1)`` per plane, ``None`` for an empty one) when the caller
-    has them, else ``cv2.boundingRect``; then ``cv2.threshold`` and ``cv2.countNonZero``."""
+    non-zero box only (``boxes``, ``valid``: :func:`~torch_backswap.jitter.mask_bboxes` of the planes), with
+    ``cv2.threshold`` and ``cv2.countNonZero``."""
     cv2 = opencv()
     counts = []
-    for i, plane in enumerate(planes):
-        if boxes is None:
-            x, y, bw, bh = cv2.boundingRect(plane)
-            box = plane[y : y + bh, x : x + bw] if bw else None
-        else:
-            box = None if boxes[i] is None else plane[boxes[i][1] : boxes[i][3] + 1, boxes[i][0] : boxes[i][2] + 1]
-        if box is None:
+    for plane, (x0, y0, x1, y1), ok in zip(planes, boxes.tolist(), valid.tolist()):
+        if not ok:
             counts.append(0)
             continue
+        box = plane[y0 : y1 + 1, x0 : x1 + 1]
         # cv2.threshold, not cv2.compare: compare reads a scalar as a 4-vector on a 1x1 box
         solid = box if threshold == 0 else cv2.threshold(box, threshold, 255, cv2.THRESH_BINARY)[1]
         counts.append(cv2.countNonZero(solid))

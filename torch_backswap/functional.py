@@ -253,9 +253,7 @@ def drop_specks(alpha: Tensor, min_fraction: float, *, boxes: tuple[Tensor, Tens
         return alpha
     planes = uint8_planes(alpha)
     if planes is not None:  # OpenCV installed: counted inside each object's box, the same integers
-        known = None if boxes is None else [
-            tuple(box) if ok else None for box, ok in zip(boxes[0].tolist(), boxes[1].tolist())]
-        count = solid_counts(planes, 0 if alpha.dtype == torch.bool else 127, known)
+        count = solid_counts(planes, 0 if alpha.dtype == torch.bool else 127, *(boxes or mask_bboxes(alpha)))
     else:
         solid = alpha if alpha.dtype == torch.bool else alpha > (127 if alpha.dtype == torch.uint8 else 0.5)
         # count the solid pixels as bytes (no float copy of the frame)
