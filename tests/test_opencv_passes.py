@@ -74,6 +74,6 @@ def test_non_contiguous_and_three_dim_alphas(monkeypatch):
     assert fast[1].tolist() == (strided > 127).flatten(1).sum(1).tolist()
 
 
-def test_float_and_device_alphas_take_the_torch_route():
+def test_float_and_integer_alphas_take_the_torch_route():
     assert _opencv.uint8_planes(torch.zeros(2, 1, 4, 4)) is None
     assert _opencv.uint8_planes(torch.zeros(2, 1, 4, 4, dtype=torch.int32)) is None
